@@ -1,0 +1,195 @@
+//! Encoded bytes → upright 8-bit RGB. Photo collections lie about their formats (file names say PNG,
+//! bytes say JPEG) and carry hostile files, so the format comes from the content and the size limits
+//! are checked from the header before any pixel buffer exists.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::config::Limits;
+use crate::error::ImageError;
+
+/// Decodes one image, applying its EXIF orientation and converting any colour type to RGB8.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.len() as u64 > limits.max_encoded_bytes {
+        return Err(ImageError::TooManyBytes { bytes: bytes.len() as u64, limit: limits.max_encoded_bytes });
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .expect("reading from memory cannot fail");
+    let Some(format) = reader.format() else {
+        return Err(ImageError::UnknownFormat { magic: magic_bytes(bytes) });
+    };
+    let format_name = format!("{format:?}").to_uppercase();
+    let decode_error = |e: image::ImageError| ImageError::Decode { format: format_name.clone(), message: e.to_string() };
+
+    if format == image::ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
+        return Err(ImageError::Decode {
+            format: format_name,
+            message: "truncated: no end-of-image marker after the last scan".into(),
+        });
+    }
+    let mut reader = reader;
+    reader.limits(decoder_limits(limits));
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
+    if width as u64 * height as u64 > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { width, height, limit: limits.max_pixels });
+    }
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroSized { width, height });
+    }
+    // A broken EXIF block should not cost the photo: fall back to "no rotation".
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    image.apply_orientation(orientation);
+    Ok(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    })
+}
+
+/// The JPEG decoder behind `image` (zune-jpeg, lenient mode) fills a cut-off JPEG with gray and reports
+/// success, which would put features of half a photo in the output. A complete JPEG has an EOI marker
+/// (FF D9) after its last scan header (FF DA); entropy-coded data cannot contain FF D9 (FF is stuffed),
+/// and an EXIF thumbnail's markers come before the main image's scans. Trailing bytes after EOI are fine.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    match bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) {
+        Some(last_scan) => !bytes[last_scan..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => true,
+    }
+}
+
+/// The decoder's own allocation cap: the largest legitimate frame is `max_pixels` of 16-bit RGBA
+/// (8 bytes a pixel), plus room for the decoder's working buffers.
+fn decoder_limits(limits: &Limits) -> image::Limits {
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    decoder_limits
+}
+
+/// The first bytes of an unrecognised input, in hex, so the error row hints at what the file really is.
+fn magic_bytes(bytes: &[u8]) -> String {
+    let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    shown.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, ImageFormat, Luma, LumaA, Rgba};
+
+    fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn gray_alpha_rgba_and_16_bit_become_rgb8() {
+        let gray = DynamicImage::ImageLuma8(ImageBuffer::from_pixel(4, 3, Luma([200u8])));
+        let gray_alpha = DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(4, 3, LumaA([50u8, 10])));
+        let rgba = DynamicImage::ImageRgba8(ImageBuffer::from_pixel(4, 3, Rgba([1u8, 2, 3, 0])));
+        let gray16 = DynamicImage::ImageLuma16(ImageBuffer::from_pixel(4, 3, Luma([65535u16])));
+        for (image, expected) in [(gray, [200, 200, 200]), (gray_alpha, [50, 50, 50]), (rgba, [1, 2, 3]), (gray16, [255, 255, 255])] {
+            let decoded = decode(&encode(image, ImageFormat::Png), &limits()).unwrap();
+            assert_eq!(decoded.dimensions(), (4, 3));
+            assert_eq!(decoded.get_pixel(2, 1).0, expected);
+        }
+    }
+
+    #[test]
+    fn format_comes_from_content_not_name() {
+        let bytes = encode(DynamicImage::ImageRgb8(RgbImage::from_pixel(5, 5, image::Rgb([9, 8, 7]))), ImageFormat::Bmp);
+        assert_eq!(decode(&bytes, &limits()).unwrap().get_pixel(0, 0).0, [9, 8, 7]);
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_before_decoding() {
+        // A PNG header declaring 100000 x 100000 pixels, with no image data behind it: rejected from the
+        // header alone (decoding would have needed 30 GB).
+        let mut png = Vec::from(&b"\x89PNG\r\n\x1a\n"[..]);
+        let mut ihdr = Vec::from(&b"IHDR"[..]);
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // The decoder reads the header chunks up to the first IDAT; give it one (of garbage).
+        let idat = b"IDAT\x78\x9c\x00\x00";
+        png.extend_from_slice(&4u32.to_be_bytes());
+        png.extend_from_slice(idat);
+        png.extend_from_slice(&crc32(idat).to_be_bytes());
+        let err = decode(&png, &limits()).unwrap_err();
+        assert!(matches!(err, ImageError::TooManyPixels { width: 100_000, height: 100_000, .. }), "{err}");
+        assert!(err.to_string().contains("max_pixels"));
+    }
+
+    #[test]
+    fn encoded_size_limit() {
+        let small = Limits { max_encoded_bytes: 10, ..Limits::default() };
+        let err = decode(&[0u8; 11], &small).unwrap_err();
+        assert_eq!(err, ImageError::TooManyBytes { bytes: 11, limit: 10 });
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        assert_eq!(decode(&[], &limits()).unwrap_err(), ImageError::Empty);
+        let err = decode(b"hello, world", &limits()).unwrap_err();
+        assert!(err.to_string().contains("68 65 6c 6c"), "{err}");
+        let jpeg = encode(DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, image::Rgb([9, 8, 7]))), ImageFormat::Jpeg);
+        for cut in [jpeg.len() / 2, jpeg.len() - 2] {
+            let err = decode(&jpeg[..cut], &limits()).unwrap_err();
+            assert!(matches!(err, ImageError::Decode { ref format, .. } if format == "JPEG"), "{err}");
+            assert!(err.to_string().contains("truncated"), "{err}");
+        }
+        // Trailing garbage after a complete JPEG is tolerated.
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(b"trailing garbage");
+        assert_eq!(decode(&padded, &limits()).unwrap().dimensions(), (64, 64));
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // A 2x1 JPEG (wide) with EXIF orientation 6 (rotate 90° clockwise) must come out 1x2 (tall).
+        let jpeg = encode(DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 16, image::Rgb([200, 10, 10]))), ImageFormat::Jpeg);
+        let tiff: Vec<u8> = [
+            &b"Exif\0\0II*\0"[..],
+            &8u32.to_le_bytes(),
+            &1u16.to_le_bytes(),
+            &0x0112u16.to_le_bytes(), // Orientation
+            &3u16.to_le_bytes(),      // SHORT
+            &1u32.to_le_bytes(),
+            &6u16.to_le_bytes(),
+            &[0, 0],
+            &0u32.to_le_bytes(),
+        ]
+        .concat();
+        let mut with_exif = jpeg[..2].to_vec();
+        with_exif.extend_from_slice(&[0xFF, 0xE1]);
+        with_exif.extend_from_slice(&((tiff.len() + 2) as u16).to_be_bytes());
+        with_exif.extend_from_slice(&tiff);
+        with_exif.extend_from_slice(&jpeg[2..]);
+        let decoded = decode(&with_exif, &limits()).unwrap();
+        assert_eq!(decoded.dimensions(), (16, 32));
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &byte in data {
+            crc ^= byte as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+}

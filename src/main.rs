@@ -1,0 +1,328 @@
+//! `imgfeat`: the pipeline on a folder of images, no cluster needed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use imgfeat::codes::{self, FitReport};
+use imgfeat::config::{DetectorSpec, EmbedMode};
+use imgfeat::output::ParquetSink;
+use imgfeat::{Config, Error, ImageError, Pipeline, Record};
+
+#[derive(Parser)]
+#[command(name = "imgfeat", version, about = "Image features for similarity search and de-duplication")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Extract a feature row for every file under the given folders (recursively) and files.
+    Extract {
+        /// Folders and image files; hidden files (names starting with '.') in folders are skipped.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output Parquet file.
+        #[arg(short, long, default_value = "features.parquet")]
+        output: PathBuf,
+        /// Images read and processed together (also the Parquet row-group granularity of progress).
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Fit binary-code projections (PCA + ITQ) on the features of the given images.
+    FitCodes {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Code lengths to fit, each written to codes_itq_<bits>.safetensors.
+        #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+        bits_list: Vec<usize>,
+        /// Folder for the projection files [default: the model folder].
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// ITQ iterations.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// Seed of ITQ's random initial rotation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Print the detections, crop and codes of one image.
+    Show {
+        image: PathBuf,
+        /// Print the whole record as JSON, features included.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Print the effective configuration as JSON (a starting point for --config).
+    Config {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// Options every command shares; each overrides the same field of the --config file.
+#[derive(Args)]
+struct Settings {
+    /// JSON configuration file (fields left out keep their defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder with the models, labels and projections [default: IMGFEAT_MODEL_DIR, else the source tree's models/].
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Detector preset: coco or oidv4.
+    #[arg(long)]
+    detector: Option<String>,
+    /// Compute threads (0 = all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Binary code length: 64, 128 or 256.
+    #[arg(long)]
+    bits: Option<usize>,
+    /// Which embeddings rows carry: object, whole or both.
+    #[arg(long, value_parser = parse_embed_mode)]
+    embed: Option<EmbedMode>,
+    /// Minimum detection score.
+    #[arg(long)]
+    score_threshold: Option<f32>,
+}
+
+fn parse_embed_mode(s: &str) -> Result<EmbedMode, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not one of object, whole, both"))
+}
+
+impl Settings {
+    fn config(&self) -> Result<Config, Error> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_json(&std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.clone(), source: e })?)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.model_dir {
+            config.model_dir = dir.clone();
+        }
+        if let Some(name) = &self.detector {
+            config.detector = DetectorSpec::preset(name)?;
+        }
+        if let Some(threads) = self.threads {
+            config.threads = threads;
+        }
+        if let Some(bits) = self.bits {
+            config.codes.bits = bits;
+        }
+        if let Some(embed) = self.embed {
+            config.embed = embed;
+        }
+        if let Some(threshold) = self.score_threshold {
+            config.score_threshold = threshold;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imgfeat: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Extract { inputs, output, batch_size, settings } => extract(&inputs, &output, batch_size.max(1), settings.config()?),
+        Command::FitCodes { inputs, bits_list, output_dir, iterations, seed, settings } => {
+            let config = settings.config()?;
+            let output_dir = output_dir.unwrap_or_else(|| config.model_dir.clone());
+            fit_codes(&inputs, &bits_list, &output_dir, iterations, seed, config)
+        }
+        Command::Show { image, json, settings } => show(&image, json, settings.config()?),
+        Command::Config { settings } => {
+            println!("{}", settings.config()?.to_json());
+            Ok(())
+        }
+    }
+}
+
+/// Every file under `inputs`, folders walked recursively, in a stable (sorted) order.
+fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, files)?;
+            } else {
+                files.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            walk(input, &mut files)?;
+        } else if input.exists() {
+            files.push(input.clone());
+        } else {
+            return Err(Error::Io { path: input.clone(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+        }
+    }
+    Ok(files)
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Reads and processes `files` in batches, handing each batch's results to `consume`.
+fn for_each_batch(
+    pipeline: &Pipeline,
+    files: &[PathBuf],
+    batch_size: usize,
+    bar: &ProgressBar,
+    mut consume: impl FnMut(&[PathBuf], Vec<Result<Record, ImageError>>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for batch in files.chunks(batch_size) {
+        let contents: Vec<std::io::Result<Vec<u8>>> = batch.iter().map(std::fs::read).collect();
+        let readable: Vec<&[u8]> = contents.iter().filter_map(|c| c.as_deref().ok()).collect();
+        let mut processed = pipeline.process(&readable).into_iter();
+        let results = contents
+            .iter()
+            .map(|c| match c {
+                Ok(_) => processed.next().expect("one result per readable file"),
+                Err(e) => Err(ImageError::Unreadable(e.to_string())),
+            })
+            .collect();
+        consume(batch, results)?;
+        bar.inc(batch.len() as u64);
+    }
+    Ok(())
+}
+
+fn extract(inputs: &[PathBuf], output: &Path, batch_size: usize, config: Config) -> Result<(), Error> {
+    let files = collect_files(inputs)?;
+    let started = Instant::now();
+    let pipeline = Pipeline::new(config)?;
+    let loaded = started.elapsed();
+    let mut sink = ParquetSink::create(output, pipeline.config().codes.bits / 8)?;
+    let bar = progress_bar(files.len(), "images");
+    let (mut ok, mut detected, mut failures) = (0usize, 0usize, Vec::new());
+    let work_started = Instant::now();
+    for_each_batch(&pipeline, &files, batch_size, &bar, |batch, results| {
+        let paths: Vec<String> = batch.iter().map(|p| p.display().to_string()).collect();
+        for (path, result) in paths.iter().zip(&results) {
+            match result {
+                Ok(record) => {
+                    ok += 1;
+                    detected += record.detected as usize;
+                }
+                Err(e) => failures.push(format!("{path}: {e}")),
+            }
+        }
+        let rows: Vec<_> = paths.iter().map(String::as_str).zip(&results).collect();
+        sink.write(&rows)
+    })?;
+    sink.finish()?;
+    bar.finish_and_clear();
+    let seconds = work_started.elapsed().as_secs_f64();
+    for failure in &failures {
+        eprintln!("failed: {failure}");
+    }
+    println!(
+        "{} images: {ok} ok ({detected} with a detected object), {} failed; {:.1} images/s on {} threads \
+         ({seconds:.1} s, models loaded in {:.1} s) → {}",
+        files.len(),
+        failures.len(),
+        files.len() as f64 / seconds.max(1e-9),
+        pipeline.threads(),
+        loaded.as_secs_f64(),
+        output.display()
+    );
+    Ok(())
+}
+
+fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterations: usize, seed: u64, mut config: Config) -> Result<(), Error> {
+    let files = collect_files(inputs)?;
+    config.embed = EmbedMode::Both;
+    let pipeline = Pipeline::without_codes(config)?;
+    let bar = progress_bar(files.len(), "images");
+    let mut samples: Vec<Vec<f32>> = Vec::new();
+    let mut failed = 0;
+    for_each_batch(&pipeline, &files, 64, &bar, |_, results| {
+        for result in results {
+            match result {
+                Ok(record) => samples.extend(record.feature.into_iter().chain(record.whole_feature)),
+                Err(_) => failed += 1,
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    eprintln!("{} images ({failed} failed) gave {} samples (object crops and whole images)", files.len(), samples.len());
+    let mut reports: Vec<FitReport> = Vec::new();
+    for &bits in bits_list {
+        let started = Instant::now();
+        let (projection, report) = codes::fit(&samples, bits, iterations, seed)?;
+        let path = output_dir.join(format!("codes_itq_{bits}.safetensors"));
+        projection.save(&path)?;
+        eprintln!("{bits} bits: fitted in {:.1} s → {}", started.elapsed().as_secs_f64(), path.display());
+        reports.push(report);
+    }
+    println!("{}", serde_json::to_string_pretty(&reports).expect("reports serialise"));
+    Ok(())
+}
+
+fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
+    let bytes = std::fs::read(image).map_err(|e| Error::Io { path: image.to_path_buf(), source: e })?;
+    let pipeline = Pipeline::new(config)?;
+    let record = match pipeline.process_one(&bytes) {
+        Ok(record) => record,
+        Err(e) => return Err(Error::Config(format!("{}: {e}", image.display()))),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record).expect("record serialises"));
+        return Ok(());
+    }
+    println!("{}: {}x{}", image.display(), record.width, record.height);
+    for d in &record.detections {
+        println!(
+            "  {:<16} id {:>3}  score {:.3}  box x {:.3}..{:.3} y {:.3}..{:.3}",
+            d.class_name, d.class_id, d.score, d.bbox.xmin, d.bbox.xmax, d.bbox.ymin, d.bbox.ymax
+        );
+    }
+    match (&record.class_name, record.score) {
+        (Some(name), Some(score)) => println!("main object: {name} ({score:.3})"),
+        _ => println!("main object: none above the threshold; the whole image is embedded"),
+    }
+    let c = record.crop;
+    println!("crop: x {}..{} y {}..{}", c.left, c.right, c.top, c.bottom);
+    let hex = |code: &Option<Vec<u8>>| code.as_ref().map_or("-".into(), |c| c.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    println!("code:       {}", hex(&record.code));
+    println!("whole_code: {}", hex(&record.whole_code));
+    Ok(())
+}

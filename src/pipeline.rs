@@ -1,0 +1,164 @@
+//! The whole data path for a batch of encoded images: decode → detect → crop → embed → code, one row
+//! per input in input order. Models load once in [`Pipeline::new`]; images spread over a private rayon
+//! pool of exactly `Config.threads` threads, so a Spark task never uses more cores than it was given.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::codes::Projection;
+use crate::config::Config;
+use crate::crop::{crop, crop_rect, PixelRect};
+use crate::decode::decode;
+use crate::detect::{BoundingBox, Detection, Detector};
+use crate::embed::Embedder;
+use crate::error::{Error, ImageError};
+
+/// Everything imgfeat knows about one image: one output row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// Size of the decoded, upright image.
+    pub width: u32,
+    pub height: u32,
+    /// Whether a main object was found; if not, the crop is the whole image.
+    pub detected: bool,
+    pub class_id: Option<u32>,
+    pub class_name: Option<String>,
+    pub score: Option<f32>,
+    /// The main object's box, normalised to 0..1.
+    #[serde(rename = "box")]
+    pub bbox: Option<BoundingBox>,
+    /// The pixels that were embedded as the object: the box plus margin, or the whole image.
+    pub crop: PixelRect,
+    /// L2-normalised embedding of the crop (`embed` = object or both).
+    pub feature: Option<Vec<f32>>,
+    /// Packed binary code of `feature`.
+    pub code: Option<Vec<u8>>,
+    /// L2-normalised embedding of the whole image (`embed` = whole or both).
+    pub whole_feature: Option<Vec<f32>>,
+    pub whole_code: Option<Vec<u8>>,
+    /// Every detection above the threshold after NMS, best first.
+    pub detections: Vec<Detection>,
+}
+
+/// Loaded models plus the thread pool they run on. Cheap to share: `process` takes `&self` and may be
+/// called from several threads at once.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: Config,
+    detector: Detector,
+    embedder: Embedder,
+    projection: Option<Projection>,
+    pool: rayon::ThreadPool,
+}
+
+impl Pipeline {
+    /// Loads the detector, the embedder and the binary-code projection named by `config`.
+    pub fn new(config: Config) -> Result<Pipeline, Error> {
+        let projection = Projection::load(&config.projection_path())?;
+        Self::build(config, Some(projection))
+    }
+
+    /// A pipeline that computes features but no codes: what `fit-codes` needs before a projection exists.
+    pub fn without_codes(config: Config) -> Result<Pipeline, Error> {
+        Self::build(config, None)
+    }
+
+    fn build(config: Config, projection: Option<Projection>) -> Result<Pipeline, Error> {
+        config.validate()?;
+        let detector = Detector::load(&config)?;
+        let embedder = Embedder::load(&config)?;
+        if let (Some(projection), Some(dim)) = (&projection, embedder.feature_len()) {
+            if projection.dim() != dim {
+                return Err(Error::Projection {
+                    path: config.projection_path(),
+                    message: format!("fitted on {}-d features, but the embedder gives {dim}", projection.dim()),
+                });
+            }
+            if projection.bits() != config.codes.bits {
+                return Err(Error::Projection {
+                    path: config.projection_path(),
+                    message: format!("holds {}-bit codes, but codes.bits is {}", projection.bits(), config.codes.bits),
+                });
+            }
+        }
+        let threads = config.effective_threads();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("imgfeat-{i}"))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Pipeline { config, detector, embedder, projection, pool })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The number of compute threads this pipeline runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// One result per input, in input order. A bad image is an `Err` in its slot, never a missing slot
+    /// or a failed batch; even a panic inside a model is caught and reported for that image alone.
+    pub fn process(&self, images: &[&[u8]]) -> Vec<Result<Record, ImageError>> {
+        self.pool.install(|| images.par_iter().map(|bytes| self.process_one(bytes)).collect())
+    }
+
+    /// The same for one image, on the calling thread.
+    pub fn process_one(&self, bytes: &[u8]) -> Result<Record, ImageError> {
+        catch_unwind(AssertUnwindSafe(|| self.extract(bytes))).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ImageError::Internal(message))
+        })
+    }
+
+    fn extract(&self, bytes: &[u8]) -> Result<Record, ImageError> {
+        let image = decode(bytes, &self.config.limits)?;
+        let (width, height) = image.dimensions();
+        let detections = self.detector.detect(&image)?;
+        let main = self.detector.main_object(&detections).cloned();
+        let rect = match &main {
+            Some(object) => crop_rect(&object.bbox, width, height, self.config.crop_margin),
+            None => PixelRect::whole(width, height),
+        };
+        let embed = self.config.embed;
+        let crop_is_whole = rect == PixelRect::whole(width, height);
+        let feature = match (embed.object(), crop_is_whole) {
+            (false, _) => None,
+            (true, true) => Some(self.embedder.embed(&image)?),
+            (true, false) => Some(self.embedder.embed(&crop(&image, rect))?),
+        };
+        // Without a detection the crop is the whole image: reuse its embedding rather than run it twice.
+        let whole_feature = match (embed.whole(), crop_is_whole, &feature) {
+            (false, _, _) => None,
+            (true, true, Some(feature)) => Some(feature.clone()),
+            (true, _, _) => Some(self.embedder.embed(&image)?),
+        };
+        Ok(Record {
+            width,
+            height,
+            detected: main.is_some(),
+            class_id: main.as_ref().map(|m| m.class_id),
+            class_name: main.as_ref().map(|m| m.class_name.clone()),
+            score: main.as_ref().map(|m| m.score),
+            bbox: main.as_ref().map(|m| m.bbox),
+            crop: rect,
+            code: self.encode(feature.as_deref()),
+            whole_code: self.encode(whole_feature.as_deref()),
+            feature,
+            whole_feature,
+            detections,
+        })
+    }
+
+    fn encode(&self, feature: Option<&[f32]>) -> Option<Vec<u8>> {
+        Some(self.projection.as_ref()?.encode(feature?))
+    }
+}

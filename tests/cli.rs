@@ -1,0 +1,107 @@
+//! The `imgfeat` binary as a user runs it: a folder in, a Parquet file out, one row per file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use imgfeat::{Config, Pipeline};
+
+fn imgfeat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgfeat"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imgfeat-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+#[test]
+fn extract_writes_one_row_per_file_with_errors_for_bad_ones() {
+    let dir = temp_dir("extract");
+    let photos = dir.join("photos/nested");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    // A JPEG cut in half and a text file: both must be rows with an error.
+    let coffee = std::fs::read(fixtures().join("coffee.jpg")).unwrap();
+    std::fs::write(dir.join("photos/truncated.jpg"), &coffee[..coffee.len() / 3]).unwrap();
+    std::fs::write(dir.join("photos/notes.txt"), "not an image").unwrap();
+    std::fs::write(dir.join("photos/.hidden"), "skipped").unwrap();
+    let output = dir.join("features.parquet");
+
+    let run = imgfeat()
+        .args(["extract", "--threads", "2", "--batch-size", "2", "-o"])
+        .arg(&output)
+        .arg(dir.join("photos"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("5 images: 3 ok (2 with a detected object), 2 failed"), "{stdout}");
+
+    let batch = read_parquet(&output);
+    assert_eq!(batch.num_rows(), 5);
+    let paths: Vec<String> = batch.column_by_name("path").unwrap().as_string::<i32>().iter().map(|p| p.unwrap().to_string()).collect();
+    let names: Vec<&str> = paths.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
+    assert_eq!(names, ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "notes.txt", "truncated.jpg"]);
+    let errors = batch.column_by_name("error").unwrap().as_string::<i32>();
+    assert!(errors.is_null(0) && errors.is_null(1) && errors.is_null(2));
+    assert!(errors.value(3).contains("unrecognised image format"), "{}", errors.value(3));
+    assert!(errors.value(4).contains("JPEG"), "{}", errors.value(4));
+    let classes = batch.column_by_name("class_name").unwrap().as_string::<i32>();
+    assert_eq!((classes.value(0), classes.value(1)), ("cat", "cup"));
+    assert!(classes.is_null(2), "rocket has no object");
+    assert_eq!(batch.column_by_name("code").unwrap().data_type(), &DataType::FixedSizeBinary(32));
+
+    // The CLI's rows are the library's rows.
+    let pipeline = Pipeline::new(Config::from_json(r#"{"threads": 1}"#).unwrap()).unwrap();
+    let record = pipeline.process_one(&coffee).unwrap();
+    let features = batch.column_by_name("feature").unwrap().as_list::<i32>();
+    let coffee_feature: Vec<f32> = features.value(1).as_primitive::<Float32Type>().values().to_vec();
+    assert_eq!(&coffee_feature, record.feature.as_ref().unwrap());
+    let codes = batch.column_by_name("whole_code").unwrap().as_fixed_size_binary();
+    assert_eq!(codes.value(1), record.whole_code.as_ref().unwrap().as_slice());
+    assert!(codes.is_null(3) && features.is_null(4));
+    let boxes = batch.column_by_name("box").unwrap().as_struct();
+    assert!(boxes.is_valid(1) && boxes.is_null(2));
+    let xmin = boxes.column_by_name("xmin").unwrap().as_primitive::<Float32Type>().value(1);
+    assert_eq!(xmin, record.bbox.unwrap().xmin);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn show_prints_the_detection_and_codes() {
+    let run = imgfeat().args(["show", "--threads", "1"]).arg(fixtures().join("chelsea.jpg")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("main object: cat"), "{stdout}");
+    let code_line = stdout.lines().find(|l| l.starts_with("code:")).unwrap();
+    assert_eq!(code_line.split_whitespace().nth(1).unwrap().len(), 64, "256 bits in hex");
+}
+
+#[test]
+fn bad_configuration_and_missing_inputs_fail_with_a_message() {
+    let run = imgfeat().args(["extract", "--detector", "yolo", "x"]).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown detector preset \"yolo\""));
+    let run = imgfeat().args(["extract", "/nonexistent/photos"]).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/photos"));
+}
