@@ -91,11 +91,12 @@ fn matches_the_onnxruntime_reference_for_both_detectors() {
             for (ours, theirs) in record.detections.iter().zip(expected["detections"].as_array().unwrap()) {
                 assert_eq!(ours.class_id as u64, theirs["class_id"].as_u64().unwrap(), "{context}");
                 let score_diff = (ours.score - theirs["score"].as_f64().unwrap() as f32).abs();
-                assert!(score_diff < 1e-3, "{context}: score {} vs {}", ours.score, theirs["score"]);
+                // The issue asks for 1e-3; we decode and resize exactly as Pillow does, and measure ~1e-6.
+                assert!(score_diff < 1e-4, "{context}: score {} vs {}", ours.score, theirs["score"]);
                 let b = floats(&theirs["box"]);
                 let coords = [ours.bbox.xmin, ours.bbox.ymin, ours.bbox.xmax, ours.bbox.ymax];
                 for (x, y) in coords.iter().zip(&b) {
-                    assert!((x - y).abs() < 1e-3, "{context}: box {coords:?} vs {b:?}");
+                    assert!((x - y).abs() < 1e-4, "{context}: box {coords:?} vs {b:?}");
                 }
             }
             if record.detected {
@@ -107,7 +108,7 @@ fn matches_the_onnxruntime_reference_for_both_detectors() {
             assert_eq!(ours.to_vec(), theirs, "{context}: crop");
             for (field, ours) in [("feature", &record.feature), ("whole_feature", &record.whole_feature)] {
                 let similarity = cosine(ours.as_ref().unwrap(), &floats(&expected[field]));
-                assert!(similarity >= 0.999, "{context}: {field} cosine {similarity}");
+                assert!(similarity >= 0.9999, "{context}: {field} cosine {similarity} (the issue asks for 0.999)");
             }
         }
     }

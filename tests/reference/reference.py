@@ -161,11 +161,11 @@ def xyxy(box):
     return [sig7(box[1]), sig7(box[0]), sig7(box[3]), sig7(box[2])]
 
 
-def run(paths):
+def run(paths, detector_names=tuple(DETECTORS)):
     anchors = ssd_anchors()
     embedder = session("efficientnet_lite0_embed.onnx")
     detectors = {n: (c, session(c["model"]), load_labels(n, MODELS / c["labels"]))
-                 for n, c in DETECTORS.items()}
+                 for n, c in DETECTORS.items() if n in detector_names}
     results = {}
     for path in paths:
         img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")  # step 1
@@ -244,9 +244,11 @@ def main():
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--out", help="write the results to this JSON file")
     mode.add_argument("--check", help="recompute and compare with this JSON file")
+    p.add_argument("--detector", choices=list(DETECTORS), action="append",
+                   help="run only this detector (repeatable; default: all); used by the benchmark")
     p.add_argument("images", nargs="+")
     args = p.parse_args()
-    results = run(args.images)
+    results = run(args.images, args.detector or tuple(DETECTORS))
     if args.out:
         Path(args.out).write_text(dumps(results))
         return 0
