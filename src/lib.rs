@@ -28,6 +28,7 @@ pub mod embed;
 pub mod codes;
 pub mod pipeline;
 pub mod output;
+pub mod jni;
 
 pub use config::Config;
 pub use error::{Error, ImageError};

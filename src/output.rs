@@ -141,3 +141,141 @@ impl ParquetSink {
         Ok(())
     }
 }
+
+/// Rows packed into one buffer for the JNI edge: one copy across the boundary per batch instead of
+/// dozens of small Java arrays per row. Little-endian; `str` is an i32 byte length and UTF-8 bytes;
+/// `floats` and `bytes` are an i32 element count (-1 for null) and the elements.
+///
+/// ```text
+/// "IFR1"  u32 rows
+/// per row: u8 status (0 ok, 1 error)
+///   error: str message
+///   ok:    i32 width, i32 height, u8 detected,
+///          if detected: i32 class_id, str class_name, f32 score, f32 xmin, ymin, xmax, ymax
+///          i32 crop left, top, right, bottom
+///          floats feature, bytes code, floats whole_feature, bytes whole_code
+/// ```
+/// `jvm-bindings/src/main/scala/ai/imgfeat/PackedRows.scala` reads it.
+pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as i32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn put_i32(out: &mut Vec<u8>, v: i32) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_f32(out: &mut Vec<u8>, v: f32) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_floats(out: &mut Vec<u8>, v: Option<&Vec<f32>>) {
+        put_i32(out, v.map_or(-1, |v| v.len() as i32));
+        v.into_iter().flatten().for_each(|&x| put_f32(out, x));
+    }
+    fn put_bytes(out: &mut Vec<u8>, v: Option<&Vec<u8>>) {
+        put_i32(out, v.map_or(-1, |v| v.len() as i32));
+        out.extend_from_slice(v.map_or(&[][..], Vec::as_slice));
+    }
+    let mut out = Vec::with_capacity(8 + results.len() * 11_000);
+    out.extend_from_slice(b"IFR1");
+    out.extend_from_slice(&(results.len() as u32).to_le_bytes());
+    for result in results {
+        match result {
+            Err(e) => {
+                out.push(1);
+                put_str(&mut out, &e.to_string());
+            }
+            Ok(r) => {
+                out.push(0);
+                put_i32(&mut out, r.width as i32);
+                put_i32(&mut out, r.height as i32);
+                out.push(r.detected as u8);
+                if let (true, Some(class_id), Some(score), Some(b)) = (r.detected, r.class_id, r.score, r.bbox) {
+                    put_i32(&mut out, class_id as i32);
+                    put_str(&mut out, r.class_name.as_deref().unwrap_or(""));
+                    for v in [score, b.xmin, b.ymin, b.xmax, b.ymax] {
+                        put_f32(&mut out, v);
+                    }
+                }
+                for v in [r.crop.left, r.crop.top, r.crop.right, r.crop.bottom] {
+                    put_i32(&mut out, v as i32);
+                }
+                put_floats(&mut out, r.feature.as_ref());
+                put_bytes(&mut out, r.code.as_ref());
+                put_floats(&mut out, r.whole_feature.as_ref());
+                put_bytes(&mut out, r.whole_code.as_ref());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crop::PixelRect;
+    use arrow::array::Array;
+    use crate::detect::BoundingBox;
+
+    fn record() -> Record {
+        Record {
+            width: 640,
+            height: 480,
+            detected: true,
+            class_id: Some(47),
+            class_name: Some("cup".into()),
+            score: Some(0.9),
+            bbox: Some(BoundingBox { xmin: 0.1, ymin: 0.2, xmax: 0.3, ymax: 0.4 }),
+            crop: PixelRect { left: 1, top: 2, right: 3, bottom: 4 },
+            feature: Some(vec![0.5, -0.5]),
+            code: Some(vec![0xAB]),
+            whole_feature: None,
+            whole_code: None,
+            detections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn packed_rows_follow_the_documented_layout() {
+        let packed = pack_rows(&[Ok(record()), Err(ImageError::Empty)]);
+        let mut expected: Vec<u8> = b"IFR1".to_vec();
+        expected.extend_from_slice(&2u32.to_le_bytes());
+        expected.push(0);
+        for v in [640i32, 480] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        expected.push(1);
+        expected.extend_from_slice(&47i32.to_le_bytes());
+        expected.extend_from_slice(&3i32.to_le_bytes());
+        expected.extend_from_slice(b"cup");
+        for v in [0.9f32, 0.1, 0.2, 0.3, 0.4] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [1i32, 2, 3, 4, 2] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [0.5f32, -0.5] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        expected.extend_from_slice(&1i32.to_le_bytes());
+        expected.push(0xAB);
+        expected.extend_from_slice(&(-1i32).to_le_bytes());
+        expected.extend_from_slice(&(-1i32).to_le_bytes());
+        expected.push(1);
+        let message = ImageError::Empty.to_string();
+        expected.extend_from_slice(&(message.len() as i32).to_le_bytes());
+        expected.extend_from_slice(message.as_bytes());
+        assert_eq!(packed, expected);
+    }
+
+    #[test]
+    fn record_batches_keep_error_rows() {
+        let results = [Ok(record()), Err(ImageError::Empty)];
+        let rows: Vec<Row> = vec![("a.jpg", &results[0]), ("b.jpg", &results[1])];
+        let batch = record_batch(&rows, 1).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let errors = batch.column_by_name("error").unwrap();
+        assert_eq!((errors.null_count(), errors.is_null(0)), (1, true));
+        assert!(batch.column_by_name("code").unwrap().is_valid(0));
+        assert!(batch.column_by_name("whole_code").unwrap().is_null(0));
+    }
+}

@@ -1,6 +1,7 @@
 //! The whole data path for a batch of encoded images: decode → detect → crop → embed → code, one row
 //! per input in input order. Models load once in [`Pipeline::new`]; images spread over a private rayon
-//! pool of exactly `Config.threads` threads, so a Spark task never uses more cores than it was given.
+//! pool of exactly `Config.threads` threads (or run on the caller's thread when that is 1), so a Spark
+//! task never uses more cores than it was given.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -50,7 +51,9 @@ pub struct Pipeline {
     detector: Detector,
     embedder: Embedder,
     projection: Option<Projection>,
-    pool: rayon::ThreadPool,
+    /// Worker threads when `threads` > 1; with one thread, images run on the caller's thread, so a
+    /// Spark task with one core computes on its own task thread and starts no other.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Pipeline {
@@ -84,11 +87,16 @@ impl Pipeline {
             }
         }
         let threads = config.effective_threads();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("imgfeat-{i}"))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("imgfeat-{i}"))
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
         Ok(Pipeline { config, detector, embedder, projection, pool })
     }
 
@@ -96,15 +104,18 @@ impl Pipeline {
         &self.config
     }
 
-    /// The number of compute threads this pipeline runs on.
+    /// The number of compute threads one `process` call uses.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.as_ref().map_or(1, rayon::ThreadPool::current_num_threads)
     }
 
     /// One result per input, in input order. A bad image is an `Err` in its slot, never a missing slot
     /// or a failed batch; even a panic inside a model is caught and reported for that image alone.
     pub fn process(&self, images: &[&[u8]]) -> Vec<Result<Record, ImageError>> {
-        self.pool.install(|| images.par_iter().map(|bytes| self.process_one(bytes)).collect())
+        match &self.pool {
+            Some(pool) => pool.install(|| images.par_iter().map(|bytes| self.process_one(bytes)).collect()),
+            None => images.iter().map(|bytes| self.process_one(bytes)).collect(),
+        }
     }
 
     /// The same for one image, on the calling thread.

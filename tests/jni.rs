@@ -1,0 +1,197 @@
+//! The JNI exports driven from a real JVM started inside the test process: handle lifecycle, error
+//! and panic mapping to `ai.imgfeat.ImgfeatException`, per-row errors, and one handle used from
+//! several threads at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use imgfeat::jni::{
+    Java_ai_imgfeat_NativeLib_close as close, Java_ai_imgfeat_NativeLib_create as create,
+    Java_ai_imgfeat_NativeLib_panicForTesting as panic_for_testing, Java_ai_imgfeat_NativeLib_process as process,
+    Java_ai_imgfeat_NativeLib_threads as threads,
+};
+use jni::objects::{JByteArray, JClass, JObjectArray, JString};
+use jni::sys::jlong;
+use jni::vm::{InitArgsBuilder, JavaVM};
+use jni::{jni_str, Env, EnvUnowned, JNIVersion};
+
+/// The exception class compiled from the JVM bindings' source, so the JVM finds the real thing.
+fn exception_classes() -> PathBuf {
+    let out = std::env::temp_dir().join(format!("imgfeat-jni-test-classes-{}", std::process::id()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("jvm-bindings/src/main/java/ai/imgfeat/ImgfeatException.java");
+    let status = Command::new("javac").arg("-d").arg(&out).arg(&source).status().expect("javac runs (JDK 17 needed)");
+    assert!(status.success(), "javac failed on {}", source.display());
+    out
+}
+
+fn jvm() -> &'static JavaVM {
+    static JVM: OnceLock<JavaVM> = OnceLock::new();
+    JVM.get_or_init(|| {
+        let class_path = format!("-Djava.class.path={}", exception_classes().display());
+        let args = InitArgsBuilder::new().version(JNIVersion::V1_8).option(class_path).option("-Xcheck:jni").build().unwrap();
+        JavaVM::new(args).expect("start a JVM (set JAVA_HOME if it is not found)")
+    })
+}
+
+/// Runs `f` with a JNI environment on this thread.
+fn with_env<T>(f: impl FnOnce(&mut Env) -> T) -> T {
+    jvm().attach_current_thread(|env| -> jni::errors::Result<T> { Ok(f(env)) }).unwrap()
+}
+
+fn unowned(env: &mut Env) -> EnvUnowned<'static> {
+    unsafe { EnvUnowned::from_raw(env.get_raw()) }
+}
+
+/// The pending exception's class and message, cleared; panics if none is pending.
+fn take_exception(env: &mut Env) -> (bool, String) {
+    assert!(env.exception_check(), "an exception was expected");
+    let exception = env.exception_occurred().unwrap();
+    env.exception_clear();
+    let ours = env.is_instance_of(&exception, jni_str!("ai/imgfeat/ImgfeatException")).unwrap();
+    let message = exception.get_message(env).unwrap().to_string();
+    (ours, message)
+}
+
+fn create_pipeline(env: &mut Env, json: &str) -> jlong {
+    let config = env.new_string(json).unwrap();
+    create(unowned(env), JClass::null(), config)
+}
+
+fn byte_arrays<'local>(env: &mut Env<'local>, items: &[Option<&[u8]>]) -> JObjectArray<'local, JByteArray<'local>> {
+    let array = JObjectArray::<JByteArray>::new(env, items.len(), JByteArray::null()).unwrap();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(bytes) = item {
+            let element = env.byte_array_from_slice(bytes).unwrap();
+            array.set_element(env, i, &element).unwrap();
+        }
+    }
+    array
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos").join(name)).unwrap()
+}
+
+/// Row statuses (0 ok, 1 error) read from a packed buffer, walking the documented layout.
+fn statuses(packed: &[u8]) -> Vec<u8> {
+    let i32_at = |at: usize| i32::from_le_bytes(packed[at..at + 4].try_into().unwrap());
+    assert_eq!(&packed[..4], b"IFR1");
+    let rows = i32_at(4) as usize;
+    let mut at = 8;
+    let mut out = Vec::new();
+    for _ in 0..rows {
+        let status = packed[at];
+        out.push(status);
+        at += 1;
+        if status == 1 {
+            at += 4 + i32_at(at) as usize;
+            continue;
+        }
+        let detected = packed[at + 8] == 1;
+        at += 9;
+        if detected {
+            at += 4;
+            at += 4 + i32_at(at) as usize + 20;
+        }
+        at += 16;
+        for element_size in [4, 1, 4, 1] {
+            let n = i32_at(at);
+            at += 4 + if n > 0 { n as usize * element_size } else { 0 };
+        }
+    }
+    assert_eq!(at, packed.len(), "the buffer ends where the last row does");
+    out
+}
+
+#[test]
+fn errors_become_imgfeat_exceptions_with_the_message() {
+    with_env(|env| {
+        assert_eq!(create_pipeline(env, "{not json"), 0);
+        let (ours, message) = take_exception(env);
+        assert!(ours && message.contains("invalid configuration JSON"), "{message}");
+
+        assert_eq!(create_pipeline(env, r#"{"model_dir": "/nonexistent/models"}"#), 0);
+        let (ours, message) = take_exception(env);
+        assert!(ours && message.contains("/nonexistent/models/codes_itq_256.safetensors"), "{message}");
+
+        assert_eq!(create(unowned(env), JClass::null(), JString::null()), 0);
+        let (_, message) = take_exception(env);
+        assert!(message.contains("configJson must not be null"), "{message}");
+    });
+}
+
+#[test]
+fn panics_become_imgfeat_exceptions_with_the_formatted_message() {
+    with_env(|env| {
+        let message = env.new_string(format!("boom {}", 6 * 7)).unwrap();
+        panic_for_testing(unowned(env), JClass::null(), message);
+        let (ours, message) = take_exception(env);
+        assert!(ours, "not an ImgfeatException: {message}");
+        assert_eq!(message, "panic: boom 42");
+    });
+}
+
+#[test]
+fn handle_lifecycle_and_per_row_errors() {
+    with_env(|env| {
+        let handle = create_pipeline(env, r#"{"threads": 1}"#);
+        assert!(handle > 0 && !env.exception_check());
+        assert_eq!(threads(unowned(env), JClass::null(), handle), 1);
+
+        let chelsea = photo("chelsea.jpg");
+        let images = byte_arrays(env, &[Some(&chelsea), Some(b"garbage"), None]);
+        let packed = process(unowned(env), JClass::null(), handle, images);
+        assert!(!env.exception_check());
+        let packed = env.convert_byte_array(&packed).unwrap();
+        assert_eq!(statuses(&packed), vec![0, 1, 1]);
+
+        let null_batch = process(unowned(env), JClass::null(), handle, JObjectArray::<JByteArray>::null());
+        assert!(null_batch.is_null());
+        assert!(take_exception(env).1.contains("images must not be null"));
+
+        close(unowned(env), JClass::null(), handle);
+        assert!(!env.exception_check());
+        for call in ["close", "process", "threads"] {
+            let images = byte_arrays(env, &[]);
+            match call {
+                "close" => close(unowned(env), JClass::null(), handle),
+                "process" => drop(process(unowned(env), JClass::null(), handle, images)),
+                _ => drop(threads(unowned(env), JClass::null(), handle)),
+            }
+            let (ours, message) = take_exception(env);
+            assert!(ours && message.contains(&format!("no open pipeline has handle {handle}")), "{call}: {message}");
+        }
+        // A handle nobody created.
+        threads(unowned(env), JClass::null(), 987_654_321);
+        assert!(take_exception(env).1.contains("987654321"));
+    });
+}
+
+#[test]
+fn one_handle_serves_several_threads_at_once() {
+    let handle = with_env(|env| create_pipeline(env, r#"{"threads": 1}"#));
+    assert!(handle > 0);
+    let coffee = photo("coffee.jpg");
+    let expected = with_env(|env| {
+        let images = byte_arrays(env, &[Some(&coffee)]);
+        let packed = process(unowned(env), JClass::null(), handle, images);
+        env.convert_byte_array(&packed).unwrap()
+    });
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..3 {
+                    let packed = with_env(|env| {
+                        let images = byte_arrays(env, &[Some(&coffee)]);
+                        let packed = process(unowned(env), JClass::null(), handle, images);
+                        assert!(!env.exception_check());
+                        env.convert_byte_array(&packed).unwrap()
+                    });
+                    assert_eq!(packed, expected, "same image, same row, whatever the thread");
+                }
+            });
+        }
+    });
+    with_env(|env| close(unowned(env), JClass::null(), handle));
+}
