@@ -137,6 +137,8 @@ MODELS=( "$MODELS_DIR"/*.onnx "$MODELS_DIR"/*.txt "$MODELS_DIR"/*.safetensors )
 shopt -u nullglob
 (( ${#MODELS[@]} )) || echo "  warning: no *.onnx/*.txt/*.safetensors in $MODELS_DIR: the jar has no models" >&2
 (( ${#MODELS[@]} )) && cp "${MODELS[@]}" "$RES/imgfeat/models/"
+# The list of bundled model files, so the JVM side can extract them (a jar cannot list a folder).
+for m in "${MODELS[@]}"; do basename "$m"; done > "$RES/imgfeat/models/INDEX"
 
 t=$(now)
 "$JAR" --create --file "$MAIN_JAR" -C "$CLASSES" .

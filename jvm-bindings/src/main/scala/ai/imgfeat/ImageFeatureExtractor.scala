@@ -1,0 +1,143 @@
+package ai.imgfeat
+
+import org.apache.hadoop.conf.Configuration
+import org.apache.hadoop.fs.{Path => HadoopPath}
+import org.apache.spark.ml.Transformer
+import org.apache.spark.ml.param.{IntParam, Param, ParamMap, ParamValidators}
+import org.apache.spark.ml.param.shared.{HasInputCol, HasOutputCol}
+import org.apache.spark.ml.util.{DefaultParamsReadable, DefaultParamsWritable, Identifiable}
+import org.apache.spark.rdd.RDD
+import org.apache.spark.sql.{DataFrame, Dataset, Row, SparkSession}
+import org.apache.spark.sql.types.{BinaryType, StringType, StructField, StructType}
+
+/** Adds a struct column of image features (detection, crop, embeddings, binary codes, error) computed
+  * by the native pipeline, one row out per row in, in the same partitions.
+  *
+  * {{{
+  * val images = spark.read.format("binaryFile").load("s3a://bucket/photos")
+  * val features = new ImageFeatureExtractor().setOutputCol("features").transform(images)
+  * }}}
+  */
+class ImageFeatureExtractor(override val uid: String)
+    extends Transformer with HasInputCol with HasOutputCol with DefaultParamsWritable {
+
+  def this() = this(Identifiable.randomUID("imgfeat"))
+
+  final val pathCol = new Param[String](this, "pathCol",
+    "column of file paths, read when inputCol is absent from the input (any Hadoop path)")
+  final val batchSize = new IntParam(this, "batchSize", "images per native call", ParamValidators.gt(0))
+  final val threads = new IntParam(this, "threads",
+    "native compute threads per task; 0 means spark.task.cpus", ParamValidators.gtEq(0))
+  final val detector = new Param[String](this, "detector", "detector preset: coco or oidv4")
+  final val embedder = new Param[String](this, "embedder", "embedder preset: efficientnet_lite0")
+  final val codeBits = new IntParam(this, "codeBits", "binary code length: 64, 128 or 256",
+    ParamValidators.inArray(Array(64, 128, 256)))
+  final val modelDir = new Param[String](this, "modelDir",
+    "folder with the models on every node; empty means the models inside the jar")
+
+  setDefault(inputCol -> "content", pathCol -> "path", outputCol -> "features", batchSize -> 32, threads -> 0,
+    detector -> "coco", embedder -> "efficientnet_lite0", codeBits -> 256, modelDir -> "")
+
+  def setInputCol(value: String): this.type = set(inputCol, value)
+  def setPathCol(value: String): this.type = set(pathCol, value)
+  def setOutputCol(value: String): this.type = set(outputCol, value)
+  def setBatchSize(value: Int): this.type = set(batchSize, value)
+  def setThreads(value: Int): this.type = set(threads, value)
+  def setDetector(value: String): this.type = set(detector, value)
+  def setEmbedder(value: String): this.type = set(embedder, value)
+  def setCodeBits(value: Int): this.type = set(codeBits, value)
+  def setModelDir(value: String): this.type = set(modelDir, value)
+
+  /** The native configuration JSON these params describe (model folder resolved on the executor). */
+  private def nativeConfig(spark: SparkSession): NativeConfig = {
+    val taskCpus = spark.conf.get("spark.task.cpus", "1").toInt
+    NativeConfig($(detector), $(embedder), $(codeBits), if ($(threads) > 0) $(threads) else taskCpus, $(modelDir))
+  }
+
+  override def transform(dataset: Dataset[_]): DataFrame = {
+    val df = dataset.toDF()
+    val outSchema = transformSchema(df.schema)
+    val config = nativeConfig(df.sparkSession)
+    val size = $(batchSize)
+    val readContent: Row => Array[Byte] =
+      if (df.columns.contains($(inputCol))) {
+        val index = df.schema.fieldIndex($(inputCol))
+        row => if (row.isNullAt(index)) null else row.getAs[Array[Byte]](index)
+      } else {
+        val index = df.schema.fieldIndex($(pathCol))
+        row => if (row.isNullAt(index)) null else ImageFeatureExtractor.readFile(row.getString(index))
+      }
+    val rows = df.rdd.mapPartitions { partition =>
+      val handle = Native.pipeline(config.json)
+      partition.grouped(size).flatMap { batch =>
+        val features = Native.process(handle, batch.map(readContent).toArray)
+        batch.iterator.zip(features.iterator).map { case (row, feature) => Row.fromSeq(row.toSeq :+ feature) }
+      }
+    }
+    df.sparkSession.createDataFrame(rows, outSchema)
+  }
+
+  /** Diagnostic: the compute threads the native pipeline of each of `tasks` tasks uses (one entry per
+    * task), with this extractor's configuration; 1 everywhere when `spark.task.cpus` is 1.
+    */
+  def nativeThreadsPerTask(spark: SparkSession, tasks: Int): Array[Int] = {
+    val config = nativeConfig(spark)
+    spark.sparkContext.parallelize(0 until tasks, tasks)
+      .mapPartitions(_ => Iterator(NativeLib.threads(Native.pipeline(config.json))))
+      .collect()
+  }
+
+  override def transformSchema(schema: StructType): StructType = {
+    if (schema.fieldNames.contains($(inputCol))) {
+      require(schema($(inputCol)).dataType == BinaryType, s"column ${$(inputCol)} must be binary, not ${schema($(inputCol)).dataType}")
+    } else {
+      require(schema.fieldNames.contains($(pathCol)),
+        s"the input has neither the content column ${$(inputCol)} nor the path column ${$(pathCol)}")
+      require(schema($(pathCol)).dataType == StringType, s"column ${$(pathCol)} must be a string")
+    }
+    require(!schema.fieldNames.contains($(outputCol)), s"column ${$(outputCol)} already exists")
+    StructType(schema.fields :+ StructField($(outputCol), PackedRows.schema, nullable = false))
+  }
+
+  override def copy(extra: ParamMap): ImageFeatureExtractor = defaultCopy(extra)
+}
+
+object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor] {
+  /** Reads a whole file through Hadoop's FileSystem (file://, hdfs://, s3a://, ...). */
+  private[imgfeat] def readFile(path: String): Array[Byte] = {
+    val hadoopPath = new HadoopPath(path)
+    val fs = hadoopPath.getFileSystem(new Configuration())
+    val in = fs.open(hadoopPath)
+    try in.readAllBytes() finally in.close()
+  }
+
+  /** For RDD users: features of `(key, encoded image)` pairs, one output per input, batch by batch.
+    * The returned rows follow [[PackedRows.schema]].
+    */
+  def extract[K](images: RDD[(K, Array[Byte])], detector: String = "coco", codeBits: Int = 256,
+      threads: Int = 1, batchSize: Int = 32, modelDir: String = ""): RDD[(K, Row)] = {
+    val config = NativeConfig(detector, "efficientnet_lite0", codeBits, threads, modelDir)
+    images.mapPartitions { partition =>
+      val handle = Native.pipeline(config.json)
+      partition.grouped(batchSize).flatMap { batch =>
+        batch.iterator.map(_._1).zip(Native.process(handle, batch.map(_._2).toArray).iterator)
+      }
+    }
+  }
+}
+
+/** The part of the native configuration the JVM side sets; the model folder is resolved where the
+  * pipeline is created (on the executor), since a jar's models are extracted there.
+  */
+private[imgfeat] case class NativeConfig(detector: String, embedder: String, codeBits: Int, threads: Int, modelDir: String) {
+  def json: String = {
+    def quote(s: String) = "\"" + s.flatMap {
+      case '"' => "\\\""
+      case '\\' => "\\\\"
+      case c if c < ' ' => f"\\u${c.toInt}%04x"
+      case c => c.toString
+    } + "\""
+    s"""{"detector": ${quote(detector)}, "embedder": ${quote(embedder)}, "codes": {"bits": $codeBits}, """ +
+      s""""threads": $threads, "model_dir": ${quote(Native.modelDir(modelDir))}}"""
+  }
+}

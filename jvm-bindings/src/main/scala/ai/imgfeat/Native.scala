@@ -1,0 +1,56 @@
+package ai.imgfeat
+
+import java.io.InputStream
+import java.nio.charset.StandardCharsets
+import java.nio.file.{Files, Path, StandardCopyOption}
+import java.util.concurrent.ConcurrentHashMap
+
+import org.apache.spark.sql.Row
+
+/** What an executor JVM shares between its tasks: the loaded library, the models extracted from the
+  * jar, and one native pipeline per configuration. Pipelines are created on first use and kept for
+  * the JVM's lifetime, so models load once per executor, not once per partition.
+  */
+object Native {
+  private val pipelines = new ConcurrentHashMap[String, java.lang.Long]()
+  @volatile private var jarModels: Path = _
+
+  /** The pipeline for this configuration JSON, created once per JVM. */
+  def pipeline(configJson: String): Long = {
+    NativeLib.ensureLoaded()
+    pipelines.computeIfAbsent(configJson, json => java.lang.Long.valueOf(NativeLib.create(json))).longValue()
+  }
+
+  /** One row of [[PackedRows.schema]] per image, in order; a null image is an error row. */
+  def process(handle: Long, images: Array[Array[Byte]]): IndexedSeq[Row] =
+    PackedRows.decode(NativeLib.process(handle, images))
+
+  /** The models folder to use: `modelDir` when given, else the models inside the jar, extracted once
+    * per JVM to a temporary folder.
+    */
+  def modelDir(modelDir: String): String =
+    if (modelDir != null && modelDir.nonEmpty) modelDir else extractJarModels().toString
+
+  private def extractJarModels(): Path = synchronized {
+    if (jarModels == null) {
+      val index = resource("imgfeat/models/INDEX")
+      val names = try new String(index.readAllBytes(), StandardCharsets.UTF_8).split("\n").map(_.trim).filter(_.nonEmpty)
+      finally index.close()
+      val dir = Files.createTempDirectory("imgfeat-models-")
+      dir.toFile.deleteOnExit()
+      names.foreach { name =>
+        val in = resource(s"imgfeat/models/$name")
+        try Files.copy(in, dir.resolve(name), StandardCopyOption.REPLACE_EXISTING) finally in.close()
+        dir.resolve(name).toFile.deleteOnExit()
+      }
+      jarModels = dir
+    }
+    jarModels
+  }
+
+  private def resource(name: String): InputStream = {
+    val in = getClass.getClassLoader.getResourceAsStream(name)
+    if (in == null) throw new ImgfeatException(s"the imgfeat jar has no $name; set modelDir to a folder with the models")
+    in
+  }
+}

@@ -1,0 +1,59 @@
+"""imgfeat for PySpark: a thin py4j wrapper over the JVM transformer ``ai.imgfeat.ImageFeatureExtractor``.
+
+Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and this package
+(``--py-files python/imgfeat`` zipped, or ``pip install ./python``), then::
+
+    from imgfeat import ImageFeatureExtractor
+    images = spark.read.format("binaryFile").load("s3a://bucket/photos")
+    features = ImageFeatureExtractor(outputCol="features").transform(images)
+"""
+from pyspark import keyword_only
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import JavaMLReadable, JavaMLWritable
+from pyspark.ml.wrapper import JavaTransformer
+
+__all__ = ["ImageFeatureExtractor"]
+
+
+class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, JavaMLReadable, JavaMLWritable):
+    """Adds a struct column of image features: detection, crop, embeddings, binary codes, error.
+
+    The same class name and params as the Scala API; every param is forwarded to the JVM object.
+    """
+
+    pathCol = Param(Params._dummy(), "pathCol",
+                    "column of file paths, read when inputCol is absent from the input",
+                    typeConverter=TypeConverters.toString)
+    batchSize = Param(Params._dummy(), "batchSize", "images per native call", typeConverter=TypeConverters.toInt)
+    threads = Param(Params._dummy(), "threads", "native compute threads per task; 0 means spark.task.cpus",
+                    typeConverter=TypeConverters.toInt)
+    detector = Param(Params._dummy(), "detector", "detector preset: coco or oidv4", typeConverter=TypeConverters.toString)
+    embedder = Param(Params._dummy(), "embedder", "embedder preset: efficientnet_lite0",
+                     typeConverter=TypeConverters.toString)
+    codeBits = Param(Params._dummy(), "codeBits", "binary code length: 64, 128 or 256", typeConverter=TypeConverters.toInt)
+    modelDir = Param(Params._dummy(), "modelDir", "folder with the models on every node; empty means the jar's",
+                     typeConverter=TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, inputCol="content", pathCol="path", outputCol="features", batchSize=32, threads=0,
+                 detector="coco", embedder="efficientnet_lite0", codeBits=256, modelDir=""):
+        super().__init__()
+        self._java_obj = self._new_java_obj("ai.imgfeat.ImageFeatureExtractor", self.uid)
+        self._setDefault(inputCol="content", pathCol="path", outputCol="features", batchSize=32, threads=0,
+                         detector="coco", embedder="efficientnet_lite0", codeBits=256, modelDir="")
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, inputCol="content", pathCol="path", outputCol="features", batchSize=32, threads=0,
+                  detector="coco", embedder="efficientnet_lite0", codeBits=256, modelDir=""):
+        """Sets any of the params by keyword."""
+        return self._set(**self._input_kwargs)
+
+    def nativeThreadsPerTask(self, tasks):
+        """Diagnostic: the native compute threads each of ``tasks`` tasks uses with this configuration."""
+        from pyspark.sql import SparkSession
+
+        self._transfer_params_to_java()
+        session = SparkSession.getActiveSession()
+        return list(self._java_obj.nativeThreadsPerTask(session._jsparkSession, tasks))

@@ -1,0 +1,73 @@
+package ai.imgfeat.example
+
+import ai.imgfeat.{ImageFeatureExtractor, NativeLib}
+import org.apache.spark.sql.SparkSession
+import org.apache.spark.sql.functions.col
+
+import scala.util.Try
+
+/** Extracts image features from every file under a Hadoop path into Parquet.
+  *
+  * {{{
+  * spark-submit --class ai.imgfeat.example.ExtractJob --jars imgfeat-spark.jar imgfeat-example.jar \
+  *   INPUT OUTPUT [--partitions N] [--batch-size N] [--detector coco|oidv4] [--bits 256] [--model-dir DIR]
+  * }}}
+  *
+  * INPUT is any path Spark's `binaryFile` source reads (file://, hdfs://, s3a://), walked recursively.
+  * OUTPUT gets one Parquet row per input file: `path` plus the feature fields, one file per partition.
+  * `--partitions` (default: 2 × the default parallelism) spreads the files evenly over the tasks;
+  * photos are a few hundred KB, so this keeps every core busy without tiny tasks.
+  */
+object ExtractJob {
+  def main(args: Array[String]): Unit = {
+    val (positional, options) = parse(args.toList)
+    require(positional.size == 2, "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR]")
+    val Seq(input, output) = positional
+    val spark = SparkSession.builder().appName("imgfeat-extract").getOrCreate()
+
+    // Test hook (tests/spark): a Rust panic fails its task with our exception and the executors live on.
+    options.get("panic-check").foreach(message => panicCheck(spark, message))
+
+    val files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input).select("path", "content")
+    val partitions = options.get("partitions").map(_.toInt).getOrElse(2 * spark.sparkContext.defaultParallelism)
+    val extractor = new ImageFeatureExtractor()
+      .setOutputCol("features")
+      .setBatchSize(options.get("batch-size").map(_.toInt).getOrElse(32))
+      .setDetector(options.getOrElse("detector", "coco"))
+      .setCodeBits(options.get("bits").map(_.toInt).getOrElse(256))
+      .setModelDir(options.getOrElse("model-dir", ""))
+    val features = extractor.transform(files.repartition(partitions, col("path")))
+      .select(col("path"), col("features.*"))
+    features.write.mode("overwrite").parquet(output)
+
+    val written = spark.read.parquet(output)
+    val total = written.count()
+    val failed = written.filter(col("error").isNotNull).count()
+    // The compute threads each task's native pipeline uses, so a test can check nothing is oversubscribed.
+    val threads = extractor.nativeThreadsPerTask(spark, spark.sparkContext.defaultParallelism).distinct.sorted.toSeq
+    println(s"imgfeat: $total rows, ${total - failed} ok, $failed failed; native threads per task: ${threads.mkString(",")} -> $output")
+    spark.stop()
+  }
+
+  /** Runs one task that panics inside Rust, then prints the failure and the executor pids before and
+    * after, for the test to compare.
+    */
+  private def panicCheck(spark: SparkSession, message: String): Unit = {
+    val sc = spark.sparkContext
+    def executorPids(): Seq[Long] =
+      sc.parallelize(0 until 40, 40).map(_ => ProcessHandle.current().pid()).collect().distinct.sorted.toSeq
+    val before = executorPids()
+    val failure = Try(sc.parallelize(Seq(1), 1).foreach { _ => NativeLib.ensureLoaded(); NativeLib.panicForTesting(message) })
+    val after = executorPids()
+    val reason = failure.failed.map(_.getMessage.linesIterator.take(3).mkString(" | ")).getOrElse("no failure")
+    println(s"imgfeat-panic-check: pids before ${before.mkString(",")}; after ${after.mkString(",")}; failure: $reason")
+  }
+
+  private def parse(args: List[String]): (Seq[String], Map[String, String]) = args match {
+    case Nil => (Nil, Map.empty)
+    case flag :: value :: rest if flag.startsWith("--") =>
+      val (p, o) = parse(rest); (p, o + (flag.stripPrefix("--") -> value))
+    case arg :: rest =>
+      val (p, o) = parse(rest); (arg +: p, o)
+  }
+}

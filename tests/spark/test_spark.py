@@ -1,0 +1,168 @@
+"""imgfeat inside Spark: the Scala and PySpark examples under spark-submit, in local mode and on a real
+standalone cluster on 127.0.0.1 (one master, two 1-core workers), checked against the CLI's output.
+
+Run by scripts/test.sh after `cargo build --release` and `jvm-bindings/build.sh`. Input: the photos of
+../shared/data/imagenet-sample and the odd formats of ../shared/data/formats when present (else the
+committed fixture photos, with a message saying so).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+JAR = ROOT / "target/jvm/imgfeat-spark.jar"
+EXAMPLE_JAR = ROOT / "target/jvm/imgfeat-example.jar"
+CLI = ROOT / "target/release/imgfeat"
+CLUSTER = ["--master", "spark://127.0.0.1:7077", "--total-executor-cores", "2", "--executor-cores", "1",
+           "--executor-memory", "1g"]
+LOCAL = ["--master", "local[2]"]
+
+
+def spark_env():
+    import pyspark
+
+    env = dict(os.environ)
+    env.update(SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1",
+               SPARK_CONF_DIR=str(ROOT / "jvm-bindings/spark-conf"), PYSPARK_PYTHON=sys.executable,
+               PYSPARK_DRIVER_PYTHON=sys.executable)
+    return env
+
+
+def spark_submit(master, *args, check=True):
+    command = [str(Path(spark_env()["SPARK_HOME"]) / "bin/spark-submit"), *master, *args]
+    result = subprocess.run(command, env=spark_env(), capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        pytest.fail(f"spark-submit failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory):
+    """A folder of real photos plus the odd formats (copied: binaryFile does not follow symlinks)."""
+    folder = tmp_path_factory.mktemp("photos")
+    sample = SHARED / "imagenet-sample"
+    if sample.is_dir():
+        shutil.copytree(sample, folder / "imagenet-sample")
+    else:
+        print(f"SKIPPED part: {sample} is absent; using the committed fixture photos", file=sys.stderr)
+        shutil.copytree(ROOT / "tests/fixtures/photos", folder / "fixtures")
+    if (SHARED / "formats").is_dir():
+        shutil.copytree(SHARED / "formats", folder / "formats")
+    else:
+        print(f"SKIPPED part: {SHARED / 'formats'} is absent; no odd formats in the Spark input", file=sys.stderr)
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    return folder, files
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    os.environ.update(spark_env())
+    session = (SparkSession.builder.master("local[1]").appName("imgfeat-test-reader")
+               .config("spark.ui.enabled", "false").getOrCreate())
+    yield session
+    session.stop()
+
+
+def rows_by_path(spark, parquet, strip_scheme):
+    rows = {}
+    for row in spark.read.parquet(str(parquet)).collect():
+        path = row["path"][len("file:"):] if strip_scheme and row["path"].startswith("file:") else row["path"]
+        assert path not in rows, f"duplicate row for {path}"
+        rows[path] = row
+    return rows
+
+
+@pytest.fixture(scope="session")
+def cli_rows(inputs, spark, tmp_path_factory):
+    folder, _ = inputs
+    out = tmp_path_factory.mktemp("cli") / "features.parquet"
+    subprocess.run([str(CLI), "extract", "--threads", "2", "-o", str(out), str(folder)], check=True,
+                   capture_output=True)
+    return rows_by_path(spark, out, strip_scheme=False)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    script = ROOT / "scripts/spark-cluster.sh"
+    subprocess.run([str(script), "start"], check=True, env=spark_env())
+    try:
+        yield
+    finally:
+        subprocess.run([str(script), "stop"], env=spark_env())
+
+
+COLUMNS = ["width", "height", "detected", "class_id", "class_name", "score", "box", "crop",
+           "feature", "code", "whole_feature", "whole_code"]
+
+
+def assert_same_as_cli(spark_rows, cli_rows, files):
+    assert sorted(spark_rows) == files, "exactly one row per input file"
+    failed = [p for p, r in spark_rows.items() if r["error"] is not None]
+    assert all("corrupt" in p for p in failed), f"unexpected failures: {failed}"
+    if any("corrupt" in f for f in files):
+        assert failed, "the corrupt JPEG must be an error row"
+    for path, row in spark_rows.items():
+        cli = cli_rows[path]
+        assert row["error"] == cli["error"], path
+        for column in COLUMNS:
+            assert row[column] == cli[column], f"{path}: {column} differs from the CLI's"
+
+
+def summary(stdout):
+    match = re.search(r"imgfeat: (\d+) rows, (\d+) ok, (\d+) failed; native threads per task: ([\d,]+)", stdout)
+    assert match, stdout[-2000:]
+    return [int(match.group(i)) for i in (1, 2, 3)], match.group(4)
+
+
+def test_scala_example_in_local_mode(inputs, cli_rows, spark, tmp_path):
+    folder, files = inputs
+    out = tmp_path / "out"
+    result = spark_submit(LOCAL, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
+                          f"file://{folder}", str(out))
+    (total, ok, failed), _ = summary(result.stdout)
+    assert total == len(files) and ok + failed == total
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def test_scala_example_on_a_standalone_cluster(inputs, cli_rows, spark, cluster, tmp_path):
+    folder, files = inputs
+    out = tmp_path / "out"
+    result = spark_submit(CLUSTER, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
+                          f"file://{folder}", str(out))
+    (total, _, _), threads = summary(result.stdout)
+    assert total == len(files)
+    assert threads == "1", "two 1-core workers: each task's native side computes on one thread"
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def test_pyspark_example_on_a_standalone_cluster(inputs, cli_rows, spark, cluster, tmp_path):
+    folder, files = inputs
+    package = shutil.make_archive(str(tmp_path / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    out = tmp_path / "out"
+    result = spark_submit(CLUSTER, "--jars", str(JAR), "--py-files", package, str(ROOT / "python/examples/extract.py"),
+                          f"file://{folder}", str(out))
+    (total, _, _), threads = summary(result.stdout)
+    assert total == len(files) and threads == "1"
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def test_a_rust_panic_fails_the_task_with_our_exception_and_the_executors_survive(cluster, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "not-an-image.txt").write_text("x")
+    result = spark_submit(CLUSTER, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
+                          "--panic-check", "deliberate test panic 42", f"file://{empty}", str(tmp_path / "out"))
+    match = re.search(r"imgfeat-panic-check: pids before ([\d,]+); after ([\d,]+); failure: (.*)", result.stdout)
+    assert match, result.stdout[-2000:]
+    before, after, failure = match.groups()
+    assert "ai.imgfeat.ImgfeatException: panic: deliberate test panic 42" in failure, failure
+    assert len(before.split(",")) == 2, f"two executors expected, saw pids {before}"
+    assert before == after, "the executor JVMs survived the panic"
