@@ -1,0 +1,49 @@
+//! Cost of each stage for one photo, on one thread: where the time of `extract` goes.
+//!
+//!     cargo bench --bench stages
+//!
+//! The photo is `tests/fixtures/photos/coffee.jpg` (600x400, a cup: the detector finds it, so the crop
+//! path runs). Models come from `models/`.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use imgfeat::codes::Projection;
+use imgfeat::crop::{crop, crop_rect};
+use imgfeat::decode::decode;
+use imgfeat::detect::Detector;
+use imgfeat::embed::Embedder;
+use imgfeat::output::pack_rows;
+use imgfeat::preprocess::resize;
+use imgfeat::{Config, Pipeline};
+
+fn stages(c: &mut Criterion) {
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos/coffee.jpg")).unwrap();
+    let config = Config::from_json(r#"{"threads": 1}"#).unwrap();
+    let image = decode(&bytes, &config.limits).unwrap();
+    let detector = Detector::load(&config).unwrap();
+    let embedder = Embedder::load(&config).unwrap();
+    let projection = Projection::load(&config.projection_path()).unwrap();
+    let detections = detector.detect(&image).unwrap();
+    let object = detector.main_object(&detections).expect("the cup is detected").clone();
+    let rect = crop_rect(&object.bbox, image.width(), image.height(), config.crop_margin);
+    let feature = embedder.embed(&image).unwrap();
+    let pipeline = Pipeline::new(config.clone()).unwrap();
+
+    let mut group = c.benchmark_group("stage");
+    group.sample_size(20);
+    group.bench_function("decode (JPEG 600x400)", |b| b.iter(|| decode(black_box(&bytes), &config.limits).unwrap()));
+    group.bench_function("resize to 300x300", |b| b.iter(|| resize(black_box(&image), 300, 300)));
+    group.bench_function("detector (SSD MobileNetV2, incl. resize)", |b| b.iter(|| detector.detect(black_box(&image)).unwrap()));
+    group.bench_function("crop", |b| b.iter(|| crop(black_box(&image), rect)));
+    group.bench_function("embedder (EfficientNet-Lite0, incl. resize)", |b| b.iter(|| embedder.embed(black_box(&image)).unwrap()));
+    group.bench_function("binary code (256 bits)", |b| b.iter(|| projection.encode(black_box(&feature))));
+    let row = [pipeline.process_one(&bytes)];
+    group.bench_function("pack one row for JNI", |b| b.iter(|| pack_rows(black_box(&row))));
+    group.bench_function("whole pipeline, one image", |b| b.iter(|| pipeline.process_one(black_box(&bytes)).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
