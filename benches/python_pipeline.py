@@ -7,9 +7,14 @@ one batch of two. Same models, thresholds and outputs as `imgfeat extract` (docs
 
 Prints one JSON line: images, ok, failed, detected, seconds (after the workers loaded their models).
 """
+import os
+
+# One BLAS thread per process: the processes are the parallelism (set before NumPy loads OpenBLAS).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 import argparse
 import json
-import os
 import struct
 import sys
 import time
