@@ -14,6 +14,7 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
 import argparse
+import io
 import json
 import struct
 import sys
@@ -25,7 +26,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+# IMGFEAT_MODEL_DIR when set (Spark ships this file alone to the executors), else the repository's models/.
+MODELS = Path(os.environ.get("IMGFEAT_MODEL_DIR") or Path(__file__).resolve().parents[1] / "models")
 THRESHOLD, IOU, MAX_DETECTIONS, MARGIN = 0.3, 0.6, 20, 0.10
 _worker = {}
 
@@ -77,8 +79,16 @@ def nms(boxes, scores):
 
 
 def extract(path):
+    with open(path, "rb") as f:
+        return extract_bytes(f.read())
+
+
+def extract_bytes(data):
+    """One image's row: detected flag, crop and whole-image features and codes, or an error."""
+    if not _worker:
+        init_worker()
     try:
-        image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     except Exception as error:  # a bad file is a failed row, as in imgfeat
         return {"error": str(error)}
     w, h = image.size
@@ -113,7 +123,8 @@ def extract(path):
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     mean, directions = _worker["projection"]
     codes = np.packbits((features - mean) @ directions > 0, axis=1)
-    return {"detected": bool(detections), "code": codes[0].tobytes().hex()}
+    return {"detected": bool(detections), "feature": features[0], "code": codes[0].tobytes(),
+            "whole_feature": features[1], "whole_code": codes[1].tobytes()}
 
 
 def ready(_):

@@ -28,6 +28,7 @@ object ExtractJob {
     // Test hook (tests/spark): a Rust panic fails its task with our exception and the executors live on.
     options.get("panic-check").foreach(message => panicCheck(spark, message))
 
+    val started = System.nanoTime()
     val files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input).select("path", "content")
     val partitions = options.get("partitions").map(_.toInt).getOrElse(2 * spark.sparkContext.defaultParallelism)
     val extractor = new ImageFeatureExtractor()
@@ -45,7 +46,8 @@ object ExtractJob {
     val failed = written.filter(col("error").isNotNull).count()
     // The compute threads each task's native pipeline uses, so a test can check nothing is oversubscribed.
     val threads = extractor.nativeThreadsPerTask(spark, spark.sparkContext.defaultParallelism).distinct.sorted.toSeq
-    println(s"imgfeat: $total rows, ${total - failed} ok, $failed failed; native threads per task: ${threads.mkString(",")} -> $output")
+    val seconds = (System.nanoTime() - started) / 1e9
+    println(f"imgfeat: $total rows, ${total - failed} ok, $failed failed; native threads per task: ${threads.mkString(",")} -> $output ($seconds%.1f s)")
     spark.stop()
   }
 
