@@ -1,0 +1,100 @@
+"""How close each model runs to this machine's GEMM peak: the models' FLOPs per image (counted from the
+ONNX graphs with concrete shapes) against a measured single-thread SGEMM rate.
+
+    python benches/model_flops.py --detector-ms 29.1 --embedder-ms 20.5
+
+The times are per image on one thread (from `cargo bench --bench stages`); the script also times
+onnxruntime on the same models. GEMM peak: NumPy's OpenBLAS SGEMM on 2048² matrices, one thread.
+Counts: a multiply-add is 2 FLOPs; convolutions and matrix products only (element-wise ops and pools
+are under 2 % of the total on these models).
+"""
+import argparse
+import os
+
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # set on some machines; they slow a current OpenBLAS
+    os.environ.pop(_name, None)
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import shape_inference  # noqa: E402
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def flops(path, input_shape):
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.input[0].type.tensor_type.ClearField("shape")
+    for d in input_shape:
+        graph.input[0].type.tensor_type.shape.dim.add().dim_value = d
+    del graph.value_info[:]
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            w = weights.get(node.input[1]) or shapes.get(node.input[1])
+            out = shapes[node.output[0]]
+            total += 2 * int(np.prod(out)) * int(np.prod(w[1:]))  # per output value: (Cin/group)·kh·kw MACs
+        elif node.op_type in ("MatMul", "Gemm"):
+            a = shapes.get(node.input[0]) or weights.get(node.input[0])
+            b = weights.get(node.input[1]) or shapes.get(node.input[1])
+            total += 2 * int(np.prod(a)) * b[-1]
+    return total
+
+
+def sgemm_peak(n=2048, repeats=5):
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def _timed(f):
+    started = time.perf_counter()
+    f()
+    return time.perf_counter() - started
+
+
+def ort_ms(path, feed):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        session.run(None, feed)
+    return 1000 * np.median([_timed(lambda: session.run(None, feed)) for _ in range(20)])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detector-ms", type=float, required=True, help="imgfeat's detector time per image")
+    parser.add_argument("--embedder-ms", type=float, required=True, help="imgfeat's embedder time per image")
+    args = parser.parse_args()
+    peak = sgemm_peak()
+    print(f"SGEMM peak, one thread (OpenBLAS via NumPy, 2048²): {peak / 1e9:.0f} GFLOP/s")
+    print("| model | GFLOP per image | imgfeat (tract) ms | GFLOP/s | % of peak | onnxruntime ms | GFLOP/s | % of peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    models = [
+        ("SSD MobileNetV2 (COCO)", "ssd_mobilenetv2_coco_float.onnx", [1, 300, 300, 3], np.uint8,
+         "normalized_input_image_tensor", args.detector_ms),
+        ("EfficientNet-Lite0", "efficientnet_lite0_embed.onnx", [1, 3, 224, 224], np.float32, "input", args.embedder_ms),
+    ]
+    for label, file, shape, dtype, name, ours_ms in models:
+        count = flops(MODELS / file, shape)
+        feed = {name: (np.random.rand(*shape) * 255).astype(dtype)}
+        theirs_ms = ort_ms(MODELS / file, feed)
+        rate = lambda ms: count / (ms / 1000)
+        print(f"| {label} | {count / 1e9:.2f} | {ours_ms:.1f} | {rate(ours_ms) / 1e9:.1f} | {100 * rate(ours_ms) / peak:.0f} % "
+              f"| {theirs_ms:.1f} | {rate(theirs_ms) / 1e9:.1f} | {100 * rate(theirs_ms) / peak:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
