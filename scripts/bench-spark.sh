@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 data=../shared/data/imagenet-sample
 [ -d "$data" ] || { echo "bench-spark: $data is absent; nothing to measure" >&2; exit 1; }
 [ -f target/jvm/imgfeat-spark.jar ] || { echo "bench-spark: build the jar first (jvm-bindings/build.sh)" >&2; exit 1; }
+[ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt pandas==3.1.1 pyarrow==26.0.1
 
 work=$(mktemp -d)

@@ -30,13 +30,13 @@ measure() {
 imgfeat_rate() { sed -n 's/.* \([0-9.]*\) images\/s on.*/\1/p' "$work/out"; }
 python_rate() { .venv/bin/python -c 'import json,sys; r=json.load(open(sys.argv[1])); print(round(r["images"]/r["seconds"],1))' "$work/out"; }
 
-read -r _ rss_i1 < <(measure ./target/release/imgfeat extract --threads 1 -o "$work/t1.parquet" "$work/photos")
+measure ./target/release/imgfeat extract --threads 1 -o "$work/t1.parquet" "$work/photos" > "$work/m"; read -r _ rss_i1 < "$work/m"
 rate_i1=$(imgfeat_rate)
-read -r _ rss_i2 < <(measure ./target/release/imgfeat extract --threads 2 -o "$work/t2.parquet" "$work/photos")
+measure ./target/release/imgfeat extract --threads 2 -o "$work/t2.parquet" "$work/photos" > "$work/m"; read -r _ rss_i2 < "$work/m"
 rate_i2=$(imgfeat_rate); summary2=$(cat "$work/out")
-read -r _ rss_p1 < <(measure .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 1)
+measure .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 1 > "$work/m"; read -r _ rss_p1 < "$work/m"
 rate_p1=$(python_rate)
-read -r _ rss_p2 < <(measure .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 2)
+measure .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 2 > "$work/m"; read -r _ rss_p2 < "$work/m"
 rate_p2=$(python_rate)
 detected=$(echo "$summary2" | sed -n 's/.*ok (\([0-9]*\) with a detected object).*/\1/p')
 

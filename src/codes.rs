@@ -46,11 +46,6 @@ impl Projection {
         self.mean.len()
     }
 
-    /// The figures recorded when the projection was fitted (samples, quantisation loss, bit balance).
-    pub fn metadata(&self) -> &HashMap<String, String> {
-        &self.metadata
-    }
-
     /// The projections `Rᵀ Pᵀ (x − μ)` whose signs are the bits.
     pub fn project(&self, feature: &[f32]) -> Vec<f32> {
         assert_eq!(feature.len(), self.dim(), "feature length does not match the projection");
@@ -325,7 +320,7 @@ mod tests {
         let loaded = Projection::load(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(loaded, projection);
-        assert_eq!(loaded.metadata()["samples"], report.samples.to_string());
+        assert_eq!(loaded.metadata["samples"], report.samples.to_string());
     }
 
     #[test]

@@ -375,25 +375,24 @@ impl EmbedderSpec {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NameOrSpec<T> {
-    Name(String),
-    Spec(T),
+/// A preset name (a JSON string) or a full spec (an object), parsed so that a mistake inside the
+/// object is reported with its field rather than as "matched no variant".
+fn name_or_spec<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+    preset: fn(&str) -> Result<T, Error>,
+) -> Result<T, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(name) => preset(&name).map_err(serde::de::Error::custom),
+        spec => serde_json::from_value(spec).map_err(serde::de::Error::custom),
+    }
 }
 
 fn detector_from_name_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<DetectorSpec, D::Error> {
-    match NameOrSpec::<DetectorSpec>::deserialize(d)? {
-        NameOrSpec::Name(name) => DetectorSpec::preset(&name).map_err(serde::de::Error::custom),
-        NameOrSpec::Spec(spec) => Ok(spec),
-    }
+    name_or_spec(d, DetectorSpec::preset)
 }
 
 fn embedder_from_name_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<EmbedderSpec, D::Error> {
-    match NameOrSpec::<EmbedderSpec>::deserialize(d)? {
-        NameOrSpec::Name(name) => EmbedderSpec::preset(&name).map_err(serde::de::Error::custom),
-        NameOrSpec::Spec(spec) => Ok(spec),
-    }
+    name_or_spec(d, EmbedderSpec::preset)
 }
 
 #[cfg(test)]
@@ -421,6 +420,10 @@ mod tests {
         assert!(err.contains("treads"), "{err}");
         let err = Config::from_json(r#"{"detector": "yolo"}"#).unwrap_err().to_string();
         assert!(err.contains("yolo") && err.contains("coco"), "{err}");
+        let mut spec = serde_json::to_value(DetectorSpec::preset("coco").unwrap()).unwrap();
+        spec["input"]["dtype"] = "f16".into();
+        let err = Config::from_json(&serde_json::json!({ "detector": spec }).to_string()).unwrap_err().to_string();
+        assert!(err.contains("f16"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::config::Limits;
-use crate::error::ImageError;
+use crate::error::{panic_message, ImageError};
 
 /// Decodes one image, applying its EXIF orientation and converting any colour type to RGB8.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
@@ -88,9 +88,7 @@ fn decode_jpeg_with_libjpeg_turbo(bytes: &[u8]) -> JpegOutcome {
         Ok(Ok(Some(rgb))) => JpegOutcome::Decoded(rgb),
         Ok(Ok(None)) => JpegOutcome::NotRgb,
         Ok(Err(e)) => JpegOutcome::Failed(e.to_string()),
-        Err(panic) => JpegOutcome::Failed(
-            panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "libjpeg failed".into()),
-        ),
+        Err(panic) => JpegOutcome::Failed(panic_message(&*panic)),
     }
 }
 

@@ -43,10 +43,21 @@ pub enum Error {
     Fit(String),
     #[error("writing output: {0}")]
     Output(String),
+    #[error("{path}: {source}")]
+    Image { path: PathBuf, source: ImageError },
+}
+
+/// The text of a panic payload (`String` or `&str`), for the error that reports it.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic with a non-string payload".into())
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
     }
 }

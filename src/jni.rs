@@ -16,6 +16,7 @@ use jni::strings::JNIString;
 use jni::sys::{jint, jlong};
 use jni::{jni_str, Env, EnvUnowned};
 
+use crate::error::panic_message;
 use crate::output::pack_rows;
 use crate::{Config, Pipeline};
 
@@ -73,15 +74,6 @@ fn throw(env: &mut Env<'_>, message: &str) {
         // Our class is not on this class loader's path (a bare JVM): still say what went wrong.
         let _ = env.throw_new(jni_str!("java/lang/RuntimeException"), &message);
     }
-}
-
-/// The text of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic with a non-string payload".into())
 }
 
 impl<T: Default, E: std::fmt::Display> ErrorPolicy<T, E> for ThrowImgfeatException {

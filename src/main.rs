@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use imgfeat::codes::{self, FitReport};
 use imgfeat::config::{DetectorSpec, EmbedMode};
+use imgfeat::crop::PixelRect;
 use imgfeat::output::ParquetSink;
 use imgfeat::{Config, Error, ImageError, Pipeline, Record};
 
@@ -29,7 +30,7 @@ enum Command {
         /// Output Parquet file.
         #[arg(short, long, default_value = "features.parquet")]
         output: PathBuf,
-        /// Images read and processed together (also the Parquet row-group granularity of progress).
+        /// Images read and processed together (the granularity of the progress bar).
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         #[command(flatten)]
@@ -104,7 +105,7 @@ fn parse_embed_mode(s: &str) -> Result<EmbedMode, String> {
 impl Settings {
     fn config(&self) -> Result<Config, Error> {
         let mut config = match &self.config {
-            Some(path) => Config::from_json(&std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.clone(), source: e })?)?,
+            Some(path) => Config::from_json(&std::fs::read_to_string(path).map_err(|e| Error::io(path.clone(), e))?)?,
             None => Config::default(),
         };
         if let Some(dir) = &self.model_dir {
@@ -160,7 +161,7 @@ fn run(command: Command) -> Result<(), Error> {
 fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?
+            .map_err(|e| Error::io(dir, e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
             .collect();
@@ -181,7 +182,7 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         } else if input.exists() {
             files.push(input.clone());
         } else {
-            return Err(Error::Io { path: input.clone(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+            return Err(Error::io(input.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
         }
     }
     Ok(files)
@@ -276,6 +277,10 @@ fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterati
     for_each_batch(&pipeline, &files, 64, &bar, |_, results| {
         for result in results {
             match result {
+                // A crop that covers the whole image has the whole image's feature: count it once.
+                Ok(record) if record.crop == PixelRect::whole(record.width, record.height) => {
+                    samples.extend(record.whole_feature)
+                }
                 Ok(record) => samples.extend(record.feature.into_iter().chain(record.whole_feature)),
                 Err(_) => failed += 1,
             }
@@ -283,7 +288,11 @@ fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterati
         Ok(())
     })?;
     bar.finish_and_clear();
-    eprintln!("{} images ({failed} failed) gave {} samples (object crops and whole images)", files.len(), samples.len());
+    eprintln!(
+        "{} images ({failed} failed) gave {} samples (whole images, and the object crops that differ from them)",
+        files.len(),
+        samples.len()
+    );
     let mut reports: Vec<FitReport> = Vec::new();
     for &bits in bits_list {
         let started = Instant::now();
@@ -298,11 +307,11 @@ fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterati
 }
 
 fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
-    let bytes = std::fs::read(image).map_err(|e| Error::Io { path: image.to_path_buf(), source: e })?;
+    let bytes = std::fs::read(image).map_err(|e| Error::io(image, e))?;
     let pipeline = Pipeline::new(config)?;
     let record = match pipeline.process_one(&bytes) {
         Ok(record) => record,
-        Err(e) => return Err(Error::Config(format!("{}: {e}", image.display()))),
+        Err(source) => return Err(Error::Image { path: image.to_path_buf(), source }),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&record).expect("record serialises"));

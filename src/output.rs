@@ -125,7 +125,11 @@ pub struct ParquetSink {
 impl ParquetSink {
     pub fn create(path: &Path, code_bytes: usize) -> Result<ParquetSink, Error> {
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
-        let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        // Row groups of 4096 rows (~45 MB of features): the writer holds one in memory at a time.
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(4096))
+            .build();
         let writer = ArrowWriter::try_new(file, schema(code_bytes), Some(properties))?;
         Ok(ParquetSink { writer, code_bytes })
     }

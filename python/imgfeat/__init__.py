@@ -1,7 +1,7 @@
 """imgfeat for PySpark: a thin py4j wrapper over the JVM transformer ``ai.imgfeat.ImageFeatureExtractor``.
 
 Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and this package
-(``--py-files python/imgfeat`` zipped, or ``pip install ./python``), then::
+(``--py-files imgfeat.zip``, the zip of ``python/imgfeat``), then::
 
     from imgfeat import ImageFeatureExtractor
     images = spark.read.format("binaryFile").load("s3a://bucket/photos")
@@ -10,13 +10,12 @@ Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and t
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import JavaMLReadable, JavaMLWritable
 from pyspark.ml.wrapper import JavaTransformer
 
 __all__ = ["ImageFeatureExtractor"]
 
 
-class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, JavaMLReadable, JavaMLWritable):
+class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol):
     """Adds a struct column of image features: detection, crop, embeddings, binary codes, error.
 
     The same class name and params as the Scala API; every param is forwarded to the JVM object.

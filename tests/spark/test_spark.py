@@ -5,6 +5,7 @@ Run by scripts/test.sh after `cargo build --release` and `jvm-bindings/build.sh`
 ../shared/data/imagenet-sample and the odd formats of ../shared/data/formats when present (else the
 committed fixture photos, with a message saying so).
 """
+import json
 import os
 import re
 import shutil
@@ -166,3 +167,15 @@ def test_a_rust_panic_fails_the_task_with_our_exception_and_the_executors_surviv
     assert "ai.imgfeat.ImgfeatException: panic: deliberate test panic 42" in failure, failure
     assert len(before.split(",")) == 2, f"two executors expected, saw pids {before}"
     assert before == after, "the executor JVMs survived the panic"
+
+
+def test_images_read_by_path_and_unreadable_paths_are_error_rows(tmp_path):
+    package = shutil.make_archive(str(tmp_path / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    photos = ROOT / "tests/fixtures/photos"
+    paths = [f"file://{photos / 'chelsea.jpg'}", f"file://{photos / 'coffee.jpg'}", f"file://{tmp_path / 'missing.jpg'}"]
+    result = spark_submit(LOCAL, "--jars", str(JAR), "--py-files", package,
+                          str(ROOT / "tests/spark/path_column_job.py"), *paths)
+    rows = [json.loads(line[4:]) for line in result.stdout.splitlines() if line.startswith("ROW ")]
+    assert [r["path"] for r in rows] == paths
+    assert [(r["class_name"], r["code_bytes"], r["error"]) for r in rows[:2]] == [("cat", 32, None), ("cup", 32, None)]
+    assert rows[2]["class_name"] is None and "missing.jpg" in rows[2]["error"], rows[2]

@@ -46,9 +46,14 @@ public final class NativeLib {
                         + System.getProperty("java.library.path") + ")");
             }
             file = Files.createTempFile("libimgfeat-", ".so");
-            file.toFile().deleteOnExit();
             Files.copy(in, file, StandardCopyOption.REPLACE_EXISTING);
-            System.load(file.toAbsolutePath().toString());
+            try {
+                System.load(file.toAbsolutePath().toString());
+            } finally {
+                // Loaded (or not), the file is no longer needed: Linux keeps the mapping. Deleting it now
+                // rather than at exit leaves nothing behind when an executor is killed.
+                Files.deleteIfExists(file);
+            }
         } catch (IOException e) {
             throw new ImgfeatException("cannot extract imgfeat's native library to " + file + ": " + e, e);
         } catch (UnsatisfiedLinkError e) {

@@ -59,19 +59,17 @@ class ImageFeatureExtractor(override val uid: String)
     val outSchema = transformSchema(df.schema)
     val config = nativeConfig(df.sparkSession)
     val size = $(batchSize)
-    val readContent: Row => Array[Byte] =
+    val readContent: Row => Either[String, Array[Byte]] =
       if (df.columns.contains($(inputCol))) {
         val index = df.schema.fieldIndex($(inputCol))
-        row => if (row.isNullAt(index)) null else row.getAs[Array[Byte]](index)
+        row => Right(if (row.isNullAt(index)) null else row.getAs[Array[Byte]](index))
       } else {
         val index = df.schema.fieldIndex($(pathCol))
-        row => if (row.isNullAt(index)) null else ImageFeatureExtractor.readFile(row.getString(index))
+        row => if (row.isNullAt(index)) Left("the path is null") else ImageFeatureExtractor.readFile(row.getString(index))
       }
     val rows = df.rdd.mapPartitions { partition =>
-      val handle = Native.pipeline(config.json)
-      partition.grouped(size).flatMap { batch =>
-        val features = Native.process(handle, batch.map(readContent).toArray)
-        batch.iterator.zip(features.iterator).map { case (row, feature) => Row.fromSeq(row.toSeq :+ feature) }
+      Native.extractPartition(partition, config.json, size)(readContent).map { case (row, features) =>
+        Row.fromSeq(row.toSeq :+ features)
       }
     }
     df.sparkSession.createDataFrame(rows, outSchema)
@@ -103,13 +101,17 @@ class ImageFeatureExtractor(override val uid: String)
 }
 
 object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor] {
-  /** Reads a whole file through Hadoop's FileSystem (file://, hdfs://, s3a://, ...). */
-  private[imgfeat] def readFile(path: String): Array[Byte] = {
-    val hadoopPath = new HadoopPath(path)
-    val fs = hadoopPath.getFileSystem(new Configuration())
-    val in = fs.open(hadoopPath)
-    try in.readAllBytes() finally in.close()
-  }
+  /** Reads a whole file through Hadoop's FileSystem (file://, hdfs://, s3a://, ...) with the default
+    * Hadoop configuration of the executor; a file that cannot be read gives the reason instead.
+    */
+  private[imgfeat] def readFile(path: String): Either[String, Array[Byte]] =
+    try {
+      val hadoopPath = new HadoopPath(path)
+      val in = hadoopPath.getFileSystem(new Configuration()).open(hadoopPath)
+      try Right(in.readAllBytes()) finally in.close()
+    } catch {
+      case e: java.io.IOException => Left(s"cannot read $path: $e")
+    }
 
   /** For RDD users: features of `(key, encoded image)` pairs, one output per input, batch by batch.
     * The returned rows follow [[PackedRows.schema]].
@@ -118,10 +120,7 @@ object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor
       threads: Int = 1, batchSize: Int = 32, modelDir: String = ""): RDD[(K, Row)] = {
     val config = NativeConfig(detector, "efficientnet_lite0", codeBits, threads, modelDir)
     images.mapPartitions { partition =>
-      val handle = Native.pipeline(config.json)
-      partition.grouped(batchSize).flatMap { batch =>
-        batch.iterator.map(_._1).zip(Native.process(handle, batch.map(_._2).toArray).iterator)
-      }
+      Native.extractPartition(partition, config.json, batchSize)(item => Right(item._2)).map { case ((key, _), row) => (key, row) }
     }
   }
 }

@@ -25,6 +25,22 @@ object Native {
   def process(handle: Long, images: Array[Array[Byte]]): IndexedSeq[Row] =
     PackedRows.decode(NativeLib.process(handle, images))
 
+  /** Features of a partition's items, batch by batch, in order. `content` gives an item's encoded image
+    * or why there is none (that item gets an error row); the pipeline is this JVM's for `configJson`.
+    */
+  def extractPartition[T](items: Iterator[T], configJson: String, batchSize: Int)(
+      content: T => Either[String, Array[Byte]]): Iterator[(T, Row)] = {
+    val handle = pipeline(configJson)
+    items.grouped(batchSize).flatMap { batch =>
+      val contents = batch.map(content)
+      val rows = process(handle, contents.map(_.getOrElse(null)).toArray)
+      batch.iterator.zip(contents.iterator.zip(rows.iterator).map {
+        case (Left(why), _) => PackedRows.errorRow(why)
+        case (Right(_), row) => row
+      })
+    }
+  }
+
   /** The models folder to use: `modelDir` when given, else the models inside the jar, extracted once
     * per JVM to a temporary folder.
     */

@@ -29,6 +29,9 @@ object PackedRows {
     StructField("whole_code", BinaryType),
     StructField("error", StringType)))
 
+  /** The row of an image that has no features, and why. */
+  def errorRow(message: String): Row = Row(null, null, null, null, null, null, null, null, null, null, null, null, message)
+
   def decode(packed: Array[Byte]): IndexedSeq[Row] = {
     val in = ByteBuffer.wrap(packed).order(ByteOrder.LITTLE_ENDIAN)
     val magic = new Array[Byte](4)
@@ -53,7 +56,7 @@ object PackedRows {
 
     (0 until rows).map { _ =>
       if (in.get() == 1) {
-        Row(null, null, null, null, null, null, null, null, null, null, null, null, string())
+        errorRow(string())
       } else {
         val width = in.getInt()
         val height = in.getInt()
