@@ -9,6 +9,7 @@ import org.apache.spark.ml.util.{DefaultParamsReadable, DefaultParamsWritable, I
 import org.apache.spark.rdd.RDD
 import org.apache.spark.sql.{DataFrame, Dataset, Row, SparkSession}
 import org.apache.spark.sql.types.{BinaryType, StringType, StructField, StructType}
+import org.apache.spark.util.SerializableConfiguration
 
 /** Adds a struct column of image features (detection, crop, embeddings, binary codes, error) computed
   * by the native pipeline, one row out per row in, in the same partitions.
@@ -65,7 +66,12 @@ class ImageFeatureExtractor(override val uid: String)
         row => Right(if (row.isNullAt(index)) null else row.getAs[Array[Byte]](index))
       } else {
         val index = df.schema.fieldIndex($(pathCol))
-        row => if (row.isNullAt(index)) Left("the path is null") else ImageFeatureExtractor.readFile(row.getString(index))
+        // The driver's Hadoop configuration (spark.hadoop.*: s3a credentials, endpoints) goes to the executors.
+        val hadoopConf = df.sparkSession.sparkContext.broadcast(
+          new SerializableConfiguration(df.sparkSession.sparkContext.hadoopConfiguration))
+        row =>
+          if (row.isNullAt(index)) Left("the path is null")
+          else ImageFeatureExtractor.readFile(row.getString(index), hadoopConf.value.value)
       }
     val rows = df.rdd.mapPartitions { partition =>
       Native.extractPartition(partition, config.json, size)(readContent).map { case (row, features) =>
@@ -101,13 +107,13 @@ class ImageFeatureExtractor(override val uid: String)
 }
 
 object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor] {
-  /** Reads a whole file through Hadoop's FileSystem (file://, hdfs://, s3a://, ...) with the default
-    * Hadoop configuration of the executor; a file that cannot be read gives the reason instead.
+  /** Reads a whole file through Hadoop's FileSystem (file://, hdfs://, s3a://, ...); a file that cannot
+    * be read gives the reason instead.
     */
-  private[imgfeat] def readFile(path: String): Either[String, Array[Byte]] =
+  private[imgfeat] def readFile(path: String, conf: Configuration): Either[String, Array[Byte]] =
     try {
       val hadoopPath = new HadoopPath(path)
-      val in = hadoopPath.getFileSystem(new Configuration()).open(hadoopPath)
+      val in = hadoopPath.getFileSystem(conf).open(hadoopPath)
       try Right(in.readAllBytes()) finally in.close()
     } catch {
       case e: java.io.IOException => Left(s"cannot read $path: $e")
