@@ -161,9 +161,8 @@ pub fn fit(samples: &[Vec<f32>], bits: usize, iterations: usize, seed: u64) -> R
     if samples.iter().any(|s| s.len() != d) {
         return Err(Error::Fit("samples have different lengths".into()));
     }
-    let data = DMatrix::<f64>::from_fn(n, d, |i, j| samples[i][j] as f64);
-    let mean: Vec<f64> = (0..d).map(|j| data.column(j).mean()).collect();
-    let centred = DMatrix::<f64>::from_fn(n, d, |i, j| data[(i, j)] - mean[j]);
+    let mean: Vec<f64> = (0..d).map(|j| samples.iter().map(|s| s[j] as f64).sum::<f64>() / n as f64).collect();
+    let centred = DMatrix::<f64>::from_fn(n, d, |i, j| samples[i][j] as f64 - mean[j]);
 
     // PCA: eigenvectors of the covariance, by decreasing eigenvalue.
     let covariance = linalg::gram(&centred) / (n as f64 - 1.0);

@@ -3,6 +3,8 @@
 //! users' Python tools resize with Pillow, and a resize that is off by one level in a sixth of the
 //! pixels moved detection scores by up to 4e-3.
 
+use std::borrow::Cow;
+
 use image::RgbImage;
 use tract_onnx::prelude::Tensor;
 
@@ -23,23 +25,24 @@ pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     // as the width; the order changes rounding, so we follow it.
     let shrink = |from: u32, to: u32| from as i64 - to as i64;
     let vertical_first = shrink(in_height, height) > 0 && shrink(in_height, height) > 2 * shrink(in_width, width);
-    let mut pixels = image.as_raw().clone();
+    // The first pass reads the decoded image in place; only the passes' outputs are allocated.
+    let mut pixels: Cow<[u8]> = Cow::Borrowed(image.as_raw());
     if vertical_first {
         if let Some(filter) = &vertical {
-            pixels = filter.vertical(&pixels, in_w, h);
+            pixels = Cow::Owned(filter.vertical(&pixels, in_w, h));
         }
         if let Some(filter) = &horizontal {
-            pixels = filter.horizontal(&pixels, in_w, h);
+            pixels = Cow::Owned(filter.horizontal(&pixels, in_w, h));
         }
     } else {
         if let Some(filter) = &horizontal {
-            pixels = filter.horizontal(&pixels, in_w, in_h);
+            pixels = Cow::Owned(filter.horizontal(&pixels, in_w, in_h));
         }
         if let Some(filter) = &vertical {
-            pixels = filter.vertical(&pixels, w, h);
+            pixels = Cow::Owned(filter.vertical(&pixels, w, h));
         }
     }
-    RgbImage::from_raw(width, height, pixels).expect("buffer of width*height*3 bytes")
+    RgbImage::from_raw(width, height, pixels.into_owned()).expect("buffer of width*height*3 bytes")
 }
 
 /// Per output position, the first input position and fixed-point weights of the inputs it blends.
