@@ -44,6 +44,8 @@ pub struct Config {
     pub threads: usize,
     /// Limits checked before any pixel buffer is allocated.
     pub limits: Limits,
+    /// What runs the models.
+    pub engine: EngineConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             codes: CodesConfig::default(),
             threads: 0,
             limits: Limits::default(),
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -96,6 +99,9 @@ impl Config {
         }
         if !matches!(self.codes.bits, 64 | 128 | 256) {
             return bad(format!("codes.bits must be 64, 128 or 256, got {}", self.codes.bits));
+        }
+        if self.engine.gemm == GemmChoice::Mkl && !cfg!(feature = "mkl") {
+            return bad("engine.gemm \"mkl\" needs a build with `--features mkl`".into());
         }
         if self.limits.max_pixels == 0 || self.limits.max_encoded_bytes == 0 {
             return bad("limits.max_pixels and limits.max_encoded_bytes must be positive".into());
@@ -155,6 +161,36 @@ impl EmbedMode {
     pub fn whole(self) -> bool {
         matches!(self, EmbedMode::Whole | EmbedMode::Both)
     }
+}
+
+/// What runs the models: our own executor (the default; a model using an operator outside its subset
+/// runs on tract instead, with a log line saying which) or tract for everything, and which matrix
+/// product the own executor uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub executor: Executor,
+    pub gemm: GemmChoice,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// imgfeat's own kernels (`runtime::native`), falling back to tract per model.
+    #[default]
+    Native,
+    /// tract's optimised plan.
+    Tract,
+}
+
+/// The own executor's matrix product. Portable is the default because it measured fastest on the AMD
+/// EPYC we build on (BENCHMARKS.md); MKL is for Intel Xeons and needs `--features mkl`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GemmChoice {
+    #[default]
+    Portable,
+    Mkl,
 }
 
 /// Binary codes: `bits` long, from a projection file fitted by `imgfeat fit-codes`.

@@ -173,6 +173,8 @@ impl Detector {
             &config.resolve(&spec.model),
             &spec.input,
             &[spec.boxes_output.as_str(), spec.scores_output.as_str()],
+            &config.engine,
+            1,
         )?;
         let labels = load_labels(&config.resolve(&spec.labels), spec.label_format)?;
         let allowed = resolve_allow_list(&config.class_allow_list, &labels)?;
@@ -190,7 +192,7 @@ impl Detector {
 
     /// All detections above the threshold after NMS, best first.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, ImageError> {
-        let outputs = self.model.run(image)?;
+        let outputs = self.model.run(&[image])?;
         let (encodings, scores) = (&outputs[0], &outputs[1]);
         let anchors = self.anchors.len();
         let classes = scores.len() / anchors.max(1);

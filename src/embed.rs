@@ -16,7 +16,7 @@ pub struct Embedder {
 impl Embedder {
     pub fn load(config: &Config) -> Result<Embedder, Error> {
         let spec = &config.embedder;
-        let model = OnnxModel::load(&config.resolve(&spec.model), &spec.input, &[spec.features_output.as_str()])?;
+        let model = OnnxModel::load(&config.resolve(&spec.model), &spec.input, &[spec.features_output.as_str()], &config.engine, 1)?;
         Ok(Embedder { model })
     }
 
@@ -27,7 +27,7 @@ impl Embedder {
 
     /// The unit-length feature vector of `image` (stretched to the model's input size).
     pub fn embed(&self, image: &RgbImage) -> Result<Vec<f32>, ImageError> {
-        let mut outputs = self.model.run(image)?;
+        let mut outputs = self.model.run(&[image])?;
         let mut feature = outputs.swap_remove(0);
         l2_normalise(&mut feature);
         Ok(feature)

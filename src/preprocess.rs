@@ -121,38 +121,47 @@ impl Filter {
     }
 }
 
-/// Resizes `image` to the model's input size and lays it out as a batch-of-one tensor in the model's
-/// dtype, layout and scaling.
+/// The model input for `image` as a tract tensor (batch of one), for models running on tract.
 pub fn to_input_tensor(image: &RgbImage, input: &InputSpec) -> Tensor {
-    let resized = resize(image, input.width, input.height);
     let (w, h) = (input.width as usize, input.height as usize);
-    let pixels = resized.as_raw();
-    match (input.dtype, input.layout) {
-        (InputDtype::U8, Layout::Nhwc) => Tensor::from_shape(&[1, h, w, 3], pixels).expect("shape matches"),
-        (InputDtype::U8, Layout::Nchw) => {
-            let planar = to_planar(pixels, w * h, |x| x);
-            Tensor::from_shape(&[1, 3, h, w], &planar).expect("shape matches")
-        }
-        (InputDtype::F32, Layout::Nhwc) => {
-            let values: Vec<f32> = pixels.iter().map(|&x| x as f32 * input.scale + input.offset).collect();
-            Tensor::from_shape(&[1, h, w, 3], &values).expect("shape matches")
-        }
-        (InputDtype::F32, Layout::Nchw) => {
-            let planar = to_planar(pixels, w * h, |x| x as f32 * input.scale + input.offset);
-            Tensor::from_shape(&[1, 3, h, w], &planar).expect("shape matches")
-        }
+    let shape = match input.layout {
+        Layout::Nhwc => [1, h, w, 3],
+        Layout::Nchw => [1, 3, h, w],
+    };
+    let mut values = vec![0f32; w * h * 3];
+    write_input(image, input, &mut values);
+    let tensor = Tensor::from_shape(&shape, &values).expect("shape matches");
+    match input.dtype {
+        InputDtype::F32 => tensor,
+        InputDtype::U8 => tensor.cast_to::<u8>().expect("levels 0..=255 fit u8").into_owned(),
     }
 }
 
-/// Interleaved RGB → three planes (R, G, B), mapping each value on the way.
-fn to_planar<T: Copy + Default>(pixels: &[u8], plane: usize, map: impl Fn(u8) -> T) -> Vec<T> {
-    let mut planar = vec![T::default(); plane * 3];
-    for (i, rgb) in pixels.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            planar[c * plane + i] = map(rgb[c]);
+/// Writes the model input for `image` into `out` (one image, the input's layout) as f32: the resize,
+/// then one pass that scales and lays out the values (u8 models get the raw levels, which f32 holds
+/// exactly). The native executor passes its input buffer here, so nothing else is allocated.
+pub fn write_input(image: &RgbImage, input: &InputSpec, out: &mut [f32]) {
+    let resized = resize(image, input.width, input.height);
+    let (scale, offset) = match input.dtype {
+        InputDtype::U8 => (1.0, 0.0),
+        InputDtype::F32 => (input.scale, input.offset),
+    };
+    lay_out(resized.as_raw(), input.layout, out, |x| x as f32 * scale + offset);
+}
+
+/// Interleaved RGB → `layout` (planes R, G, B for NCHW), mapping each value on the way.
+fn lay_out<T>(pixels: &[u8], layout: Layout, out: &mut [T], map: impl Fn(u8) -> T) {
+    match layout {
+        Layout::Nhwc => out.iter_mut().zip(pixels).for_each(|(o, &x)| *o = map(x)),
+        Layout::Nchw => {
+            let plane = pixels.len() / 3;
+            for (i, rgb) in pixels.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = map(rgb[c]);
+                }
+            }
         }
     }
-    planar
 }
 
 #[cfg(test)]

@@ -1,0 +1,552 @@
+//! The native executor's kernels. Each hot loop is written once over slices, so the compiler can
+//! vectorise it, and compiled three times — AVX-512, AVX2+FMA and the x86-64 baseline — with the
+//! variant picked at run time: the `.so` ships to clusters whose CPUs we do not know, so it cannot be
+//! built for one `target-cpu`.
+
+use std::sync::OnceLock;
+
+/// The widest instruction set this CPU offers, detected once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2Fma,
+    Baseline,
+}
+
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2Fma;
+            }
+        }
+        Isa::Baseline
+    })
+}
+
+/// `a·b + c`, fused where the CPU has FMA (where it has not, `f32::mul_add` would be a libm call).
+trait MulAdd {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+struct Fused;
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+struct Unfused;
+impl MulAdd for Unfused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Defines `pub fn $name(args)` that runs `$body::<Fused>` under AVX-512 or AVX2+FMA when the CPU has
+/// them, else `$body::<Unfused>` on the baseline instruction set.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body::<Fused>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body::<Fused>($($arg),*)
+                }
+                match isa() {
+                    // SAFETY: the CPU has these features (checked by `isa`).
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    Isa::Baseline => {}
+                }
+            }
+            $body::<Unfused>($($arg),*)
+        }
+    };
+}
+
+/// What follows a convolution or matrix product before its result is stored: a per-channel bias and a
+/// clamp (ReLU6 is a clamp to [0, 6]). Applying it while the block is still in cache saves a pass over
+/// memory per fused op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Epilogue {
+    /// One value per output channel, or empty.
+    pub bias: Vec<f32>,
+    pub low: f32,
+    pub high: f32,
+}
+
+impl Epilogue {
+    pub fn new(channels: usize) -> Epilogue {
+        Epilogue { bias: vec![0.0; channels], low: f32::NEG_INFINITY, high: f32::INFINITY }
+    }
+}
+
+/// Which dimension of a row-major block the epilogue's channels run along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelsAlong {
+    Rows,
+    Columns,
+}
+
+multiversion! {
+    /// Applies `epilogue` to columns `columns` of the `rows`-row block starting at `block[0]` with row
+    /// stride `row_stride`; `channel_offset` is the block's first channel.
+    pub fn apply_epilogue(
+        block: &mut [f32], rows: usize, row_stride: usize, columns: std::ops::Range<usize>,
+        epilogue: &Epilogue, along: ChannelsAlong,
+    ) => apply_epilogue_body
+}
+
+#[inline(always)]
+fn apply_epilogue_body<M: MulAdd>(
+    block: &mut [f32],
+    rows: usize,
+    row_stride: usize,
+    columns: std::ops::Range<usize>,
+    epilogue: &Epilogue,
+    along: ChannelsAlong,
+) {
+    let (low, high) = (epilogue.low, epilogue.high);
+    for row in 0..rows {
+        let values = &mut block[row * row_stride + columns.start..row * row_stride + columns.end];
+        match along {
+            ChannelsAlong::Rows => {
+                let bias = epilogue.bias[row];
+                for v in values.iter_mut() {
+                    *v = (*v + bias).max(low).min(high);
+                }
+            }
+            ChannelsAlong::Columns => {
+                for (v, bias) in values.iter_mut().zip(&epilogue.bias[columns.clone()]) {
+                    *v = (*v + bias).max(low).min(high);
+                }
+            }
+        }
+    }
+}
+
+/// Geometry of one 2-D convolution window sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub in_height: usize,
+    pub in_width: usize,
+    pub out_height: usize,
+    pub out_width: usize,
+    pub kernel_height: usize,
+    pub kernel_width: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl Window {
+    /// The input rows output row `oy` reads, as (kernel row, input row) pairs.
+    #[inline(always)]
+    fn rows(&self, oy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.kernel_height).filter_map(move |ky| {
+            let iy = (oy * self.stride + ky).checked_sub(self.pad_top)?;
+            (iy < self.in_height).then_some((ky, iy))
+        })
+    }
+
+    /// Length of one stride phase of a padded input row (see [`depthwise_planar`]).
+    pub fn phase_len(&self) -> usize {
+        self.out_width + (self.kernel_width - 1) / self.stride + 1
+    }
+}
+
+multiversion! {
+    /// Depthwise convolution of channel-planar data (C×H×W in, C×OH×OW out), one channel at a time.
+    /// Each input row is copied once into a zero-padded scratch row split into `stride` phases
+    /// (phase p holds padded columns p, p+stride, …), so every kernel tap is a contiguous
+    /// multiply-add over a whole output row, strided or not.
+    pub fn depthwise_planar(
+        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window,
+        scratch: &mut [f32],
+    ) => depthwise_planar_body
+}
+
+#[inline(always)]
+fn depthwise_planar_body<M: MulAdd>(
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+    scratch: &mut [f32],
+) {
+    let w = window;
+    let (in_plane, out_plane, taps) = (w.in_height * w.in_width, w.out_height * w.out_width, w.kernel_height * w.kernel_width);
+    let phase_len = w.phase_len();
+    let row_len = phase_len * w.stride;
+    let padded_rows = &mut scratch[..w.in_height * row_len];
+    for (channel, out_channel) in output.chunks_exact_mut(out_plane).enumerate() {
+        let in_channel = &input[channel * in_plane..(channel + 1) * in_plane];
+        padded_rows.fill(0.0);
+        for (row, padded) in in_channel.chunks_exact(w.in_width).zip(padded_rows.chunks_exact_mut(row_len)) {
+            for (x, &v) in row.iter().enumerate() {
+                let column = x + w.pad_left;
+                if let Some(slot) = padded.get_mut((column % w.stride) * phase_len + column / w.stride) {
+                    *slot = v;
+                }
+            }
+        }
+        let kernel = &weights[channel * taps..(channel + 1) * taps];
+        let bias = epilogue.bias[channel];
+        for (oy, out_row) in out_channel.chunks_exact_mut(w.out_width).enumerate() {
+            out_row.fill(bias);
+            for (ky, iy) in w.rows(oy) {
+                let padded = &padded_rows[iy * row_len..(iy + 1) * row_len];
+                for kx in 0..w.kernel_width {
+                    let tap = kernel[ky * w.kernel_width + kx];
+                    let start = (kx % w.stride) * phase_len + kx / w.stride;
+                    let source = &padded[start..start + w.out_width];
+                    for (o, &s) in out_row.iter_mut().zip(source) {
+                        *o = M::mul_add(s, tap, *o);
+                    }
+                }
+            }
+            for o in out_row.iter_mut() {
+                *o = o.max(epilogue.low).min(epilogue.high);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Depthwise convolution of channel-interleaved data (H×W×C in, OH×OW×C out), vectorised across
+    /// channels. `weights` are laid out tap-major: [KH·KW][C].
+    pub fn depthwise_interleaved(
+        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window,
+        channels: usize,
+    ) => depthwise_interleaved_body
+}
+
+#[inline(always)]
+fn depthwise_interleaved_body<M: MulAdd>(
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+    channels: usize,
+) {
+    let w = window;
+    for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
+        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+        out.copy_from_slice(&epilogue.bias);
+        for (ky, iy) in w.rows(oy) {
+            for kx in 0..w.kernel_width {
+                let Some(ix) = (ox * w.stride + kx).checked_sub(w.pad_left) else { continue };
+                if ix >= w.in_width {
+                    continue;
+                }
+                let source = &input[(iy * w.in_width + ix) * channels..][..channels];
+                let taps = &weights[(ky * w.kernel_width + kx) * channels..][..channels];
+                for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
+                    *o = M::mul_add(s, t, *o);
+                }
+            }
+        }
+        for o in out.iter_mut() {
+            *o = o.max(epilogue.low).min(epilogue.high);
+        }
+    }
+}
+
+/// Strides of one image's channel, row and column axes (channel-first and channel-last data differ
+/// only in these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageStrides {
+    pub channel: usize,
+    pub row: usize,
+    pub column: usize,
+}
+
+/// Lays out every receptive field of a dense convolution as one row of `columns` (output pixels ×
+/// (channel, kernel row, kernel column)), zero where the window hangs over the border, so the
+/// convolution becomes one matrix product with the OIHW kernel.
+pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Window, columns: &mut [f32]) {
+    let w = window;
+    let taps = w.kernel_height * w.kernel_width;
+    let field = channels * taps;
+    for (pixel, row) in columns.chunks_exact_mut(field).take(w.out_height * w.out_width).enumerate() {
+        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+        for channel in 0..channels {
+            for ky in 0..w.kernel_height {
+                for kx in 0..w.kernel_width {
+                    let iy = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height);
+                    let ix = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width);
+                    row[channel * taps + ky * w.kernel_width + kx] = match (iy, ix) {
+                        (Some(y), Some(x)) => input[channel * strides.channel + y * strides.row + x * strides.column],
+                        _ => 0.0,
+                    };
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The logistic function, in place, with a vectorisable `exp` (Cephes' polynomial, ~1 ulp).
+    pub fn sigmoid(values: &mut [f32]) => sigmoid_body
+}
+
+#[inline(always)]
+fn sigmoid_body<M: MulAdd>(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = 1.0 / (1.0 + exp::<M>(-*v));
+    }
+}
+
+/// e^x without branches, so loops over it vectorise: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6
+/// polynomial for e^r, and 2^n built in the exponent bits.
+#[inline(always)]
+fn exp<M: MulAdd>(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
+    let x = x.clamp(-87.3, 88.3);
+    let n = M::mul_add(x, std::f32::consts::LOG2_E, ROUND) - ROUND;
+    let r = M::mul_add(n, -0.693_359_4, x);
+    let r = M::mul_add(n, 2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4;
+    p = M::mul_add(p, r, 1.398_199_9e-3);
+    p = M::mul_add(p, r, 8.333_452e-3);
+    p = M::mul_add(p, r, 4.166_579_6e-2);
+    p = M::mul_add(p, r, 1.666_666_5e-1);
+    p = M::mul_add(p, r, 5.000_000_1e-1);
+    let e_r = M::mul_add(p, r * r, r) + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// An element-wise operation of two operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+impl BinaryOp {
+    #[inline(always)]
+    fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Max => a.max(b),
+            BinaryOp::Min => a.min(b),
+        }
+    }
+}
+
+/// `output = a op b` with NumPy broadcasting: `a_strides` and `b_strides` are the operands' strides
+/// over the output's shape, 0 along broadcast axes.
+pub fn binary(op: BinaryOp, a: &[f32], a_strides: &[usize], b: &[f32], b_strides: &[usize], output: &mut [f32], shape: &[usize]) {
+    let inner = *shape.last().unwrap_or(&1);
+    let (a_inner, b_inner) = (*a_strides.last().unwrap_or(&0), *b_strides.last().unwrap_or(&0));
+    let outer_shape = &shape[..shape.len().saturating_sub(1)];
+    for_each_index(outer_shape, |index, row| {
+        let offset = |strides: &[usize]| index.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
+        let (a_base, b_base) = (offset(a_strides), offset(b_strides));
+        let out = &mut output[row * inner..(row + 1) * inner];
+        macro_rules! run {
+            ($f:expr) => {
+                match (a_inner, b_inner) {
+                    (1, 1) => {
+                        for ((o, x), y) in out.iter_mut().zip(&a[a_base..a_base + inner]).zip(&b[b_base..b_base + inner]) {
+                            *o = $f(*x, *y);
+                        }
+                    }
+                    (1, 0) => {
+                        let y = b[b_base];
+                        for (o, x) in out.iter_mut().zip(&a[a_base..a_base + inner]) {
+                            *o = $f(*x, y);
+                        }
+                    }
+                    (0, 1) => {
+                        let x = a[a_base];
+                        for (o, y) in out.iter_mut().zip(&b[b_base..b_base + inner]) {
+                            *o = $f(x, *y);
+                        }
+                    }
+                    _ => {
+                        for (i, o) in out.iter_mut().enumerate() {
+                            *o = $f(a[a_base + i * a_inner], b[b_base + i * b_inner]);
+                        }
+                    }
+                }
+            };
+        }
+        match op {
+            BinaryOp::Add => run!(|x: f32, y: f32| x + y),
+            BinaryOp::Sub => run!(|x: f32, y: f32| x - y),
+            BinaryOp::Mul => run!(|x: f32, y: f32| x * y),
+            _ => run!(|x: f32, y: f32| op.apply(x, y)),
+        }
+    });
+}
+
+/// Calls `visit(index, linear)` for every multi-index of `shape` in row-major order.
+pub fn for_each_index(shape: &[usize], mut visit: impl FnMut(&[usize], usize)) {
+    let count: usize = shape.iter().product();
+    let mut index = vec![0usize; shape.len()];
+    for linear in 0..count {
+        visit(&index, linear);
+        for axis in (0..shape.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
+/// Copies `input`, read through `strides` (one per axis of `shape`), into `output` in row-major order:
+/// transposes and broadcasts.
+pub fn strided_copy(input: &[f32], strides: &[usize], output: &mut [f32], shape: &[usize]) {
+    for_each_index(shape, |index, linear| {
+        output[linear] = input[index.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>()];
+    });
+}
+
+/// Sums `input` (row-major `shape`) into `output`, whose strides over `shape` are 0 along the reduced
+/// axes.
+pub fn reduce_sum(input: &[f32], shape: &[usize], output: &mut [f32], output_strides: &[usize]) {
+    output.fill(0.0);
+    for_each_index(shape, |index, linear| {
+        output[index.iter().zip(output_strides).map(|(i, s)| i * s).sum::<usize>()] += input[linear];
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward depthwise convolution, channel-planar, for comparison.
+    fn depthwise_reference(input: &[f32], weights: &[f32], bias: &[f32], w: &Window, channels: usize) -> Vec<f32> {
+        let mut out = vec![0.0; channels * w.out_height * w.out_width];
+        for c in 0..channels {
+            for oy in 0..w.out_height {
+                for ox in 0..w.out_width {
+                    let mut acc = bias[c];
+                    for ky in 0..w.kernel_height {
+                        for kx in 0..w.kernel_width {
+                            let iy = (oy * w.stride + ky) as isize - w.pad_top as isize;
+                            let ix = (ox * w.stride + kx) as isize - w.pad_left as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < w.in_height && (ix as usize) < w.in_width {
+                                acc += input[(c * w.in_height + iy as usize) * w.in_width + ix as usize]
+                                    * weights[(c * w.kernel_height + ky) * w.kernel_width + kx];
+                            }
+                        }
+                    }
+                    out[(c * w.out_height + oy) * w.out_width + ox] = acc.clamp(0.0, 6.0);
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0).collect()
+    }
+
+    #[test]
+    fn depthwise_kernels_match_the_definition() {
+        let channels = 5;
+        for (kernel, stride, pad, in_size) in [(3, 1, 1, 9), (3, 2, 0, 10), (5, 2, 2, 11), (5, 1, 2, 7), (3, 2, 1, 8)] {
+            let out_size = (in_size + 2 * pad - kernel) / stride + 1;
+            let w = Window {
+                in_height: in_size,
+                in_width: in_size + 1,
+                out_height: out_size,
+                out_width: (in_size + 1 + 2 * pad - kernel) / stride + 1,
+                kernel_height: kernel,
+                kernel_width: kernel,
+                stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let input = pseudo_random(channels * w.in_height * w.in_width, 1);
+            let weights = pseudo_random(channels * kernel * kernel, 2);
+            let mut epilogue = Epilogue::new(channels);
+            epilogue.bias = pseudo_random(channels, 3);
+            (epilogue.low, epilogue.high) = (0.0, 6.0);
+            let expected = depthwise_reference(&input, &weights, &epilogue.bias, &w, channels);
+
+            let mut planar = vec![0.0; expected.len()];
+            let mut scratch = vec![0.0; w.in_height * w.phase_len() * w.stride];
+            depthwise_planar(&input, &weights, &epilogue, &mut planar, &w, &mut scratch);
+            for (a, b) in planar.iter().zip(&expected) {
+                assert!((a - b).abs() < 1e-5, "planar {kernel}x{kernel}/{stride}: {a} vs {b}");
+            }
+
+            // The same data interleaved (HWC), with tap-major weights.
+            let (ih, iw, oh, ow) = (w.in_height, w.in_width, w.out_height, w.out_width);
+            let mut hwc = vec![0.0; input.len()];
+            for c in 0..channels {
+                for p in 0..ih * iw {
+                    hwc[p * channels + c] = input[c * ih * iw + p];
+                }
+            }
+            let mut tap_major = vec![0.0; weights.len()];
+            for c in 0..channels {
+                for t in 0..kernel * kernel {
+                    tap_major[t * channels + c] = weights[c * kernel * kernel + t];
+                }
+            }
+            let mut interleaved = vec![0.0; expected.len()];
+            depthwise_interleaved(&hwc, &tap_major, &epilogue, &mut interleaved, &w, channels);
+            for c in 0..channels {
+                for p in 0..oh * ow {
+                    let (a, b) = (interleaved[p * channels + c], expected[c * oh * ow + p]);
+                    assert!((a - b).abs() < 1e-5, "interleaved {kernel}x{kernel}/{stride}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sigmoid_is_accurate() {
+        let mut values: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.01).collect();
+        let expected: Vec<f32> = values.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+        sigmoid(&mut values);
+        for (a, b) in values.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let mut extremes = [-1000.0, 1000.0, f32::MIN, f32::MAX];
+        sigmoid(&mut extremes);
+        assert!(extremes[0] < 1e-30 && extremes[2] < 1e-30, "{extremes:?}");
+        assert!(extremes[1] == 1.0 && extremes[3] == 1.0, "{extremes:?}");
+    }
+
+    #[test]
+    fn broadcasting_binary_ops() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2x3
+        let b = [10.0, 20.0]; // 2x1
+        let mut out = [0.0; 6];
+        binary(BinaryOp::Sub, &a, &[3, 1], &b, &[1, 0], &mut out, &[2, 3]);
+        assert_eq!(out, [-9.0, -8.0, -7.0, -16.0, -15.0, -14.0]);
+        binary(BinaryOp::Max, &b, &[0, 1], &a, &[0, 1], &mut out[..2], &[1, 2]);
+        assert_eq!(&out[..2], &[10.0, 20.0]);
+    }
+}

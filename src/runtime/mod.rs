@@ -1,0 +1,151 @@
+//! One ONNX model, loaded once with a concrete input shape, run on imgfeat's own executor
+//! ([`native`]) or, for a graph outside its subset or when configured, on tract's optimised plan.
+//! Concrete shapes matter to both: tract ran 7× slower with a symbolic batch axis, and the own
+//! executor plans its buffers from the shapes.
+
+pub mod gemm;
+pub mod kernels;
+pub mod native;
+
+use std::path::Path;
+
+use image::RgbImage;
+use tract_onnx::prelude::*;
+
+use crate::config::{EngineConfig, Executor, GemmChoice, InputDtype, InputSpec, Layout};
+use crate::error::{Error, ImageError};
+use crate::preprocess::{to_input_tensor, write_input};
+use native::NativeModel;
+
+/// A runnable model with its input contract.
+#[derive(Debug)]
+pub struct OnnxModel {
+    name: String,
+    input: InputSpec,
+    batch: usize,
+    engine: Engine,
+}
+
+#[derive(Debug)]
+enum Engine {
+    Native(NativeModel),
+    Tract(std::sync::Arc<TypedRunnableModel>),
+}
+
+impl OnnxModel {
+    /// Loads `path`, fixes its image input to `batch` images of `input`'s shape, keeps only `outputs`
+    /// (in that order) and prepares the executor `engine` asks for.
+    pub fn load(path: &Path, input: &InputSpec, outputs: &[&str], engine: &EngineConfig, batch: usize) -> Result<OnnxModel, Error> {
+        let model_error = |message: String| Error::Model { path: path.to_path_buf(), message };
+        if !path.is_file() {
+            return Err(model_error("file not found (set model_dir or IMGFEAT_MODEL_DIR)".into()));
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(|e| model_error(format!("{e:#}")))?;
+        let input_names: Vec<String> = model
+            .input_outlets()
+            .map_err(|e| model_error(e.to_string()))?
+            .iter()
+            .map(|outlet| model.node(outlet.node).name.clone())
+            .collect();
+        let Some(input_index) = input_names.iter().position(|name| *name == input.name) else {
+            return Err(model_error(format!("no input named {:?}; the model's inputs: {input_names:?}", input.name)));
+        };
+        let (h, w) = (input.height as usize, input.width as usize);
+        let shape: [usize; 4] = match input.layout {
+            Layout::Nhwc => [batch, h, w, 3],
+            Layout::Nchw => [batch, 3, h, w],
+        };
+        let dtype = match input.dtype {
+            InputDtype::U8 => DatumType::U8,
+            InputDtype::F32 => DatumType::F32,
+        };
+        model
+            .set_input_fact(input_index, InferenceFact::dt_shape(dtype, shape))
+            .map_err(|e| model_error(format!("{e:#}")))?;
+        model.select_outputs_by_name(outputs).map_err(|e| model_error(format!("{e:#}")))?;
+        let typed = model
+            .into_typed()
+            .and_then(|typed| typed.into_decluttered())
+            .map_err(|e| model_error(format!("{e:#}")))?;
+        let engine = match engine.executor {
+            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm)) {
+                Ok(native) => Engine::Native(native),
+                Err(why) => {
+                    eprintln!("imgfeat: {name} runs on tract, not the native executor: {why}");
+                    Engine::Tract(tract_plan(typed).map_err(|e| model_error(format!("{e:#}")))?)
+                }
+            },
+            Executor::Tract => Engine::Tract(tract_plan(typed).map_err(|e| model_error(format!("{e:#}")))?),
+        };
+        Ok(OnnxModel { name, input: input.clone(), batch, engine })
+    }
+
+    /// Which executor runs this model, for logs and `imgfeat show`.
+    pub fn executor_description(&self) -> String {
+        match &self.engine {
+            Engine::Native(native) => format!(
+                "native executor ({} GEMM, {} KiB of buffers per concurrent run)",
+                native.gemm_name(),
+                native.workspace_bytes() / 1024
+            ),
+            Engine::Tract(_) => "tract".into(),
+        }
+    }
+
+    /// Whether the native executor runs this model (rather than tract).
+    pub fn is_native(&self) -> bool {
+        matches!(self.engine, Engine::Native(_))
+    }
+
+    /// The number of values output `index` holds for one batch.
+    pub fn output_len(&self, index: usize) -> Option<usize> {
+        match &self.engine {
+            Engine::Native(native) => native.output_len(index),
+            Engine::Tract(plan) => {
+                let fact = plan.model().output_fact(index).ok()?;
+                fact.shape.as_concrete().map(|shape| shape.iter().product())
+            }
+        }
+    }
+
+    /// Resizes and lays out `images` (as many as the batch the model was loaded with) as the model
+    /// wants them, runs the model and returns its outputs as f32 arrays, in the order given to
+    /// [`OnnxModel::load`], each holding the whole batch.
+    pub fn run(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ImageError> {
+        assert_eq!(images.len(), self.batch, "a batch of the size the model was loaded with");
+        match &self.engine {
+            Engine::Native(native) => Ok(native.run(|input| {
+                let per_image = input.len() / self.batch;
+                for (image, out) in images.iter().zip(input.chunks_exact_mut(per_image)) {
+                    write_input(image, &self.input, out);
+                }
+            })),
+            Engine::Tract(plan) => {
+                let failed = |e: TractError| ImageError::Inference { model: self.name.clone(), message: format!("{e:#}") };
+                let tensors: Vec<Tensor> = images.iter().map(|image| to_input_tensor(image, &self.input)).collect();
+                let batch = Tensor::stack_tensors(0, &tensors).map_err(failed)?;
+                let outputs = plan.run(tvec![batch.into()]).map_err(failed)?;
+                let to_floats = |t: &TValue| -> TractResult<Vec<f32>> {
+                    Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+                };
+                outputs.iter().map(to_floats).collect::<TractResult<Vec<_>>>().map_err(failed)
+            }
+        }
+    }
+}
+
+fn tract_plan(typed: TypedModel) -> TractResult<std::sync::Arc<TypedRunnableModel>> {
+    typed.into_optimized()?.into_runnable()
+}
+
+fn gemm_backend(choice: GemmChoice) -> Box<dyn gemm::GemmBackend> {
+    match choice {
+        GemmChoice::Portable => Box::new(gemm::Portable),
+        #[cfg(feature = "mkl")]
+        GemmChoice::Mkl => Box::new(gemm::Mkl),
+        // Config::validate refuses "mkl" in a build without the feature.
+        #[cfg(not(feature = "mkl"))]
+        GemmChoice::Mkl => Box::new(gemm::Portable),
+    }
+}

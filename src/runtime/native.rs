@@ -1,0 +1,878 @@
+//! The native executor: tract loads, types and declutters an ONNX graph (folding batch norms and
+//! constants, turning 1x1 convolutions into matrix products), and this module lowers the result into
+//! a flat list of steps over our own kernels — GEMM with fused bias+clamp epilogues, depthwise and
+//! im2col convolutions, element-wise ops — with every intermediate tensor assigned ahead of time to a
+//! reusable buffer. A graph with anything outside that subset is refused with the reason, and the
+//! caller runs it on tract instead.
+
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::array::TypedConcat;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::Cast;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
+use tract_onnx::tract_core::ops::source::TypedSource;
+
+use super::gemm::{GemmBackend, MatMut, MatRef};
+use super::kernels::{self, BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
+
+/// Why a graph cannot run natively (it then runs on tract).
+pub type Unsupported = String;
+
+/// A lowered model, ready to run from any number of threads at once.
+#[derive(Debug)]
+pub struct NativeModel {
+    input_len: usize,
+    input_buffer: usize,
+    steps: Vec<Step>,
+    outputs: Vec<Operand>,
+    buffer_sizes: Vec<usize>,
+    scratch_len: usize,
+    gemm: Box<dyn GemmBackend>,
+    /// Buffers of finished runs, kept for the next: a run allocates nothing once warm.
+    workspaces: Mutex<Vec<Workspace>>,
+}
+
+#[derive(Debug)]
+struct Workspace {
+    buffers: Vec<Vec<f32>>,
+    scratch: Vec<f32>,
+}
+
+/// A tensor a step reads: an intermediate buffer (by id, with its length) or a constant.
+#[derive(Debug, Clone)]
+enum Operand {
+    Buffer { id: usize, len: usize },
+    Const(Arc<Vec<f32>>),
+}
+
+impl Operand {
+    fn slice<'a>(&'a self, buffers: &'a [Vec<f32>]) -> &'a [f32] {
+        match self {
+            Operand::Buffer { id, len } => &buffers[*id][..*len],
+            Operand::Const(values) => values,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Step {
+    kind: StepKind,
+    output: usize,
+    output_len: usize,
+}
+
+#[derive(Debug)]
+enum StepKind {
+    /// C = A·B for every index of `loops`, then the epilogue.
+    Gemm { a: Operand, b: Operand, shape: GemmShape, loops: Vec<Loop>, epilogue: Option<(Epilogue, ChannelsAlong)> },
+    /// A dense convolution: im2col per image, then one product with the kernel.
+    Conv { input: Operand, weights: Arc<Vec<f32>>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
+    Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
+    Binary { op: BinaryOp, a: Operand, a_strides: Vec<usize>, b: Operand, b_strides: Vec<usize>, shape: Vec<usize> },
+    Sigmoid { input: Operand },
+    Concat { inputs: Vec<(Operand, usize)>, outer: usize },
+    Transpose { input: Operand, strides: Vec<usize>, shape: Vec<usize> },
+    ReduceSum { input: Operand, shape: Vec<usize>, output_strides: Vec<usize> },
+}
+
+/// One matrix product's sizes and strides (C's column stride is always 1).
+#[derive(Debug, Clone, Copy)]
+struct GemmShape {
+    m: usize,
+    k: usize,
+    n: usize,
+    a_row: isize,
+    a_col: isize,
+    b_row: isize,
+    b_col: isize,
+    c_row: usize,
+}
+
+/// An axis the product is repeated along, with its stride in A, B and C.
+#[derive(Debug, Clone, Copy)]
+struct Loop {
+    extent: usize,
+    a: usize,
+    b: usize,
+    c: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConvGeometry {
+    window: Window,
+    in_channels: usize,
+    out_channels: usize,
+    image_in_len: usize,
+    image_out_len: usize,
+    strides: ImageStrides,
+    channels_first: bool,
+}
+
+/// Output columns per product call when an epilogue follows, so each block is still in L2 when the
+/// epilogue runs over it.
+const EPILOGUE_BLOCK_FLOATS: usize = 64 * 1024;
+
+impl NativeModel {
+    /// Lowers a decluttered, fully typed graph with one image input of concrete shape.
+    pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>) -> Result<NativeModel, Unsupported> {
+        let mut lowering = Lowering { model, values: Default::default(), buffers: Vec::new(), steps: Vec::new(), fused: Default::default() };
+        let inputs = model.input_outlets().map_err(|e| e.to_string())?;
+        if inputs.len() != 1 {
+            return Err(format!("{} inputs (the executor takes one image input)", inputs.len()));
+        }
+        let order = model.eval_order().map_err(|e| e.to_string())?;
+        for id in order {
+            if !lowering.fused.contains(&id) {
+                lowering.lower_node(model.node(id))?;
+            }
+        }
+        let outputs = model
+            .output_outlets()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|&outlet| lowering.value(outlet).map(|v| v.operand))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = lowering.value(inputs[0])?;
+        let Operand::Buffer { id: input_logical, len: input_len } = input.operand else {
+            return Err("the input is a constant".into());
+        };
+        let scratch_len = lowering.steps.iter().map(Step::scratch_len).max().unwrap_or(0);
+        let (steps, outputs, buffer_sizes, input_buffer) =
+            allocate(lowering.steps, outputs, &lowering.buffers, input_logical);
+        Ok(NativeModel {
+            input_len,
+            input_buffer,
+            steps,
+            outputs,
+            buffer_sizes,
+            scratch_len,
+            gemm,
+            workspaces: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The GEMM backend's name, for logs.
+    pub fn gemm_name(&self) -> &'static str {
+        self.gemm.name()
+    }
+
+    /// Bytes of intermediate buffers one concurrent run holds.
+    pub fn workspace_bytes(&self) -> usize {
+        (self.buffer_sizes.iter().sum::<usize>() + self.scratch_len) * 4
+    }
+
+    /// The number of values output `index` holds.
+    pub fn output_len(&self, index: usize) -> Option<usize> {
+        self.outputs.get(index).map(operand_len)
+    }
+
+    /// Runs the model on the input `fill_input` writes (row-major, the input's shape, as f32, straight
+    /// into the input buffer) and returns every output.
+    pub fn run(&self, fill_input: impl FnOnce(&mut [f32])) -> Vec<Vec<f32>> {
+        let mut workspace = self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Workspace {
+            buffers: self.buffer_sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            scratch: vec![0.0; self.scratch_len],
+        });
+        fill_input(&mut workspace.buffers[self.input_buffer][..self.input_len]);
+        for step in &self.steps {
+            let mut output = std::mem::take(&mut workspace.buffers[step.output]);
+            step.run(&workspace.buffers, &mut output[..step.output_len], &mut workspace.scratch, self.gemm.as_ref());
+            workspace.buffers[step.output] = output;
+        }
+        let results = self.outputs.iter().map(|o| o.slice(&workspace.buffers).to_vec()).collect();
+        self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).push(workspace);
+        results
+    }
+}
+
+impl Step {
+    fn scratch_len(&self) -> usize {
+        match &self.kind {
+            StepKind::Conv { geometry, .. } => {
+                let w = &geometry.window;
+                w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width
+            }
+            StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
+                let w = &geometry.window;
+                w.in_height * w.phase_len() * w.stride
+            }
+            _ => 0,
+        }
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        match &mut self.kind {
+            StepKind::Gemm { a, b, .. } | StepKind::Binary { a, b, .. } => vec![a, b],
+            StepKind::Conv { input, .. }
+            | StepKind::Depthwise { input, .. }
+            | StepKind::Sigmoid { input }
+            | StepKind::Transpose { input, .. }
+            | StepKind::ReduceSum { input, .. } => vec![input],
+            StepKind::Concat { inputs, .. } => inputs.iter_mut().map(|(operand, _)| operand).collect(),
+        }
+    }
+
+    fn run(&self, buffers: &[Vec<f32>], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend) {
+        match &self.kind {
+            StepKind::Gemm { a, b, shape, loops, epilogue } => {
+                let (a, b) = (a.slice(buffers), b.slice(buffers));
+                let mut index = vec![0usize; loops.len()];
+                let count: usize = loops.iter().map(|l| l.extent).product();
+                for _ in 0..count {
+                    let (mut oa, mut ob, mut oc) = (0, 0, 0);
+                    for (i, l) in index.iter().zip(loops) {
+                        (oa, ob, oc) = (oa + i * l.a, ob + i * l.b, oc + i * l.c);
+                    }
+                    gemm_with_epilogue(gemm, shape, &a[oa..], &b[ob..], &mut output[oc..], epilogue.as_ref().map(|(e, along)| (e, *along)));
+                    for axis in (0..loops.len()).rev() {
+                        index[axis] += 1;
+                        if index[axis] < loops[axis].extent {
+                            break;
+                        }
+                        index[axis] = 0;
+                    }
+                }
+            }
+            StepKind::Conv { input, weights, images, geometry: g, epilogue } => {
+                let input = input.slice(buffers);
+                let w = &g.window;
+                let (pixels, field) = (w.out_height * w.out_width, g.in_channels * w.kernel_height * w.kernel_width);
+                let columns = &mut scratch[..pixels * field];
+                for image in 0..*images {
+                    kernels::im2col(&input[image * g.image_in_len..], g.in_channels, g.strides, w, columns);
+                    let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
+                    let columns = &columns[..];
+                    let (shape, a, b, along) = if g.channels_first {
+                        // C[O, P] = W[O, K] · cols[P, K]ᵀ
+                        let shape = GemmShape { m: g.out_channels, k: field, n: pixels, a_row: field as isize, a_col: 1, b_row: 1, b_col: field as isize, c_row: pixels };
+                        (shape, &weights[..], columns, ChannelsAlong::Rows)
+                    } else {
+                        // C[P, O] = cols[P, K] · W[O, K]ᵀ
+                        let shape = GemmShape { m: pixels, k: field, n: g.out_channels, a_row: field as isize, a_col: 1, b_row: 1, b_col: field as isize, c_row: g.out_channels };
+                        (shape, columns, &weights[..], ChannelsAlong::Columns)
+                    };
+                    gemm_with_epilogue(gemm, &shape, a, b, out, Some((epilogue, along)));
+                }
+            }
+            StepKind::Depthwise { input, weights, images, geometry: g, epilogue } => {
+                let input = input.slice(buffers);
+                for image in 0..*images {
+                    let source = &input[image * g.image_in_len..(image + 1) * g.image_in_len];
+                    let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
+                    if g.channels_first {
+                        kernels::depthwise_planar(source, weights, epilogue, out, &g.window, scratch);
+                    } else {
+                        kernels::depthwise_interleaved(source, weights, epilogue, out, &g.window, g.in_channels);
+                    }
+                }
+            }
+            StepKind::Binary { op, a, a_strides, b, b_strides, shape } => {
+                kernels::binary(*op, a.slice(buffers), a_strides, b.slice(buffers), b_strides, output, shape)
+            }
+            StepKind::Sigmoid { input } => {
+                output.copy_from_slice(input.slice(buffers));
+                kernels::sigmoid(output);
+            }
+            StepKind::Concat { inputs, outer } => {
+                let mut offset = 0;
+                for o in 0..*outer {
+                    for (input, inner) in inputs {
+                        output[offset..offset + inner].copy_from_slice(&input.slice(buffers)[o * inner..(o + 1) * inner]);
+                        offset += inner;
+                    }
+                }
+            }
+            StepKind::Transpose { input, strides, shape } => kernels::strided_copy(input.slice(buffers), strides, output, shape),
+            StepKind::ReduceSum { input, shape, output_strides } => {
+                kernels::reduce_sum(input.slice(buffers), shape, output, output_strides)
+            }
+        }
+    }
+}
+
+/// C = A·B, in blocks of columns when an epilogue follows so that it runs on cache-resident data.
+fn gemm_with_epilogue(
+    gemm: &dyn GemmBackend,
+    s: &GemmShape,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    epilogue: Option<(&Epilogue, ChannelsAlong)>,
+) {
+    let block = match epilogue {
+        Some(_) => (EPILOGUE_BLOCK_FLOATS / s.m.max(1)).max(64) / 16 * 16,
+        None => s.n,
+    };
+    let mut start = 0;
+    while start < s.n {
+        let columns = block.min(s.n - start);
+        let a_ref = MatRef { ptr: a.as_ptr(), row_stride: s.a_row, col_stride: s.a_col };
+        // SAFETY: `start` < n, so the offset stays inside B (the lowering checked B's extent).
+        let b_ref = MatRef { ptr: unsafe { b.as_ptr().offset(start as isize * s.b_col) }, row_stride: s.b_row, col_stride: s.b_col };
+        let c_mut = MatMut { ptr: c[start..].as_mut_ptr(), row_stride: s.c_row as isize, col_stride: 1 };
+        // SAFETY: the lowering checked that every element these strides address lies inside the
+        // operands (`check_extent`); C is this step's own buffer, distinct from A and B.
+        unsafe { gemm.gemm(s.m, s.k, columns, a_ref, b_ref, c_mut) };
+        if let Some((epilogue, along)) = epilogue {
+            kernels::apply_epilogue(c, s.m, s.c_row, start..start + columns, epilogue, along);
+        }
+        start += columns;
+    }
+}
+
+/// A graph value during lowering: what holds it and its shape.
+#[derive(Debug, Clone)]
+struct Value {
+    operand: Operand,
+    shape: Vec<usize>,
+}
+
+struct Lowering<'m> {
+    model: &'m TypedModel,
+    values: std::collections::HashMap<OutletId, Value>,
+    /// Logical buffer sizes, one per value a step writes.
+    buffers: Vec<usize>,
+    steps: Vec<Step>,
+    /// Nodes folded into an earlier step's epilogue.
+    fused: std::collections::HashSet<usize>,
+}
+
+impl Lowering<'_> {
+    fn value(&self, outlet: OutletId) -> Result<Value, Unsupported> {
+        if let Some(value) = self.values.get(&outlet) {
+            return Ok(value.clone());
+        }
+        let fact = self.model.outlet_fact(outlet).map_err(|e| e.to_string())?;
+        let Some(konst) = &fact.konst else {
+            return Err(format!("no value for {outlet:?}"));
+        };
+        let values = konst.cast_to::<f32>().map_err(|e| e.to_string())?;
+        let values = values.try_as_plain_ram().and_then(|v| Ok(v.as_slice::<f32>()?.to_vec())).map_err(|e| e.to_string())?;
+        Ok(Value { operand: Operand::Const(Arc::new(values)), shape: konst.shape().to_vec() })
+    }
+
+    fn constant(&self, outlet: OutletId) -> Option<Value> {
+        self.model.outlet_fact(outlet).ok()?.konst.as_ref()?;
+        self.value(outlet).ok()
+    }
+
+    fn shape(&self, outlet: OutletId) -> Result<Vec<usize>, Unsupported> {
+        let fact = self.model.outlet_fact(outlet).map_err(|e| e.to_string())?;
+        match fact.shape.as_concrete() {
+            Some(shape) => Ok(shape.to_vec()),
+            None => Err(format!("symbolic shape {:?}", fact.shape)),
+        }
+    }
+
+    /// Adds a step writing a new buffer for `outlet`.
+    fn emit(&mut self, outlet: OutletId, kind: StepKind) -> Result<(), Unsupported> {
+        let shape = self.shape(outlet)?;
+        let len = shape.iter().product();
+        let id = self.buffers.len();
+        self.buffers.push(len);
+        self.steps.push(Step { kind, output: id, output_len: len });
+        self.values.insert(outlet, Value { operand: Operand::Buffer { id, len }, shape });
+        Ok(())
+    }
+
+    /// The same data under another shape (reshapes, added or removed unit axes).
+    fn alias(&mut self, outlet: OutletId, source: Value) -> Result<(), Unsupported> {
+        let shape = self.shape(outlet)?;
+        self.values.insert(outlet, Value { operand: source.operand, shape });
+        Ok(())
+    }
+
+    fn lower_node(&mut self, node: &TypedNode) -> Result<(), Unsupported> {
+        let out = OutletId::new(node.id, 0);
+        let unsupported = || format!("node {:?} ({}) is outside the native subset: {:?}", node.name, node.op.name(), node.op);
+        let inputs: Vec<OutletId> = node.inputs.clone();
+        if node.op_is::<TypedSource>() {
+            let fact = self.model.outlet_fact(out).map_err(|e| e.to_string())?;
+            if !matches!(fact.datum_type, DatumType::F32 | DatumType::U8) {
+                return Err(format!("input of type {:?}", fact.datum_type));
+            }
+            let shape = self.shape(out)?;
+            let len = shape.iter().product();
+            let id = self.buffers.len();
+            self.buffers.push(len);
+            self.values.insert(out, Value { operand: Operand::Buffer { id, len }, shape });
+            return Ok(());
+        }
+        if node.op_is::<Const>() {
+            return Ok(()); // read through the consumer's input fact
+        }
+        if let Some(cast) = node.op_as::<Cast>() {
+            // Every value is held as f32, and u8 values are exact in f32.
+            let from = self.model.outlet_fact(inputs[0]).map_err(|e| e.to_string())?.datum_type;
+            if cast.to == DatumType::F32 && matches!(from, DatumType::U8 | DatumType::F32) {
+                let source = self.value(inputs[0])?;
+                return self.alias(out, source);
+            }
+            return Err(unsupported());
+        }
+        if let Some(axis_op) = node.op_as::<AxisOp>() {
+            let source = self.value(inputs[0])?;
+            return match axis_op {
+                AxisOp::Add(_) | AxisOp::Rm(_) | AxisOp::Reshape(..) => self.alias(out, source),
+                AxisOp::Move(from, to) => {
+                    let mut permutation: Vec<usize> = (0..source.shape.len()).collect();
+                    let axis = permutation.remove(*from);
+                    permutation.insert(*to, axis);
+                    let in_strides = row_major_strides(&source.shape);
+                    let strides = permutation.iter().map(|&p| in_strides[p]).collect();
+                    let shape = self.shape(out)?;
+                    self.emit(out, StepKind::Transpose { input: source.operand, strides, shape })
+                }
+            };
+        }
+        if let Some(binary) = node.op_as::<TypedBinOp>() {
+            let op = match binary.0.name() {
+                "Add" => BinaryOp::Add,
+                "Sub" => BinaryOp::Sub,
+                "Mul" => BinaryOp::Mul,
+                "Div" => BinaryOp::Div,
+                "Max" => BinaryOp::Max,
+                "Min" => BinaryOp::Min,
+                _ => return Err(unsupported()),
+            };
+            if binary.1.is_some() || self.model.outlet_fact(out).map_err(|e| e.to_string())?.datum_type != DatumType::F32 {
+                return Err(unsupported());
+            }
+            let (a, b) = (self.value(inputs[0])?, self.value(inputs[1])?);
+            let shape = self.shape(out)?;
+            let a_strides = broadcast_strides(&a.shape, &shape).ok_or_else(unsupported)?;
+            let b_strides = broadcast_strides(&b.shape, &shape).ok_or_else(unsupported)?;
+            return self.emit(out, StepKind::Binary { op, a: a.operand, a_strides, b: b.operand, b_strides, shape });
+        }
+        if let Some(element_wise) = node.op_as::<ElementWiseOp>() {
+            if element_wise.0.name() == "Sigmoid" && element_wise.1.is_none() {
+                let input = self.value(inputs[0])?;
+                return self.emit(out, StepKind::Sigmoid { input: input.operand });
+            }
+            return Err(unsupported());
+        }
+        if let Some(concat) = node.op_as::<TypedConcat>() {
+            let shape = self.shape(out)?;
+            let outer = shape[..concat.axis].iter().product();
+            let inputs = inputs
+                .iter()
+                .map(|&i| self.value(i).map(|v| (v.operand, v.shape[concat.axis..].iter().product())))
+                .collect::<Result<Vec<_>, _>>()?;
+            return self.emit(out, StepKind::Concat { inputs, outer });
+        }
+        if let Some(reduce) = node.op_as::<Reduce>() {
+            if !matches!(reduce.reducer, Reducer::Sum) {
+                return Err(unsupported());
+            }
+            let input = self.value(inputs[0])?;
+            let mut output_strides = row_major_strides(&self.shape(out)?);
+            for &axis in &reduce.axes {
+                output_strides[axis] = 0;
+            }
+            return self.emit(out, StepKind::ReduceSum { input: input.operand, shape: input.shape, output_strides });
+        }
+        if let Some(einsum) = node.op_as::<EinSum>() {
+            return self.lower_einsum(node, einsum).map_err(|why| format!("{}: {why}", unsupported()));
+        }
+        if let Some(conv) = node.op_as::<Conv>() {
+            return self.lower_conv(node, conv).map_err(|why| format!("{}: {why}", unsupported()));
+        }
+        Err(unsupported())
+    }
+
+    /// Follows `outlet`'s single consumers while they are a per-channel constant add (along `channel_axis`
+    /// of a tensor of `shape`) or a clamp by a scalar constant, folds them into `epilogue`, marks them
+    /// fused and returns the last outlet folded.
+    fn fuse_epilogue(&mut self, mut outlet: OutletId, shape: &[usize], channel_axis: usize, epilogue: &mut Epilogue) -> OutletId {
+        let model = self.model;
+        let outputs = model.output_outlets().map(|o| o.to_vec()).unwrap_or_default();
+        let mut clamped = false;
+        loop {
+            let successors = model.outlet_successors(outlet);
+            if successors.len() != 1 || outputs.contains(&outlet) {
+                return outlet;
+            }
+            let next = model.node(successors[0].node);
+            let Some(binary) = next.op_as::<TypedBinOp>() else { return outlet };
+            let other = next.inputs[1 - successors[0].slot];
+            let Some(constant) = self.constant(other) else { return outlet };
+            let Operand::Const(values) = &constant.operand else { return outlet };
+            if binary.1.is_some() || self.shape(OutletId::new(next.id, 0)).ok().as_deref() != Some(shape) {
+                return outlet;
+            }
+            match binary.0.name() {
+                "Add" if !clamped => {
+                    let Some(strides) = broadcast_strides(&constant.shape, shape) else { return outlet };
+                    let per_channel = strides.iter().enumerate().all(|(axis, &s)| s == 0 || axis == channel_axis);
+                    if !per_channel {
+                        return outlet;
+                    }
+                    for (c, bias) in epilogue.bias.iter_mut().enumerate() {
+                        *bias += values[c * strides[channel_axis]];
+                    }
+                }
+                "Max" if values.len() == 1 && epilogue.high == f32::INFINITY => {
+                    epilogue.low = epilogue.low.max(values[0]);
+                    clamped = true;
+                }
+                "Min" if values.len() == 1 && values[0] >= epilogue.low => {
+                    epilogue.high = epilogue.high.min(values[0]);
+                    clamped = true;
+                }
+                _ => return outlet,
+            }
+            self.fused.insert(next.id);
+            outlet = OutletId::new(next.id, 0);
+        }
+    }
+
+    fn lower_einsum(&mut self, node: &TypedNode, einsum: &EinSum) -> Result<(), Unsupported> {
+        if einsum.q_params.is_some() || einsum.operating_dt != DatumType::F32 || node.inputs.len() != 2 {
+            return Err("quantised or not a product of two f32 tensors".into());
+        }
+        let (x, y) = (self.value(node.inputs[0])?, self.value(node.inputs[1])?);
+        let out = OutletId::new(node.id, 0);
+        let c_shape = self.shape(out)?;
+        let strides = [row_major_strides(&x.shape), row_major_strides(&y.shape), row_major_strides(&c_shape)];
+        let shapes = [&x.shape, &y.shape, &c_shape];
+        // Every axis, with its extent and its stride in x, y and C (None where absent).
+        let mut axes = Vec::new();
+        for axis in einsum.axes.iter_all_axes() {
+            let position = |slots: &TVec<TVec<usize>>, i: usize| -> Result<Option<usize>, Unsupported> {
+                match slots.get(i).map(|p| p.len()).unwrap_or(0) {
+                    0 => Ok(None),
+                    1 => Ok(Some(slots[i][0])),
+                    _ => Err(format!("axis {} repeats (a diagonal)", axis.repr)),
+                }
+            };
+            let at = [position(&axis.inputs, 0)?, position(&axis.inputs, 1)?, position(&axis.outputs, 0)?];
+            let extent = at.iter().zip(shapes).find_map(|(p, s)| p.map(|p| s[p])).unwrap_or(1);
+            if extent == 1 {
+                continue; // unit axes change no offsets
+            }
+            let stride = |t: usize| at[t].map(|p| strides[t][p]);
+            axes.push((at, extent, [stride(0), stride(1), stride(2)]));
+        }
+        let group = |x_in: bool, y_in: bool, c_in: bool| -> Vec<(usize, [usize; 3], Option<usize>)> {
+            axes.iter()
+                .filter(|(at, ..)| at[0].is_some() == x_in && at[1].is_some() == y_in && at[2].is_some() == c_in)
+                .map(|(at, extent, s)| (*extent, [s[0].unwrap_or(0), s[1].unwrap_or(0), s[2].unwrap_or(0)], at[2]))
+                .collect()
+        };
+        if axes.iter().any(|(at, ..)| at.iter().filter(|p| p.is_some()).count() == 1) {
+            return Err("an axis summed within one operand".into());
+        }
+        let mut loops: Vec<Loop> = group(true, true, true).into_iter().map(|(extent, s, _)| Loop { extent, a: s[0], b: s[1], c: s[2] }).collect();
+        // m: free axes of x, n: free axes of y (ordered as in C), k: contracted (ordered as in x).
+        let by_c_position = |mut g: Vec<(usize, [usize; 3], Option<usize>)>, loops: &mut Vec<Loop>, tensors: [usize; 2]| {
+            g.sort_by_key(|(_, _, c_at)| *c_at);
+            let (extent, s, rest) = merge_suffix(&g, tensors);
+            loops.extend(rest.into_iter().map(|(extent, s, _)| Loop { extent, a: s[0], b: s[1], c: s[2] }));
+            (extent, s)
+        };
+        let (m, m_strides) = by_c_position(group(true, false, true), &mut loops, [0, 2]);
+        let (n, n_strides) = by_c_position(group(false, true, true), &mut loops, [1, 2]);
+        let mut k_axes = group(true, true, false);
+        k_axes.sort_by_key(|(_, s, _)| std::cmp::Reverse(s[0]));
+        let (k, k_strides, k_rest) = merge_suffix(&k_axes, [0, 1]);
+        if !k_rest.is_empty() {
+            return Err("contracted axes that do not merge into one".into());
+        }
+        // C = x[m, k] · y[k, n]; make C's column stride 1, transposing the problem if need be.
+        let (c_row, c_col) = (m_strides[2], n_strides[2]);
+        let (a, b, shape, channel_dim_is_row);
+        if c_col == 1 || n == 1 {
+            (a, b) = (x.operand, y.operand);
+            shape = GemmShape { m, k, n, a_row: m_strides[0] as isize, a_col: k_strides[0] as isize, b_row: k_strides[1] as isize, b_col: n_strides[1] as isize, c_row };
+            channel_dim_is_row = false;
+        } else if c_row == 1 || m == 1 {
+            (a, b) = (y.operand, x.operand);
+            shape = GemmShape { m: n, k, n: m, a_row: n_strides[1] as isize, a_col: k_strides[1] as isize, b_row: k_strides[0] as isize, b_col: m_strides[0] as isize, c_row: c_col };
+            channel_dim_is_row = true;
+            for l in &mut loops {
+                std::mem::swap(&mut l.a, &mut l.b);
+            }
+        } else {
+            return Err("no unit stride in the output".into());
+        }
+        let shape = GemmShape { c_row: if shape.m == 1 { shape.n } else { shape.c_row }, ..shape };
+        for (operand, extent) in [(&a, gemm_extent(shape.m, shape.k, shape.a_row, shape.a_col, &loops, |l| l.a)), (&b, gemm_extent(shape.k, shape.n, shape.b_row, shape.b_col, &loops, |l| l.b))] {
+            if extent > operand_len(operand) {
+                return Err("operand strides reach past its data".into());
+            }
+        }
+        // A bias along the output axis that is the whole of y's free group (the output channels).
+        let mut epilogue = None;
+        let y_free: Vec<_> = axes.iter().filter(|(at, ..)| at[0].is_none() && at[1].is_some() && at[2].is_some()).collect();
+        let channel_axis = match y_free.as_slice() {
+            [(at, extent, _)] if *extent == n => at[2],
+            _ => None,
+        };
+        let mut last = out;
+        if let Some(channel_axis) = channel_axis {
+            let mut e = Epilogue::new(n);
+            last = self.fuse_epilogue(out, &c_shape, channel_axis, &mut e);
+            if last != out {
+                let along = if channel_dim_is_row { ChannelsAlong::Rows } else { ChannelsAlong::Columns };
+                epilogue = Some((e, along));
+            }
+        }
+        self.emit(last, StepKind::Gemm { a, b, shape, loops, epilogue })
+    }
+
+    fn lower_conv(&mut self, node: &TypedNode, conv: &Conv) -> Result<(), Unsupported> {
+        let spec = &conv.pool_spec;
+        if conv.q_params.is_some() || spec.kernel_shape.len() != 2 || !matches!(conv.kernel_fmt, KernelFormat::OIHW) {
+            return Err("only float 2-D convolutions with OIHW kernels".into());
+        }
+        if spec.dilations.as_ref().is_some_and(|d| d.iter().any(|&d| d != 1)) {
+            return Err("dilated".into());
+        }
+        let strides = spec.strides.clone().unwrap_or_else(|| tvec![1, 1]);
+        if strides[0] != strides[1] {
+            return Err("unequal strides".into());
+        }
+        let input = self.value(node.inputs[0])?;
+        let kernel = self.constant(node.inputs[1]).ok_or("kernel is not a constant")?;
+        let Operand::Const(kernel_values) = kernel.operand else { unreachable!("constant") };
+        let out = OutletId::new(node.id, 0);
+        let out_shape = self.shape(out)?;
+        let (images, channels_first, spatial) = match spec.data_format {
+            DataFormat::NCHW => (input.shape[0], true, 2),
+            DataFormat::NHWC => (input.shape[0], false, 1),
+            DataFormat::CHW => (1, true, 1),
+            DataFormat::HWC => (1, false, 0),
+        };
+        let (in_height, in_width) = (input.shape[spatial], input.shape[spatial + 1]);
+        let (out_height, out_width) = (out_shape[spatial], out_shape[spatial + 1]);
+        let (in_channels, out_channels) = (spec.input_channels, spec.output_channels);
+        let padding = match &spec.padding {
+            PaddingSpec::Valid => (0, 0),
+            PaddingSpec::Explicit(before, _) => (before[0], before[1]),
+            _ => {
+                let computed = spec.padding.compute(&[in_height, in_width], &spec.kernel_shape, &[1, 1], &strides);
+                (computed[0].pad_before, computed[1].pad_before)
+            }
+        };
+        let window = Window {
+            in_height,
+            in_width,
+            out_height,
+            out_width,
+            kernel_height: spec.kernel_shape[0],
+            kernel_width: spec.kernel_shape[1],
+            stride: strides[0],
+            pad_top: padding.0,
+            pad_left: padding.1,
+        };
+        let image_strides = if channels_first {
+            ImageStrides { channel: in_height * in_width, row: in_width, column: 1 }
+        } else {
+            ImageStrides { channel: 1, row: in_width * in_channels, column: in_channels }
+        };
+        let geometry = ConvGeometry {
+            window,
+            in_channels,
+            out_channels,
+            image_in_len: in_channels * in_height * in_width,
+            image_out_len: out_channels * out_height * out_width,
+            strides: image_strides,
+            channels_first,
+        };
+        let mut epilogue = Epilogue::new(out_channels);
+        if let Some(bias) = node.inputs.get(2) {
+            let bias = self.constant(*bias).ok_or("bias is not a constant")?;
+            let Operand::Const(values) = bias.operand else { unreachable!("constant") };
+            match values.len() {
+                1 => epilogue.bias.fill(values[0]),
+                n if n == out_channels => epilogue.bias.copy_from_slice(&values),
+                n => return Err(format!("bias of {n} values for {out_channels} channels")),
+            }
+        }
+        let channel_axis = match spec.data_format {
+            DataFormat::NCHW => 1,
+            DataFormat::CHW => 0,
+            DataFormat::NHWC => 3,
+            DataFormat::HWC => 2,
+        };
+        let last = self.fuse_epilogue(out, &out_shape, channel_axis, &mut epilogue);
+        let taps = window.kernel_height * window.kernel_width;
+        let kind = if conv.group == 1 && kernel.shape == [out_channels, in_channels, window.kernel_height, window.kernel_width] {
+            StepKind::Conv { input: input.operand, weights: kernel_values, images, geometry, epilogue }
+        } else if conv.group == in_channels && in_channels == out_channels && kernel.shape == [out_channels, 1, window.kernel_height, window.kernel_width] {
+            let weights = if channels_first {
+                kernel_values.to_vec()
+            } else {
+                // tap-major, so the interleaved kernel reads the taps of all channels contiguously
+                let mut tap_major = vec![0.0; kernel_values.len()];
+                for c in 0..out_channels {
+                    for t in 0..taps {
+                        tap_major[t * out_channels + c] = kernel_values[c * taps + t];
+                    }
+                }
+                tap_major
+            };
+            StepKind::Depthwise { input: input.operand, weights, images, geometry, epilogue }
+        } else {
+            return Err(format!("group {} of {in_channels} channels (only dense and depthwise)", conv.group));
+        };
+        if operand_len(match &kind {
+            StepKind::Conv { input, .. } | StepKind::Depthwise { input, .. } => input,
+            _ => unreachable!("a convolution"),
+        }) < images * geometry.image_in_len
+        {
+            return Err("input smaller than its shape".into());
+        }
+        self.emit(last, kind)
+    }
+}
+
+fn operand_len(operand: &Operand) -> usize {
+    match operand {
+        Operand::Buffer { len, .. } => *len,
+        Operand::Const(values) => values.len(),
+    }
+}
+
+/// One past the largest offset a product operand addresses over all loop iterations.
+fn gemm_extent(rows: usize, cols: usize, row: isize, col: isize, loops: &[Loop], stride: impl Fn(&Loop) -> usize) -> usize {
+    let last = (rows.saturating_sub(1)) as isize * row + (cols.saturating_sub(1)) as isize * col;
+    last as usize + 1 + loops.iter().map(|l| (l.extent - 1) * stride(l)).sum::<usize>()
+}
+
+/// Merges the innermost axes of `group` (ordered outer to inner) that are laid out compactly and in the
+/// same order in both `tensors`, into one dimension: (extent, strides, the outer axes left over).
+#[allow(clippy::type_complexity)]
+fn merge_suffix(
+    group: &[(usize, [usize; 3], Option<usize>)],
+    tensors: [usize; 2],
+) -> (usize, [usize; 3], Vec<(usize, [usize; 3], Option<usize>)>) {
+    let Some((&(mut extent, strides, _), outer)) = group.split_last() else {
+        return (1, [0; 3], Vec::new());
+    };
+    let mut rest = outer.len();
+    while rest > 0 {
+        let (e, s, _) = group[rest - 1];
+        if tensors.iter().all(|&t| s[t] == strides[t] * extent) {
+            extent *= e;
+            rest -= 1;
+        } else {
+            break;
+        }
+    }
+    (extent, strides, group[..rest].to_vec())
+}
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// `shape`'s strides over `target` (right-aligned, NumPy rules), 0 along broadcast axes.
+fn broadcast_strides(shape: &[usize], target: &[usize]) -> Option<Vec<usize>> {
+    if shape.len() > target.len() {
+        return None;
+    }
+    let own = row_major_strides(shape);
+    let offset = target.len() - shape.len();
+    (0..target.len())
+        .map(|axis| {
+            if axis < offset {
+                return Some(0);
+            }
+            let (extent, stride) = (shape[axis - offset], own[axis - offset]);
+            match extent {
+                1 => Some(0),
+                e if e == target[axis] => Some(stride),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Assigns logical buffers to as few physical buffers as their lifetimes allow (greedy, best fit).
+fn allocate(
+    mut steps: Vec<Step>,
+    mut outputs: Vec<Operand>,
+    sizes: &[usize],
+    input: usize,
+) -> (Vec<Step>, Vec<Operand>, Vec<usize>, usize) {
+    let logical_of = |o: &Operand| match o {
+        Operand::Buffer { id, .. } => Some(*id),
+        Operand::Const(_) => None,
+    };
+    // The last step reading each logical buffer; outputs live to the end.
+    let mut last_use = vec![None; sizes.len()];
+    for (i, step) in steps.iter_mut().enumerate() {
+        for operand in step.operands_mut() {
+            if let Some(id) = logical_of(operand) {
+                last_use[id] = Some(i);
+            }
+        }
+    }
+    for output in &outputs {
+        if let Some(id) = logical_of(output) {
+            last_use[id] = Some(usize::MAX);
+        }
+    }
+    let mut physical_sizes: Vec<usize> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut physical = vec![usize::MAX; sizes.len()];
+    let take = |size: usize, physical_sizes: &mut Vec<usize>, free: &mut Vec<usize>| -> usize {
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| physical_sizes[p] >= size)
+            .min_by_key(|(_, &p)| physical_sizes[p])
+            .or_else(|| free.iter().enumerate().max_by_key(|(_, &p)| physical_sizes[p]))
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let p = free.swap_remove(i);
+                physical_sizes[p] = physical_sizes[p].max(size);
+                p
+            }
+            None => {
+                physical_sizes.push(size);
+                physical_sizes.len() - 1
+            }
+        }
+    };
+    physical[input] = take(sizes[input], &mut physical_sizes, &mut free);
+    if last_use[input].is_none() {
+        free.push(physical[input]);
+    }
+    for (i, step) in steps.iter_mut().enumerate() {
+        physical[step.output] = take(sizes[step.output], &mut physical_sizes, &mut free);
+        let mut released: Vec<usize> = step.operands_mut().into_iter().filter_map(|o| logical_of(o)).collect();
+        released.push(step.output);
+        released.sort_unstable();
+        released.dedup();
+        for id in released {
+            if last_use[id].is_none_or(|last| last == i) {
+                free.push(physical[id]);
+            }
+        }
+    }
+    let remap = |operand: &mut Operand| {
+        if let Operand::Buffer { id, .. } = operand {
+            *id = physical[*id];
+        }
+    };
+    for step in &mut steps {
+        step.operands_mut().into_iter().for_each(remap);
+        step.output = physical[step.output];
+    }
+    outputs.iter_mut().for_each(remap);
+    (steps, outputs, physical_sizes, physical[input])
+}
