@@ -26,6 +26,12 @@ pub struct MatMut {
 pub trait GemmBackend: Send + Sync + Debug {
     fn name(&self) -> &'static str;
 
+    /// Whether products with constant weights should use the executor's packed AVX-512 product
+    /// (`runtime::packed`) rather than this backend, where the CPU has AVX-512.
+    fn packs_constants(&self) -> bool {
+        false
+    }
+
     /// # Safety
     /// Every element the strides address, for the given m, k, n, must be valid for reads (A, B) or
     /// writes (C), and C must not overlap A or B.
@@ -38,7 +44,15 @@ pub struct Portable;
 
 impl GemmBackend for Portable {
     fn name(&self) -> &'static str {
-        "portable (matrixmultiply)"
+        if super::packed::available() {
+            "portable (packed AVX-512 weights, matrixmultiply for the rest)"
+        } else {
+            "portable (matrixmultiply)"
+        }
+    }
+
+    fn packs_constants(&self) -> bool {
+        true
     }
 
     unsafe fn gemm(&self, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: MatMut) {

@@ -163,22 +163,54 @@ impl Window {
             (iy < self.in_height).then_some((ky, iy))
         })
     }
-
-    /// Length of one stride phase of a padded input row (see [`depthwise_planar`]).
-    pub fn phase_len(&self) -> usize {
-        self.out_width + (self.kernel_width - 1) / self.stride + 1
-    }
 }
+
+/// Values per vector block of the depthwise kernels: one AVX-512 register, two AVX2 ones.
+pub const LANES: usize = 16;
+
+/// The tallest and widest kernel the depthwise kernels take (the lowering refuses larger ones).
+pub const MAX_KERNEL_HEIGHT: usize = 8;
 
 multiversion! {
     /// Depthwise convolution of channel-planar data (C×H×W in, C×OH×OW out), one channel at a time.
-    /// Each input row is copied once into a zero-padded scratch row split into `stride` phases
-    /// (phase p holds padded columns p, p+stride, …), so every kernel tap is a contiguous
-    /// multiply-add over a whole output row, strided or not.
+    /// The zero-padded input plane is split into stride×stride phase planes of one row pitch, so that
+    /// every kernel tap reads one contiguous run: output (oy, ox), computed at flat position
+    /// oy·pitch + ox, reads tap (ky, kx) at that position plus a fixed offset. The columns past OW are
+    /// computed and dropped, which costs less than short rows would.
     pub fn depthwise_planar(
         input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window,
         scratch: &mut [f32],
     ) => depthwise_planar_body
+}
+
+/// How [`depthwise_planar`] lays out its scratch: phase planes, then the output at the planes' pitch.
+#[derive(Debug, Clone, Copy)]
+pub struct PhasePlanes {
+    /// Row pitch of each phase plane and of the pitched output.
+    pub pitch: usize,
+    /// Rows of each phase plane.
+    pub rows: usize,
+    /// Values per phase plane, with room for the last block's overrun.
+    pub plane_len: usize,
+    /// Values of the pitched output, in whole blocks.
+    pub out_len: usize,
+}
+
+impl Window {
+    pub fn phase_planes(&self) -> PhasePlanes {
+        let s = self.stride;
+        let pitch = self.out_width + (self.kernel_width - 1) / s;
+        let rows = self.out_height + (self.kernel_height - 1) / s;
+        let out_len = (self.out_height * pitch).div_ceil(LANES) * LANES;
+        let max_offset = ((self.kernel_height - 1) / s) * pitch + (self.kernel_width - 1) / s;
+        PhasePlanes { pitch, rows, plane_len: (rows * pitch).max(out_len + max_offset), out_len }
+    }
+
+    /// Scratch values [`depthwise_planar`] needs.
+    pub fn planar_scratch_len(&self) -> usize {
+        let p = self.phase_planes();
+        self.stride * self.stride * p.plane_len + p.out_len
+    }
 }
 
 #[inline(always)]
@@ -191,38 +223,70 @@ fn depthwise_planar_body<M: MulAdd>(
     scratch: &mut [f32],
 ) {
     let w = window;
+    let s = w.stride;
     let (in_plane, out_plane, taps) = (w.in_height * w.in_width, w.out_height * w.out_width, w.kernel_height * w.kernel_width);
-    let phase_len = w.phase_len();
-    let row_len = phase_len * w.stride;
-    let padded_rows = &mut scratch[..w.in_height * row_len];
+    let p = w.phase_planes();
+    let (planes, rest) = scratch.split_at_mut(s * s * p.plane_len);
+    let pitched = &mut rest[..p.out_len];
+    // Where each tap's run starts in `planes`.
+    let mut tap_offsets = [0usize; MAX_KERNEL_HEIGHT * MAX_KERNEL_HEIGHT];
+    for ky in 0..w.kernel_height {
+        for kx in 0..w.kernel_width {
+            let plane = (ky % s) * s + kx % s;
+            tap_offsets[ky * w.kernel_width + kx] = plane * p.plane_len + (ky / s) * p.pitch + kx / s;
+        }
+    }
+    let tap_offsets = &tap_offsets[..taps];
     for (channel, out_channel) in output.chunks_exact_mut(out_plane).enumerate() {
         let in_channel = &input[channel * in_plane..(channel + 1) * in_plane];
-        padded_rows.fill(0.0);
-        for (row, padded) in in_channel.chunks_exact(w.in_width).zip(padded_rows.chunks_exact_mut(row_len)) {
-            for (x, &v) in row.iter().enumerate() {
-                let column = x + w.pad_left;
-                if let Some(slot) = padded.get_mut((column % w.stride) * phase_len + column / w.stride) {
-                    *slot = v;
+        planes.fill(0.0);
+        for (y, row) in in_channel.chunks_exact(w.in_width).enumerate() {
+            let padded_row = y + w.pad_top;
+            let (phase_row, plane_row) = (padded_row % s, padded_row / s);
+            if plane_row >= p.rows {
+                continue;
+            }
+            for phase_col in 0..s {
+                let plane = &mut planes[(phase_row * s + phase_col) * p.plane_len..][..p.rows * p.pitch];
+                let out = &mut plane[plane_row * p.pitch..(plane_row + 1) * p.pitch];
+                // Plane column i holds padded column i·s + phase_col, i.e. input column
+                // i·s + phase_col - pad_left.
+                let first = w.pad_left.saturating_sub(phase_col).div_ceil(s).min(p.pitch);
+                let end = (row.len() + w.pad_left).saturating_sub(phase_col).div_ceil(s).clamp(first, p.pitch);
+                if first == end {
+                    continue;
+                }
+                let start = first * s + phase_col - w.pad_left;
+                let out = &mut out[first..end];
+                match s {
+                    1 => out.copy_from_slice(&row[start..start + out.len()]),
+                    2 => {
+                        // Pairs, so the compiler turns the gather into shuffles.
+                        let pairs = row[start..].chunks_exact(2);
+                        let last = pairs.remainder().first().copied();
+                        let copied = out.iter_mut().zip(pairs).map(|(o, pair)| *o = pair[0]).count();
+                        if let (Some(o), Some(v)) = (out.get_mut(copied), last) {
+                            *o = v;
+                        }
+                    }
+                    _ => out.iter_mut().zip(row[start..].iter().step_by(s)).for_each(|(o, &v)| *o = v),
                 }
             }
         }
         let kernel = &weights[channel * taps..(channel + 1) * taps];
         let bias = epilogue.bias[channel];
-        for (oy, out_row) in out_channel.chunks_exact_mut(w.out_width).enumerate() {
-            out_row.fill(bias);
-            for (ky, iy) in w.rows(oy) {
-                let padded = &padded_rows[iy * row_len..(iy + 1) * row_len];
-                for kx in 0..w.kernel_width {
-                    let tap = kernel[ky * w.kernel_width + kx];
-                    let start = (kx % w.stride) * phase_len + kx / w.stride;
-                    let source = &padded[start..start + w.out_width];
-                    for (o, &s) in out_row.iter_mut().zip(source) {
-                        *o = M::mul_add(s, tap, *o);
-                    }
-                }
+        // Tap by tap over the whole pitched output (it stays in L1), so every pass is one unchecked
+        // stream of multiply-adds.
+        pitched.fill(bias);
+        for (&tap, &offset) in kernel.iter().zip(tap_offsets) {
+            let source = &planes[offset..offset + pitched.len()];
+            for (o, &v) in pitched.iter_mut().zip(source) {
+                *o = M::mul_add(v, tap, *o);
             }
-            for o in out_row.iter_mut() {
-                *o = o.max(epilogue.low).min(epilogue.high);
+        }
+        for (out_row, pitched_row) in out_channel.chunks_exact_mut(w.out_width).zip(pitched.chunks(p.pitch)) {
+            for (o, &v) in out_row.iter_mut().zip(pitched_row) {
+                *o = v.max(epilogue.low).min(epilogue.high);
             }
         }
     }
@@ -247,6 +311,7 @@ fn depthwise_interleaved_body<M: MulAdd>(
     channels: usize,
 ) {
     let w = window;
+    let blocked = channels % LANES == 0;
     for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
         let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
         out.copy_from_slice(&epilogue.bias);
@@ -258,8 +323,18 @@ fn depthwise_interleaved_body<M: MulAdd>(
                 }
                 let source = &input[(iy * w.in_width + ix) * channels..][..channels];
                 let taps = &weights[(ky * w.kernel_width + kx) * channels..][..channels];
-                for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
-                    *o = M::mul_add(s, t, *o);
+                if blocked {
+                    for ((o, s), t) in out.chunks_exact_mut(LANES).zip(source.chunks_exact(LANES)).zip(taps.chunks_exact(LANES)) {
+                        let (o, s, t): (&mut [f32; LANES], &[f32; LANES], &[f32; LANES]) =
+                            (o.try_into().expect("16"), s.try_into().expect("16"), t.try_into().expect("16"));
+                        for i in 0..LANES {
+                            o[i] = M::mul_add(s[i], t[i], o[i]);
+                        }
+                    }
+                } else {
+                    for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
+                        *o = M::mul_add(s, t, *o);
+                    }
                 }
             }
         }
@@ -278,24 +353,34 @@ pub struct ImageStrides {
     pub column: usize,
 }
 
-/// Lays out every receptive field of a dense convolution as one row of `columns` (output pixels ×
-/// (channel, kernel row, kernel column)), zero where the window hangs over the border, so the
-/// convolution becomes one matrix product with the OIHW kernel.
+/// Lays out the receptive fields of a dense convolution as `columns`, a (channel, kernel row, kernel
+/// column) × output pixel matrix, zero where the window hangs over the border, so the convolution
+/// becomes one matrix product with the OIHW kernel. K-major, so each output row of it is a strided copy
+/// of an input row and both product layouts read it with a unit stride.
 pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Window, columns: &mut [f32]) {
     let w = window;
-    let taps = w.kernel_height * w.kernel_width;
-    let field = channels * taps;
-    for (pixel, row) in columns.chunks_exact_mut(field).take(w.out_height * w.out_width).enumerate() {
-        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
-        for channel in 0..channels {
-            for ky in 0..w.kernel_height {
-                for kx in 0..w.kernel_width {
-                    let iy = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height);
-                    let ix = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width);
-                    row[channel * taps + ky * w.kernel_width + kx] = match (iy, ix) {
-                        (Some(y), Some(x)) => input[channel * strides.channel + y * strides.row + x * strides.column],
-                        _ => 0.0,
+    let pixels = w.out_height * w.out_width;
+    let mut rows = columns.chunks_exact_mut(pixels);
+    for channel in 0..channels {
+        for ky in 0..w.kernel_height {
+            for kx in 0..w.kernel_width {
+                let row = rows.next().expect("K rows");
+                // Output columns whose input column is inside the image.
+                let first = w.pad_left.saturating_sub(kx).div_ceil(w.stride).min(w.out_width);
+                let end = (w.in_width + w.pad_left).saturating_sub(kx).div_ceil(w.stride).clamp(first, w.out_width);
+                for (oy, out) in row.chunks_exact_mut(w.out_width).enumerate() {
+                    let Some(iy) = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height) else {
+                        out.fill(0.0);
+                        continue;
                     };
+                    out[..first].fill(0.0);
+                    out[end..].fill(0.0);
+                    let base = channel * strides.channel + iy * strides.row;
+                    let step = w.stride * strides.column;
+                    let start = base + (first * w.stride + kx - w.pad_left) * strides.column;
+                    for (o, &v) in out[first..end].iter_mut().zip(input[start..].iter().step_by(step)) {
+                        *o = v;
+                    }
                 }
             }
         }
@@ -494,7 +579,7 @@ mod tests {
             let expected = depthwise_reference(&input, &weights, &epilogue.bias, &w, channels);
 
             let mut planar = vec![0.0; expected.len()];
-            let mut scratch = vec![0.0; w.in_height * w.phase_len() * w.stride];
+            let mut scratch = vec![0.0; w.planar_scratch_len()];
             depthwise_planar(&input, &weights, &epilogue, &mut planar, &w, &mut scratch);
             for (a, b) in planar.iter().zip(&expected) {
                 assert!((a - b).abs() < 1e-5, "planar {kernel}x{kernel}/{stride}: {a} vs {b}");

@@ -6,6 +6,7 @@
 pub mod gemm;
 pub mod kernels;
 pub mod native;
+pub mod packed;
 
 use std::path::Path;
 

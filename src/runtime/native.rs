@@ -21,6 +21,7 @@ use tract_onnx::tract_core::ops::source::TypedSource;
 
 use super::gemm::{GemmBackend, MatMut, MatRef};
 use super::kernels::{self, BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
+use super::packed::{self, ConstSide, PackedConst};
 
 /// Why a graph cannot run natively (it then runs on tract).
 pub type Unsupported = String;
@@ -34,6 +35,7 @@ pub struct NativeModel {
     outputs: Vec<Operand>,
     buffer_sizes: Vec<usize>,
     scratch_len: usize,
+    panel_len: usize,
     gemm: Box<dyn GemmBackend>,
     /// Buffers of finished runs, kept for the next: a run allocates nothing once warm.
     workspaces: Mutex<Vec<Workspace>>,
@@ -42,7 +44,10 @@ pub struct NativeModel {
 #[derive(Debug)]
 struct Workspace {
     buffers: Vec<Vec<f32>>,
+    /// im2col columns and depthwise padded rows.
     scratch: Vec<f32>,
+    /// The packed product's zero-padded last panel.
+    panel: Vec<f32>,
 }
 
 /// A tensor a step reads: an intermediate buffer (by id, with its length) or a constant.
@@ -71,15 +76,31 @@ struct Step {
 #[derive(Debug)]
 enum StepKind {
     /// C = A·B for every index of `loops`, then the epilogue.
-    Gemm { a: Operand, b: Operand, shape: GemmShape, loops: Vec<Loop>, epilogue: Option<(Epilogue, ChannelsAlong)> },
+    Gemm { product: Product, shape: GemmShape, loops: Vec<Loop>, epilogue: Option<(Epilogue, ChannelsAlong)> },
     /// A dense convolution: im2col per image, then one product with the kernel.
-    Conv { input: Operand, weights: Arc<Vec<f32>>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
+    Conv { input: Operand, weights: ConvWeights, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
     Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
     Binary { op: BinaryOp, a: Operand, a_strides: Vec<usize>, b: Operand, b_strides: Vec<usize>, shape: Vec<usize> },
     Sigmoid { input: Operand },
     Concat { inputs: Vec<(Operand, usize)>, outer: usize },
     Transpose { input: Operand, strides: Vec<usize>, shape: Vec<usize> },
     ReduceSum { input: Operand, shape: Vec<usize>, output_strides: Vec<usize> },
+}
+
+/// How a matrix product runs: the packed AVX-512 product when one operand is constant weights and the
+/// CPU has AVX-512, else the configured GEMM backend.
+#[derive(Debug)]
+enum Product {
+    Packed { constant: PackedConst, activations: Operand, k_stride: usize },
+    Backend { a: Operand, b: Operand },
+}
+
+/// A dense convolution's kernel as the product wants it.
+#[derive(Debug)]
+enum ConvWeights {
+    Packed(PackedConst),
+    /// OIHW, i.e. row-major O×K.
+    Plain(Arc<Vec<f32>>),
 }
 
 /// One matrix product's sizes and strides (C's column stride is always 1).
@@ -122,7 +143,9 @@ const EPILOGUE_BLOCK_FLOATS: usize = 64 * 1024;
 impl NativeModel {
     /// Lowers a decluttered, fully typed graph with one image input of concrete shape.
     pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>) -> Result<NativeModel, Unsupported> {
-        let mut lowering = Lowering { model, values: Default::default(), buffers: Vec::new(), steps: Vec::new(), fused: Default::default() };
+        let packs = gemm.packs_constants() && packed::available();
+        let mut lowering =
+            Lowering { model, packs, values: Default::default(), buffers: Vec::new(), steps: Vec::new(), fused: Default::default() };
         let inputs = model.input_outlets().map_err(|e| e.to_string())?;
         if inputs.len() != 1 {
             return Err(format!("{} inputs (the executor takes one image input)", inputs.len()));
@@ -144,6 +167,7 @@ impl NativeModel {
             return Err("the input is a constant".into());
         };
         let scratch_len = lowering.steps.iter().map(Step::scratch_len).max().unwrap_or(0);
+        let panel_len = lowering.steps.iter().map(Step::panel_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) =
             allocate(lowering.steps, outputs, &lowering.buffers, input_logical);
         Ok(NativeModel {
@@ -153,6 +177,7 @@ impl NativeModel {
             outputs,
             buffer_sizes,
             scratch_len,
+            panel_len,
             gemm,
             workspaces: Mutex::new(Vec::new()),
         })
@@ -165,7 +190,7 @@ impl NativeModel {
 
     /// Bytes of intermediate buffers one concurrent run holds.
     pub fn workspace_bytes(&self) -> usize {
-        (self.buffer_sizes.iter().sum::<usize>() + self.scratch_len) * 4
+        (self.buffer_sizes.iter().sum::<usize>() + self.scratch_len + self.panel_len) * 4
     }
 
     /// The number of values output `index` holds.
@@ -179,12 +204,26 @@ impl NativeModel {
         let mut workspace = self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Workspace {
             buffers: self.buffer_sizes.iter().map(|&n| vec![0.0; n]).collect(),
             scratch: vec![0.0; self.scratch_len],
+            panel: vec![0.0; self.panel_len],
         });
         fill_input(&mut workspace.buffers[self.input_buffer][..self.input_len]);
+        let profile = std::env::var_os("IMGFEAT_PROFILE").is_some();
         for step in &self.steps {
+            let t = std::time::Instant::now();
             let mut output = std::mem::take(&mut workspace.buffers[step.output]);
-            step.run(&workspace.buffers, &mut output[..step.output_len], &mut workspace.scratch, self.gemm.as_ref());
+            let scratch = Scratch { columns: &mut workspace.scratch, panel: &mut workspace.panel };
+            step.run(&workspace.buffers, &mut output[..step.output_len], scratch, self.gemm.as_ref());
             workspace.buffers[step.output] = output;
+            if profile {
+                let desc = match &step.kind {
+                    StepKind::Gemm { shape, loops, .. } => format!("gemm m{} k{} n{} loops{}", shape.m, shape.k, shape.n, loops.len()),
+                    StepKind::Depthwise { geometry, .. } => format!("dw {:?} cf{}", (geometry.in_channels, geometry.window.in_height, geometry.window.kernel_height, geometry.window.stride), geometry.channels_first),
+                    StepKind::Conv { .. } => "conv".into(),
+                    StepKind::Binary { op, shape, .. } => format!("bin {op:?} {shape:?}"),
+                    other => format!("{:.20}", format!("{other:?}")),
+                };
+                eprintln!("PROFILE {:.1} us {desc}", t.elapsed().as_secs_f64() * 1e6);
+            }
         }
         let results = self.outputs.iter().map(|o| o.slice(&workspace.buffers).to_vec()).collect();
         self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).push(workspace);
@@ -192,7 +231,23 @@ impl NativeModel {
     }
 }
 
+/// A run's scratch space.
+struct Scratch<'a> {
+    columns: &'a mut [f32],
+    panel: &'a mut [f32],
+}
+
 impl Step {
+    fn panel_len(&self) -> usize {
+        match &self.kind {
+            StepKind::Gemm { shape, .. } => shape.k * packed::MR,
+            StepKind::Conv { geometry, .. } => {
+                geometry.in_channels * geometry.window.kernel_height * geometry.window.kernel_width * packed::MR
+            }
+            _ => 0,
+        }
+    }
+
     fn scratch_len(&self) -> usize {
         match &self.kind {
             StepKind::Conv { geometry, .. } => {
@@ -200,8 +255,7 @@ impl Step {
                 w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width
             }
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
-                let w = &geometry.window;
-                w.in_height * w.phase_len() * w.stride
+                geometry.window.planar_scratch_len()
             }
             _ => 0,
         }
@@ -209,7 +263,8 @@ impl Step {
 
     fn operands_mut(&mut self) -> Vec<&mut Operand> {
         match &mut self.kind {
-            StepKind::Gemm { a, b, .. } | StepKind::Binary { a, b, .. } => vec![a, b],
+            StepKind::Gemm { product: Product::Backend { a, b }, .. } | StepKind::Binary { a, b, .. } => vec![a, b],
+            StepKind::Gemm { product: Product::Packed { activations, .. }, .. } => vec![activations],
             StepKind::Conv { input, .. }
             | StepKind::Depthwise { input, .. }
             | StepKind::Sigmoid { input }
@@ -219,10 +274,10 @@ impl Step {
         }
     }
 
-    fn run(&self, buffers: &[Vec<f32>], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend) {
+    fn run(&self, buffers: &[Vec<f32>], output: &mut [f32], scratch: Scratch, gemm: &dyn GemmBackend) {
         match &self.kind {
-            StepKind::Gemm { a, b, shape, loops, epilogue } => {
-                let (a, b) = (a.slice(buffers), b.slice(buffers));
+            StepKind::Gemm { product, shape, loops, epilogue } => {
+                let epilogue = epilogue.as_ref().map(|(e, along)| (e, *along));
                 let mut index = vec![0usize; loops.len()];
                 let count: usize = loops.iter().map(|l| l.extent).product();
                 for _ in 0..count {
@@ -230,7 +285,18 @@ impl Step {
                     for (i, l) in index.iter().zip(loops) {
                         (oa, ob, oc) = (oa + i * l.a, ob + i * l.b, oc + i * l.c);
                     }
-                    gemm_with_epilogue(gemm, shape, &a[oa..], &b[ob..], &mut output[oc..], epilogue.as_ref().map(|(e, along)| (e, *along)));
+                    let s = shape;
+                    match product {
+                        Product::Packed { constant, activations, k_stride } => {
+                            let offset = if constant.side == ConstSide::Left { ob } else { oa };
+                            let activations = &activations.slice(buffers)[offset..];
+                            packed::gemm(s.m, s.k, s.n, constant, activations, *k_stride, &mut output[oc..], s.c_row, epilogue, scratch.panel);
+                        }
+                        Product::Backend { a, b } => {
+                            let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
+                            gemm_with_epilogue(gemm, s, a, b, &mut output[oc..], epilogue);
+                        }
+                    }
                     for axis in (0..loops.len()).rev() {
                         index[axis] += 1;
                         if index[axis] < loops[axis].extent {
@@ -244,21 +310,30 @@ impl Step {
                 let input = input.slice(buffers);
                 let w = &g.window;
                 let (pixels, field) = (w.out_height * w.out_width, g.in_channels * w.kernel_height * w.kernel_width);
-                let columns = &mut scratch[..pixels * field];
+                let columns = &mut scratch.columns[..pixels * field];
                 for image in 0..*images {
                     kernels::im2col(&input[image * g.image_in_len..], g.in_channels, g.strides, w, columns);
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
                     let columns = &columns[..];
-                    let (shape, a, b, along) = if g.channels_first {
-                        // C[O, P] = W[O, K] · cols[P, K]ᵀ
-                        let shape = GemmShape { m: g.out_channels, k: field, n: pixels, a_row: field as isize, a_col: 1, b_row: 1, b_col: field as isize, c_row: pixels };
-                        (shape, &weights[..], columns, ChannelsAlong::Rows)
-                    } else {
-                        // C[P, O] = cols[P, K] · W[O, K]ᵀ
-                        let shape = GemmShape { m: pixels, k: field, n: g.out_channels, a_row: field as isize, a_col: 1, b_row: 1, b_col: field as isize, c_row: g.out_channels };
-                        (shape, columns, &weights[..], ChannelsAlong::Columns)
+                    // columns is K×P (k-major); channels first: C[O, P] = W[O, K]·cols,
+                    // channels last: C[P, O] = colsᵀ·Wᵀ.
+                    let (m, n, along) = match g.channels_first {
+                        true => (g.out_channels, pixels, ChannelsAlong::Rows),
+                        false => (pixels, g.out_channels, ChannelsAlong::Columns),
                     };
-                    gemm_with_epilogue(gemm, &shape, a, b, out, Some((epilogue, along)));
+                    match weights {
+                        ConvWeights::Packed(constant) => {
+                            packed::gemm(m, field, n, constant, columns, pixels, out, n, Some((epilogue, along)), scratch.panel)
+                        }
+                        ConvWeights::Plain(weights) => {
+                            let (k, p) = (field as isize, pixels as isize);
+                            let (shape, a, b) = match g.channels_first {
+                                true => (GemmShape { m, k: field, n, a_row: k, a_col: 1, b_row: p, b_col: 1, c_row: n }, &weights[..], columns),
+                                false => (GemmShape { m, k: field, n, a_row: 1, a_col: p, b_row: 1, b_col: k, c_row: n }, columns, &weights[..]),
+                            };
+                            gemm_with_epilogue(gemm, &shape, a, b, out, Some((epilogue, along)));
+                        }
+                    }
                 }
             }
             StepKind::Depthwise { input, weights, images, geometry: g, epilogue } => {
@@ -267,7 +342,7 @@ impl Step {
                     let source = &input[image * g.image_in_len..(image + 1) * g.image_in_len];
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
                     if g.channels_first {
-                        kernels::depthwise_planar(source, weights, epilogue, out, &g.window, scratch);
+                        kernels::depthwise_planar(source, weights, epilogue, out, &g.window, scratch.columns);
                     } else {
                         kernels::depthwise_interleaved(source, weights, epilogue, out, &g.window, g.in_channels);
                     }
@@ -336,6 +411,8 @@ struct Value {
 
 struct Lowering<'m> {
     model: &'m TypedModel,
+    /// Whether products with constant weights use the packed AVX-512 product.
+    packs: bool,
     values: std::collections::HashMap<OutletId, Value>,
     /// Logical buffer sizes, one per value a step writes.
     buffers: Vec<usize>,
@@ -624,7 +701,19 @@ impl Lowering<'_> {
                 epilogue = Some((e, along));
             }
         }
-        self.emit(last, StepKind::Gemm { a, b, shape, loops, epilogue })
+        // Constant weights on either side go to the packed product (when this CPU runs it).
+        let product = match (&a, &b) {
+            (Operand::Const(w), Operand::Buffer { .. }) if self.packs && shape.b_col == 1 && loops.iter().all(|l| l.a == 0) => {
+                let constant = PackedConst::pack(ConstSide::Left, w, shape.a_row as usize, shape.a_col as usize, shape.m, shape.k, shape.n);
+                Product::Packed { constant, activations: b, k_stride: shape.b_row as usize }
+            }
+            (Operand::Buffer { .. }, Operand::Const(w)) if self.packs && shape.a_row == 1 && loops.iter().all(|l| l.b == 0) => {
+                let constant = PackedConst::pack(ConstSide::Right, w, shape.b_row as usize, shape.b_col as usize, shape.m, shape.k, shape.n);
+                Product::Packed { constant, activations: a, k_stride: shape.a_col as usize }
+            }
+            _ => Product::Backend { a, b },
+        };
+        self.emit(last, StepKind::Gemm { product, shape, loops, epilogue })
     }
 
     fn lower_conv(&mut self, node: &TypedNode, conv: &Conv) -> Result<(), Unsupported> {
@@ -661,6 +750,9 @@ impl Lowering<'_> {
                 (computed[0].pad_before, computed[1].pad_before)
             }
         };
+        if spec.kernel_shape.iter().any(|&k| k > kernels::MAX_KERNEL_HEIGHT) {
+            return Err(format!("kernel larger than {0}x{0}", kernels::MAX_KERNEL_HEIGHT));
+        }
         let window = Window {
             in_height,
             in_width,
@@ -705,7 +797,13 @@ impl Lowering<'_> {
         let last = self.fuse_epilogue(out, &out_shape, channel_axis, &mut epilogue);
         let taps = window.kernel_height * window.kernel_width;
         let kind = if conv.group == 1 && kernel.shape == [out_channels, in_channels, window.kernel_height, window.kernel_width] {
-            StepKind::Conv { input: input.operand, weights: kernel_values, images, geometry, epilogue }
+            let field = in_channels * taps;
+            let weights = match (self.packs, channels_first) {
+                (false, _) => ConvWeights::Plain(kernel_values),
+                (true, true) => ConvWeights::Packed(PackedConst::pack(ConstSide::Left, &kernel_values, field, 1, out_channels, field, 0)),
+                (true, false) => ConvWeights::Packed(PackedConst::pack(ConstSide::Right, &kernel_values, 1, field, 0, field, out_channels)),
+            };
+            StepKind::Conv { input: input.operand, weights, images, geometry, epilogue }
         } else if conv.group == in_channels && in_channels == out_channels && kernel.shape == [out_channels, 1, window.kernel_height, window.kernel_width] {
             let weights = if channels_first {
                 kernel_values.to_vec()
