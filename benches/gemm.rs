@@ -2,7 +2,8 @@
 //! K = input channels, N = pixels), plus one square size for the peak: the numbers that pick the GEMM
 //! backend of issue 4's own executor.
 //!
-//!     cargo bench --bench gemm                      # matrixmultiply (pure Rust, via ndarray)
+//!     cargo bench --bench gemm                      # matrixmultiply (pure Rust, via ndarray) and
+//!                                                   # the executor's packed product (AVX-512)
 //!     PKG_CONFIG_PATH=/opt/mkl/lib/pkgconfig cargo bench --bench gemm --features mkl   # + MKL
 //!
 //! OpenBLAS is measured from Python (`benches/model_flops.py`). Reported as GFLOP/s (2·M·N·K / time).
@@ -10,6 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use imgfeat::runtime::packed::{self, ConstSide, PackedConst};
 use ndarray::Array2;
 
 /// (M, K, N): SSD MobileNetV2 expansions and projections at 150², 75², 38², 19², EfficientNet-Lite0's
@@ -56,10 +58,19 @@ fn gemm(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("matrixmultiply", &label), &(), |bench, _| {
             bench.iter(|| black_box(&a).dot(black_box(&b)))
         });
+        if packed::available() {
+            // The native executor's product: A = constant weights packed at load, B read in place.
+            let (a, b) = (a.as_standard_layout().to_owned(), b.as_standard_layout().to_owned());
+            let weights = PackedConst::pack(ConstSide::Left, a.as_slice().unwrap(), k, 1, m, k, n);
+            let (mut out, mut panel) = (vec![0f32; m * n], vec![0f32; packed::PANEL_FLOATS]);
+            group.bench_with_input(BenchmarkId::new("packed", &label), &(), |bench, _| {
+                bench.iter(|| packed::gemm(m, k, n, &weights, b.as_slice().unwrap(), n, &mut out, n, None, &mut panel))
+            });
+        }
         #[cfg(feature = "mkl")]
         {
             let (a, b) = (a.as_standard_layout().to_owned(), b.as_standard_layout().to_owned());
-            let mut out = vec![0f32; m * n];
+            let (mut out, mut panel) = (vec![0f32; m * n], vec![0f32; packed::PANEL_FLOATS]);
             group.bench_with_input(BenchmarkId::new("mkl", &label), &(), |bench, _| {
                 bench.iter(|| mkl::sgemm(a.as_slice().unwrap(), b.as_slice().unwrap(), &mut out, m, k, n))
             });

@@ -175,8 +175,9 @@ multiversion! {
     /// Depthwise convolution of channel-planar data (C×H×W in, C×OH×OW out), one channel at a time.
     /// The zero-padded input plane is split into stride×stride phase planes of one row pitch, so that
     /// every kernel tap reads one contiguous run: output (oy, ox), computed at flat position
-    /// oy·pitch + ox, reads tap (ky, kx) at that position plus a fixed offset. The columns past OW are
-    /// computed and dropped, which costs less than short rows would.
+    /// oy·pitch + ox, reads tap (ky, kx) at that position plus a fixed offset, and each block of 16
+    /// outputs accumulates all its taps in registers. The columns past OW are computed and dropped,
+    /// which costs less than short rows would.
     pub fn depthwise_planar(
         input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window,
         scratch: &mut [f32],
@@ -203,7 +204,10 @@ impl Window {
         let rows = self.out_height + (self.kernel_height - 1) / s;
         let out_len = (self.out_height * pitch).div_ceil(LANES) * LANES;
         let max_offset = ((self.kernel_height - 1) / s) * pitch + (self.kernel_width - 1) / s;
-        PhasePlanes { pitch, rows, plane_len: (rows * pitch).max(out_len + max_offset), out_len }
+        // Room for the furthest block either kernel reads: whole pitched blocks, or row by row.
+        let row_blocks_end = (self.out_height - 1) * pitch + self.out_width.div_ceil(LANES) * LANES;
+        let plane_len = (rows * pitch).max(max_offset + out_len.max(row_blocks_end));
+        PhasePlanes { pitch, rows, plane_len, out_len }
     }
 
     /// Scratch values [`depthwise_planar`] needs.
@@ -222,6 +226,16 @@ fn depthwise_planar_body<M: MulAdd>(
     window: &Window,
     scratch: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 && matches!(window.stride, 1 | 2) {
+        let taps = window.kernel_height * window.kernel_width;
+        // SAFETY (each arm): the CPU has AVX-512 (checked just above).
+        match taps {
+            9 => return unsafe { avx512::depthwise_planar::<9>(input, weights, epilogue, output, window, scratch) },
+            25 => return unsafe { avx512::depthwise_planar::<25>(input, weights, epilogue, output, window, scratch) },
+            _ => {}
+        }
+    }
     let w = window;
     let s = w.stride;
     let (in_plane, out_plane, taps) = (w.in_height * w.in_width, w.out_height * w.out_width, w.kernel_height * w.kernel_width);
@@ -237,9 +251,12 @@ fn depthwise_planar_body<M: MulAdd>(
         }
     }
     let tap_offsets = &tap_offsets[..taps];
+    assert!(tap_offsets.iter().all(|&offset| offset + pitched.len() <= planes.len()), "phase planes too short");
+    // The padding is in the same places for every channel: zero it once, then each channel
+    // overwrites only the data.
+    planes.fill(0.0);
     for (channel, out_channel) in output.chunks_exact_mut(out_plane).enumerate() {
         let in_channel = &input[channel * in_plane..(channel + 1) * in_plane];
-        planes.fill(0.0);
         for (y, row) in in_channel.chunks_exact(w.in_width).enumerate() {
             let padded_row = y + w.pad_top;
             let (phase_row, plane_row) = (padded_row % s, padded_row / s);
@@ -275,18 +292,190 @@ fn depthwise_planar_body<M: MulAdd>(
         }
         let kernel = &weights[channel * taps..(channel + 1) * taps];
         let bias = epilogue.bias[channel];
-        // Tap by tap over the whole pitched output (it stays in L1), so every pass is one unchecked
-        // stream of multiply-adds.
-        pitched.fill(bias);
+        accumulate_taps::<M>(planes, pitched, kernel, tap_offsets, bias, epilogue);
+        for (out_row, pitched_row) in out_channel.chunks_exact_mut(w.out_width).zip(pitched.chunks(p.pitch)) {
+            out_row.copy_from_slice(&pitched_row[..w.out_width]);
+        }
+    }
+}
+
+/// Each block of 16 pitched outputs accumulates its taps in registers, then is clamped.
+#[inline(always)]
+fn accumulate_taps<M: MulAdd>(
+    planes: &[f32],
+    pitched: &mut [f32],
+    kernel: &[f32],
+    tap_offsets: &[usize],
+    bias: f32,
+    epilogue: &Epilogue,
+) {
+    for (block, out) in pitched.chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [bias; LANES];
         for (&tap, &offset) in kernel.iter().zip(tap_offsets) {
-            let source = &planes[offset..offset + pitched.len()];
-            for (o, &v) in pitched.iter_mut().zip(source) {
-                *o = M::mul_add(v, tap, *o);
+            let source: &[f32; LANES] = planes[offset + block * LANES..][..LANES].try_into().expect("16");
+            for i in 0..LANES {
+                acc[i] = M::mul_add(source[i], tap, acc[i]);
             }
         }
-        for (out_row, pitched_row) in out_channel.chunks_exact_mut(w.out_width).zip(pitched.chunks(p.pitch)) {
-            for (o, &v) in out_row.iter_mut().zip(pitched_row) {
-                *o = v.max(epilogue.low).min(epilogue.high);
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = a.max(epilogue.low).min(epilogue.high);
+        }
+    }
+}
+
+/// Kernels written with AVX-512 intrinsics where the compiler's vectorisation of the portable code
+/// fell short (measured with `cargo bench --bench executor`).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Epilogue, Window, LANES};
+
+    /// Lanes `0..count` of a 16-lane vector.
+    fn mask(count: usize) -> __mmask16 {
+        if count >= LANES {
+            0xffff
+        } else {
+            ((1u32 << count) - 1) as __mmask16
+        }
+    }
+
+    /// [`super::depthwise_planar`] for `T` taps and stride 1 or 2: phase planes built with vector
+    /// moves (stride 2 deinterleaves with one permute per 16 outputs), every output row computed
+    /// in place with masked stores, the taps' weights held in registers for a whole channel.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn depthwise_planar<const T: usize>(
+        input: &[f32],
+        weights: &[f32],
+        epilogue: &Epilogue,
+        output: &mut [f32],
+        window: &Window,
+        scratch: &mut [f32],
+    ) {
+        let w = window;
+        let s = w.stride;
+        assert!(matches!(s, 1 | 2) && w.kernel_height * w.kernel_width == T);
+        let (in_plane, out_plane) = (w.in_height * w.in_width, w.out_height * w.out_width);
+        let p = w.phase_planes();
+        let planes = &mut scratch[..s * s * p.plane_len];
+        assert!(input.len() >= weights.len() / T * in_plane && output.len() >= weights.len() / T * out_plane);
+        let mut offsets = [0usize; T];
+        for ky in 0..w.kernel_height {
+            for kx in 0..w.kernel_width {
+                offsets[ky * w.kernel_width + kx] = ((ky % s) * s + kx % s) * p.plane_len + (ky / s) * p.pitch + kx / s;
+            }
+        }
+        // Every read below stays inside `planes`: the furthest is a tap's offset plus the last
+        // output row's last block (`phase_planes` sized the planes for it).
+        let furthest = (w.out_height - 1) * p.pitch + w.out_width.div_ceil(LANES) * LANES;
+        assert!(offsets.iter().all(|&o| o + furthest <= planes.len()));
+        let (low, high) = (_mm512_set1_ps(epilogue.low), _mm512_set1_ps(epilogue.high));
+        // Even and odd lanes of a 32-value pair of vectors.
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        planes.fill(0.0); // the padding, the same for every channel
+        let base = planes.as_mut_ptr();
+        for (channel, kernel) in weights.chunks_exact(T).enumerate() {
+            let source = &input[channel * in_plane..(channel + 1) * in_plane];
+            for (y, row) in source.chunks_exact(w.in_width).enumerate() {
+                let padded_row = y + w.pad_top;
+                let plane_row = padded_row / s;
+                if plane_row >= p.rows {
+                    continue;
+                }
+                let row_planes = (padded_row % s) * s;
+                if s == 1 {
+                    // Input column x goes to plane column x + pad_left, while that is < pitch.
+                    let count = w.in_width.min(p.pitch - w.pad_left.min(p.pitch));
+                    let dest = plane_row * p.pitch + w.pad_left;
+                    for x in (0..count).step_by(LANES) {
+                        let m = mask(count - x);
+                        // SAFETY: x < count ≤ row.len(), and dest + count ≤ rows·pitch ≤ plane_len.
+                        unsafe {
+                            let v = _mm512_maskz_loadu_ps(m, row.as_ptr().add(x));
+                            _mm512_mask_storeu_ps(base.add(dest + x), m, v);
+                        }
+                    }
+                } else {
+                    // Input column x is padded column c = x + pad_left: phase c % 2, plane column c / 2.
+                    for x in (0..w.in_width).step_by(2 * LANES) {
+                        let n = (w.in_width - x).min(2 * LANES);
+                        // SAFETY: the loads read lanes < n of the row (masked).
+                        let (low_half, high_half) = unsafe {
+                            (
+                                _mm512_maskz_loadu_ps(mask(n), row.as_ptr().add(x)),
+                                _mm512_maskz_loadu_ps(mask(n.saturating_sub(LANES)), row.as_ptr().add(x + LANES)),
+                            )
+                        };
+                        for (parity, lanes) in [(0, evens), (1, odds)] {
+                            let c = x + parity + w.pad_left;
+                            let (phase, column) = (c % 2, c / 2);
+                            // Values of this parity in the chunk, and those that land inside the pitch.
+                            let count = ((n + 1 - parity) / 2).min(p.pitch.saturating_sub(column));
+                            if count > 0 {
+                                let v = _mm512_permutex2var_ps(low_half, lanes, high_half);
+                                let dest = (row_planes + phase) * p.plane_len + plane_row * p.pitch + column;
+                                // SAFETY: `count` values at column < pitch of row plane_row < rows.
+                                unsafe { _mm512_mask_storeu_ps(base.add(dest), mask(count), v) };
+                            }
+                        }
+                    }
+                }
+            }
+            let taps: [__m512; T] = std::array::from_fn(|t| _mm512_set1_ps(kernel[t]));
+            let bias = _mm512_set1_ps(epilogue.bias[channel]);
+            let out = &mut output[channel * out_plane..(channel + 1) * out_plane];
+            // Four rows at a time: four independent chains of multiply-adds keep the FMA units busy.
+            let rows = Rows { base, offsets: &offsets, taps: &taps, bias, low, high, pitch: p.pitch, width: w.out_width };
+            let full = w.out_height / 4 * 4;
+            for oy in (0..full).step_by(4) {
+                // SAFETY: rows oy..oy + 4 < out_height; reads bounded by `furthest` as asserted.
+                unsafe { rows.compute::<4>(oy, out) };
+            }
+            for oy in full..w.out_height {
+                // SAFETY: as above.
+                unsafe { rows.compute::<1>(oy, out) };
+            }
+        }
+    }
+
+    /// One channel's output rows, computed from its phase planes.
+    struct Rows<'a, const T: usize> {
+        base: *const f32,
+        offsets: &'a [usize; T],
+        taps: &'a [__m512; T],
+        bias: __m512,
+        low: __m512,
+        high: __m512,
+        pitch: usize,
+        width: usize,
+    }
+
+    impl<const T: usize> Rows<'_, T> {
+        /// Output rows `oy..oy + R` into `out` (the channel's output plane).
+        ///
+        /// # Safety
+        /// AVX-512; `oy + R` ≤ the output height; every tap offset plus (oy + R - 1)·pitch plus the
+        /// row's whole blocks lies inside the planes.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn compute<const R: usize>(&self, oy: usize, out: &mut [f32]) {
+            for ox in (0..self.width).step_by(LANES) {
+                let mut acc = [self.bias; R];
+                for t in 0..T {
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let at = self.offsets[t] + (oy + r) * self.pitch + ox;
+                        // SAFETY: the caller's contract.
+                        *a = _mm512_fmadd_ps(unsafe { _mm512_loadu_ps(self.base.add(at)) }, self.taps[t], *a);
+                    }
+                }
+                let m = mask(self.width - ox);
+                for (r, a) in acc.iter().enumerate() {
+                    let clamped = _mm512_min_ps(_mm512_max_ps(*a, self.low), self.high);
+                    let row = &mut out[(oy + r) * self.width..(oy + r + 1) * self.width];
+                    // SAFETY: the masked lanes stay inside `row`.
+                    unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(ox), m, clamped) };
+                }
             }
         }
     }
@@ -310,31 +499,76 @@ fn depthwise_interleaved_body<M: MulAdd>(
     window: &Window,
     channels: usize,
 ) {
+    match channels {
+        16 => depthwise_interleaved_blocks::<M, 1>(input, weights, epilogue, output, window),
+        32 => depthwise_interleaved_blocks::<M, 2>(input, weights, epilogue, output, window),
+        48 => depthwise_interleaved_blocks::<M, 3>(input, weights, epilogue, output, window),
+        64 => depthwise_interleaved_blocks::<M, 4>(input, weights, epilogue, output, window),
+        _ => depthwise_interleaved_any::<M>(input, weights, epilogue, output, window, channels),
+    }
+}
+
+/// [`depthwise_interleaved`] for `V`·16 channels: a pixel's accumulators live in registers.
+#[inline(always)]
+fn depthwise_interleaved_blocks<M: MulAdd, const V: usize>(
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+) {
     let w = window;
-    let blocked = channels % LANES == 0;
+    let channels = V * LANES;
+    let bias: &[f32] = &epilogue.bias;
+    for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
+        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+        let mut acc = [[0f32; LANES]; V];
+        for (v, a) in acc.iter_mut().enumerate() {
+            a.copy_from_slice(&bias[v * LANES..(v + 1) * LANES]);
+        }
+        for (ky, iy) in w.rows(oy) {
+            for kx in 0..w.kernel_width {
+                let Some(ix) = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width) else { continue };
+                let source = &input[(iy * w.in_width + ix) * channels..][..channels];
+                let taps = &weights[(ky * w.kernel_width + kx) * channels..][..channels];
+                for (v, a) in acc.iter_mut().enumerate() {
+                    let s: &[f32; LANES] = source[v * LANES..(v + 1) * LANES].try_into().expect("16");
+                    let t: &[f32; LANES] = taps[v * LANES..(v + 1) * LANES].try_into().expect("16");
+                    for i in 0..LANES {
+                        a[i] = M::mul_add(s[i], t[i], a[i]);
+                    }
+                }
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            for (o, &x) in out[v * LANES..(v + 1) * LANES].iter_mut().zip(a) {
+                *o = x.max(epilogue.low).min(epilogue.high);
+            }
+        }
+    }
+}
+
+/// [`depthwise_interleaved`] for any number of channels.
+#[inline(always)]
+fn depthwise_interleaved_any<M: MulAdd>(
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+    channels: usize,
+) {
+    let w = window;
     for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
         let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
         out.copy_from_slice(&epilogue.bias);
         for (ky, iy) in w.rows(oy) {
             for kx in 0..w.kernel_width {
-                let Some(ix) = (ox * w.stride + kx).checked_sub(w.pad_left) else { continue };
-                if ix >= w.in_width {
-                    continue;
-                }
+                let Some(ix) = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width) else { continue };
                 let source = &input[(iy * w.in_width + ix) * channels..][..channels];
                 let taps = &weights[(ky * w.kernel_width + kx) * channels..][..channels];
-                if blocked {
-                    for ((o, s), t) in out.chunks_exact_mut(LANES).zip(source.chunks_exact(LANES)).zip(taps.chunks_exact(LANES)) {
-                        let (o, s, t): (&mut [f32; LANES], &[f32; LANES], &[f32; LANES]) =
-                            (o.try_into().expect("16"), s.try_into().expect("16"), t.try_into().expect("16"));
-                        for i in 0..LANES {
-                            o[i] = M::mul_add(s[i], t[i], o[i]);
-                        }
-                    }
-                } else {
-                    for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
-                        *o = M::mul_add(s, t, *o);
-                    }
+                for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
+                    *o = M::mul_add(s, t, *o);
                 }
             }
         }
@@ -360,24 +594,24 @@ pub struct ImageStrides {
 pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Window, columns: &mut [f32]) {
     let w = window;
     let pixels = w.out_height * w.out_width;
+    // Zero once, then write only what lies inside the image: zeroing the border pieces one by one
+    // would be a call to memset per few values.
+    columns.fill(0.0);
     let mut rows = columns.chunks_exact_mut(pixels);
     for channel in 0..channels {
         for ky in 0..w.kernel_height {
             for kx in 0..w.kernel_width {
                 let row = rows.next().expect("K rows");
-                // Output columns whose input column is inside the image.
+                // Output columns whose input column is inside the image; the rest stay zero.
                 let first = w.pad_left.saturating_sub(kx).div_ceil(w.stride).min(w.out_width);
                 let end = (w.in_width + w.pad_left).saturating_sub(kx).div_ceil(w.stride).clamp(first, w.out_width);
+                if first == end {
+                    continue;
+                }
+                let step = w.stride * strides.column;
                 for (oy, out) in row.chunks_exact_mut(w.out_width).enumerate() {
-                    let Some(iy) = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height) else {
-                        out.fill(0.0);
-                        continue;
-                    };
-                    out[..first].fill(0.0);
-                    out[end..].fill(0.0);
-                    let base = channel * strides.channel + iy * strides.row;
-                    let step = w.stride * strides.column;
-                    let start = base + (first * w.stride + kx - w.pad_left) * strides.column;
+                    let Some(iy) = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height) else { continue };
+                    let start = channel * strides.channel + iy * strides.row + (first * w.stride + kx - w.pad_left) * strides.column;
                     for (o, &v) in out[first..end].iter_mut().zip(input[start..].iter().step_by(step)) {
                         *o = v;
                     }
@@ -557,7 +791,7 @@ mod tests {
 
     #[test]
     fn depthwise_kernels_match_the_definition() {
-        let channels = 5;
+        for channels in [5, 32] {
         for (kernel, stride, pad, in_size) in [(3, 1, 1, 9), (3, 2, 0, 10), (5, 2, 2, 11), (5, 1, 2, 7), (3, 2, 1, 8)] {
             let out_size = (in_size + 2 * pad - kernel) / stride + 1;
             let w = Window {
@@ -607,6 +841,7 @@ mod tests {
                     assert!((a - b).abs() < 1e-5, "interleaved {kernel}x{kernel}/{stride}: {a} vs {b}");
                 }
             }
+        }
         }
     }
 

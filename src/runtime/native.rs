@@ -35,7 +35,6 @@ pub struct NativeModel {
     outputs: Vec<Operand>,
     buffer_sizes: Vec<usize>,
     scratch_len: usize,
-    panel_len: usize,
     gemm: Box<dyn GemmBackend>,
     /// Buffers of finished runs, kept for the next: a run allocates nothing once warm.
     workspaces: Mutex<Vec<Workspace>>,
@@ -44,10 +43,8 @@ pub struct NativeModel {
 #[derive(Debug)]
 struct Workspace {
     buffers: Vec<Vec<f32>>,
-    /// im2col columns and depthwise padded rows.
+    /// im2col columns and depthwise phase planes.
     scratch: Vec<f32>,
-    /// The packed product's zero-padded last panel.
-    panel: Vec<f32>,
 }
 
 /// A tensor a step reads: an intermediate buffer (by id, with its length) or a constant.
@@ -167,7 +164,6 @@ impl NativeModel {
             return Err("the input is a constant".into());
         };
         let scratch_len = lowering.steps.iter().map(Step::scratch_len).max().unwrap_or(0);
-        let panel_len = lowering.steps.iter().map(Step::panel_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) =
             allocate(lowering.steps, outputs, &lowering.buffers, input_logical);
         Ok(NativeModel {
@@ -177,7 +173,6 @@ impl NativeModel {
             outputs,
             buffer_sizes,
             scratch_len,
-            panel_len,
             gemm,
             workspaces: Mutex::new(Vec::new()),
         })
@@ -190,7 +185,7 @@ impl NativeModel {
 
     /// Bytes of intermediate buffers one concurrent run holds.
     pub fn workspace_bytes(&self) -> usize {
-        (self.buffer_sizes.iter().sum::<usize>() + self.scratch_len + self.panel_len) * 4
+        (self.buffer_sizes.iter().sum::<usize>() + self.scratch_len) * 4
     }
 
     /// The number of values output `index` holds.
@@ -204,21 +199,19 @@ impl NativeModel {
         let mut workspace = self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Workspace {
             buffers: self.buffer_sizes.iter().map(|&n| vec![0.0; n]).collect(),
             scratch: vec![0.0; self.scratch_len],
-            panel: vec![0.0; self.panel_len],
         });
         fill_input(&mut workspace.buffers[self.input_buffer][..self.input_len]);
         let profile = std::env::var_os("IMGFEAT_PROFILE").is_some();
         for step in &self.steps {
             let t = std::time::Instant::now();
             let mut output = std::mem::take(&mut workspace.buffers[step.output]);
-            let scratch = Scratch { columns: &mut workspace.scratch, panel: &mut workspace.panel };
-            step.run(&workspace.buffers, &mut output[..step.output_len], scratch, self.gemm.as_ref());
+            step.run(&workspace.buffers, &mut output[..step.output_len], &mut workspace.scratch, self.gemm.as_ref());
             workspace.buffers[step.output] = output;
             if profile {
                 let desc = match &step.kind {
                     StepKind::Gemm { shape, loops, .. } => format!("gemm m{} k{} n{} loops{}", shape.m, shape.k, shape.n, loops.len()),
                     StepKind::Depthwise { geometry, .. } => format!("dw {:?} cf{}", (geometry.in_channels, geometry.window.in_height, geometry.window.kernel_height, geometry.window.stride), geometry.channels_first),
-                    StepKind::Conv { .. } => "conv".into(),
+                    StepKind::Conv { geometry, .. } => format!("conv {:?}", (geometry.in_channels, geometry.out_channels, geometry.window.in_height, geometry.window.kernel_height, geometry.window.stride, geometry.channels_first)),
                     StepKind::Binary { op, shape, .. } => format!("bin {op:?} {shape:?}"),
                     other => format!("{:.20}", format!("{other:?}")),
                 };
@@ -231,29 +224,14 @@ impl NativeModel {
     }
 }
 
-/// A run's scratch space.
-struct Scratch<'a> {
-    columns: &'a mut [f32],
-    panel: &'a mut [f32],
-}
-
 impl Step {
-    fn panel_len(&self) -> usize {
-        match &self.kind {
-            StepKind::Gemm { shape, .. } => shape.k * packed::MR,
-            StepKind::Conv { geometry, .. } => {
-                geometry.in_channels * geometry.window.kernel_height * geometry.window.kernel_width * packed::MR
-            }
-            _ => 0,
-        }
-    }
-
     fn scratch_len(&self) -> usize {
         match &self.kind {
             StepKind::Conv { geometry, .. } => {
                 let w = &geometry.window;
-                w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width
+                w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width + packed::PANEL_FLOATS
             }
+            StepKind::Gemm { product: Product::Packed { .. }, .. } => packed::PANEL_FLOATS,
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
                 geometry.window.planar_scratch_len()
             }
@@ -274,7 +252,7 @@ impl Step {
         }
     }
 
-    fn run(&self, buffers: &[Vec<f32>], output: &mut [f32], scratch: Scratch, gemm: &dyn GemmBackend) {
+    fn run(&self, buffers: &[Vec<f32>], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend) {
         match &self.kind {
             StepKind::Gemm { product, shape, loops, epilogue } => {
                 let epilogue = epilogue.as_ref().map(|(e, along)| (e, *along));
@@ -290,7 +268,7 @@ impl Step {
                         Product::Packed { constant, activations, k_stride } => {
                             let offset = if constant.side == ConstSide::Left { ob } else { oa };
                             let activations = &activations.slice(buffers)[offset..];
-                            packed::gemm(s.m, s.k, s.n, constant, activations, *k_stride, &mut output[oc..], s.c_row, epilogue, scratch.panel);
+                            packed::gemm(s.m, s.k, s.n, constant, activations, *k_stride, &mut output[oc..], s.c_row, epilogue, scratch);
                         }
                         Product::Backend { a, b } => {
                             let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
@@ -310,7 +288,7 @@ impl Step {
                 let input = input.slice(buffers);
                 let w = &g.window;
                 let (pixels, field) = (w.out_height * w.out_width, g.in_channels * w.kernel_height * w.kernel_width);
-                let columns = &mut scratch.columns[..pixels * field];
+                let (columns, panel) = scratch.split_at_mut(pixels * field);
                 for image in 0..*images {
                     kernels::im2col(&input[image * g.image_in_len..], g.in_channels, g.strides, w, columns);
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
@@ -323,7 +301,7 @@ impl Step {
                     };
                     match weights {
                         ConvWeights::Packed(constant) => {
-                            packed::gemm(m, field, n, constant, columns, pixels, out, n, Some((epilogue, along)), scratch.panel)
+                            packed::gemm(m, field, n, constant, columns, pixels, out, n, Some((epilogue, along)), panel)
                         }
                         ConvWeights::Plain(weights) => {
                             let (k, p) = (field as isize, pixels as isize);
@@ -342,7 +320,7 @@ impl Step {
                     let source = &input[image * g.image_in_len..(image + 1) * g.image_in_len];
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
                     if g.channels_first {
-                        kernels::depthwise_planar(source, weights, epilogue, out, &g.window, scratch.columns);
+                        kernels::depthwise_planar(source, weights, epilogue, out, &g.window, scratch);
                     } else {
                         kernels::depthwise_interleaved(source, weights, epilogue, out, &g.window, g.in_channels);
                     }
@@ -526,6 +504,8 @@ impl Lowering<'_> {
             let shape = self.shape(out)?;
             let a_strides = broadcast_strides(&a.shape, &shape).ok_or_else(unsupported)?;
             let b_strides = broadcast_strides(&b.shape, &shape).ok_or_else(unsupported)?;
+            let (shape, mut strides) = coalesce(&shape, &[&a_strides, &b_strides, &row_major_strides(&shape)]);
+            let (b_strides, a_strides) = (strides.swap_remove(1), strides.swap_remove(0));
             return self.emit(out, StepKind::Binary { op, a: a.operand, a_strides, b: b.operand, b_strides, shape });
         }
         if let Some(element_wise) = node.op_as::<ElementWiseOp>() {
@@ -866,6 +846,33 @@ fn merge_suffix(
         }
     }
     (extent, strides, group[..rest].to_vec())
+}
+
+/// Merges adjacent axes that every operand walks compactly in the same order (or not at all), and
+/// drops unit axes, so element-wise loops run over long rows: a [1, 300, 300, 3] tensor minus a scalar
+/// becomes one loop of 270,000.
+fn coalesce(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut merged_shape: Vec<usize> = Vec::new();
+    let mut merged: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for axis in (0..shape.len()).rev() {
+        if shape[axis] == 1 {
+            continue;
+        }
+        let joins = merged_shape.last().is_some_and(|&inner| {
+            strides.iter().zip(&merged).all(|(s, m)| s[axis] == m.last().expect("same length") * inner)
+        });
+        if joins {
+            *merged_shape.last_mut().expect("non-empty") *= shape[axis];
+        } else {
+            merged_shape.push(shape[axis]);
+            for (m, s) in merged.iter_mut().zip(strides) {
+                m.push(s[axis]);
+            }
+        }
+    }
+    merged_shape.reverse();
+    merged.iter_mut().for_each(|m| m.reverse());
+    (merged_shape, merged)
 }
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {

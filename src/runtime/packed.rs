@@ -66,14 +66,18 @@ pub fn available() -> bool {
     super::kernels::isa() == super::kernels::Isa::Avx512
 }
 
-/// Rows of A per cache block, so a block of packed A stays in L2 across the columns of B.
-fn rows_per_block(k: usize) -> usize {
-    ((128 * 1024 / k.max(1)) / MR).max(1) * MR
-}
+/// Values of the packed activation block: half of a 1 MiB L2, the other half for the weights
+/// streaming past it.
+pub const PANEL_FLOATS: usize = 128 * 1024;
+
+/// Depth of one pass over k. A whole k (up to this) keeps each tile's sums in registers from start to
+/// end, and makes consecutive tiles read one weight panel after the other, a single stream.
+const KC: usize = 4096;
 
 /// C (m×n, row stride `c_row`, unit column stride) = A·B then the epilogue, where the constant side is
-/// `packed` and the other operand is `activations`, whose vector axis has unit stride and whose k axis
-/// has stride `activations_k_stride`. `scratch` holds at least `k·MR` values.
+/// `packed` and the other operand is `activations`: step kk of the contraction, index j along the other
+/// axis at kk·`k_stride` + j. `panel` (at least [`PANEL_FLOATS`] values) receives blocks of
+/// the activations, copied contiguous and zero-padded so that every tile streams them from cache.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -81,90 +85,166 @@ pub fn gemm(
     n: usize,
     packed: &PackedConst,
     activations: &[f32],
-    activations_k_stride: usize,
+    k_stride: usize,
     c: &mut [f32],
     c_row: usize,
     epilogue: Option<(&Epilogue, ChannelsAlong)>,
-    scratch: &mut [f32],
+    panel: &mut [f32],
 ) {
     assert!(available(), "the packed product needs AVX-512");
-    let last = |rows: usize, cols: usize, row: usize| (rows - 1) * row + cols;
-    // The bounds every tile stays within (tiles past an edge read only what the masks allow).
-    match packed.side {
-        ConstSide::Left => assert!(activations.len() >= last(k, n, activations_k_stride)),
-        ConstSide::Right => assert!(activations.len() >= last(k, m, activations_k_stride)),
+    if m == 0 || n == 0 {
+        return;
     }
-    assert!(c.len() >= last(m, n, c_row) && scratch.len() >= k * MR);
-    let block = rows_per_block(k);
-    for block_start in (0..m).step_by(block) {
-        let block_end = (block_start + block).min(m);
-        for n0 in (0..n).step_by(NR) {
-            let cols = NR.min(n - n0);
-            for m0 in (block_start..block_end).step_by(MR) {
-                let rows = MR.min(m - m0);
-                let (a, a_stride, b, b_stride, b_masked) = match packed.side {
-                    ConstSide::Left => (
-                        packed.panels[(m0 / MR) * MR * k..].as_ptr(),
-                        MR,
-                        activations[n0..].as_ptr(),
-                        activations_k_stride,
-                        true,
-                    ),
-                    ConstSide::Right => {
-                        let b = packed.panels[(n0 / NR) * NR * k..].as_ptr();
-                        if rows == MR {
-                            (activations[m0..].as_ptr(), activations_k_stride, b, NR, false)
-                        } else {
-                            // The last rows: copy them into a zero-padded panel so the tile's
-                            // broadcasts stay inside memory we own.
-                            for kk in 0..k {
-                                let source = &activations[kk * activations_k_stride + m0..][..rows];
-                                let panel = &mut scratch[kk * MR..(kk + 1) * MR];
-                                panel[..rows].copy_from_slice(source);
-                                panel[rows..].fill(0.0);
-                            }
-                            (scratch.as_ptr(), MR, b, NR, false)
+    let last = |rows: usize, cols: usize, row: usize| (rows.max(1) - 1) * row + cols;
+    assert!(c.len() >= last(m, n, c_row) && panel.len() >= PANEL_FLOATS);
+    if let Some((epilogue, along)) = epilogue {
+        assert!(epilogue.bias.len() >= if along == ChannelsAlong::Rows { m } else { n });
+    }
+    let k_steps = k.max(1).div_ceil(KC);
+    for k_step in 0..k_steps {
+        let k0 = k_step * KC;
+        let depth = KC.min(k - k0.min(k)).max(1);
+        let epilogue = if k_step + 1 == k_steps { epilogue } else { None };
+        let accumulate = k_step > 0;
+        let slice = Slice { activations, k_stride, k0, depth, k };
+        match packed.side {
+            ConstSide::Left => {
+                // Blocks of B's columns fill the panel; each packed weight tile then sweeps the block.
+                let block = ((PANEL_FLOATS / depth) / NR).max(1) * NR;
+                for block_start in (0..n).step_by(block) {
+                    let block_cols = block.min(n - block_start);
+                    slice.pack::<NR>(block_start, block_cols, panel);
+                    for m0 in (0..m).step_by(MR) {
+                        let a = packed.panels[((m0 / MR) * k + k0) * MR..].as_ptr();
+                        for (j, n0) in (block_start..block_start + block_cols).step_by(NR).enumerate() {
+                            let b = panel[j * depth * NR..].as_ptr();
+                            let tile = Tile { depth, a, a_stride: MR, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
+                            // SAFETY: `available()` checked AVX-512; A's panel holds MR·k values (k ≥ k0 +
+                            // depth when k > 0), the B slot NR·depth, and the assert above bounds C.
+                            unsafe { tile.run(MR.min(m - m0), c[m0 * c_row + n0..].as_mut_ptr(), c_row, epilogue) };
                         }
                     }
-                };
-                let tile = Tile { k, a, a_stride, b, b_stride, b_masked, rows, cols, row0: m0, col0: n0 };
-                // SAFETY: `available()` checked AVX-512; the asserts above bound every address the
-                // tile reads (activation loads past the edge are masked) and writes.
-                unsafe { tile.run(c[m0 * c_row + n0..].as_mut_ptr(), c_row, epilogue) };
+                }
+            }
+            ConstSide::Right => {
+                // Blocks of A's rows fill the panel; each packed weight panel then sweeps the block.
+                let block = ((PANEL_FLOATS / depth) / MR).max(1) * MR;
+                for block_start in (0..m).step_by(block) {
+                    let block_rows = block.min(m - block_start);
+                    slice.pack::<MR>(block_start, block_rows, panel);
+                    for n0 in (0..n).step_by(NR) {
+                        let b = packed.panels[((n0 / NR) * k + k0) * NR..].as_ptr();
+                        for (j, m0) in (block_start..block_start + block_rows).step_by(MR).enumerate() {
+                            let a = panel[j * depth * MR..].as_ptr();
+                            let tile = Tile { depth, a, a_stride: MR, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
+                            // SAFETY: as above, with the roles of the panels swapped.
+                            unsafe { tile.run(MR.min(m - m0), c[m0 * c_row + n0..].as_mut_ptr(), c_row, epilogue) };
+                        }
+                    }
+                }
             }
         }
     }
 }
 
-/// One MR×NR block of C: which panels it reads and how much of it is inside the matrix.
-struct Tile {
+/// Steps `k0..k0 + depth` of the activations.
+struct Slice<'a> {
+    activations: &'a [f32],
+    k_stride: usize,
+    k0: usize,
+    depth: usize,
     k: usize,
+}
+
+impl Slice<'_> {
+    /// Copies `count` values from `start` of each step into `panel` slots of `W` values (zero-padded):
+    /// slot j, step kk at (j·depth + kk)·W. Whole slots copy as fixed-size arrays, which compile to
+    /// a few vector moves rather than a call to memcpy per step.
+    fn pack<const W: usize>(&self, start: usize, count: usize, panel: &mut [f32]) {
+        for j in 0..count.div_ceil(W) {
+            let used = W.min(count - j * W);
+            for kk in 0..self.depth {
+                let row: &mut [f32; W] = (&mut panel[(j * self.depth + kk) * W..][..W]).try_into().expect("W values");
+                let step = self.k0 + kk;
+                if step >= self.k {
+                    row.fill(0.0);
+                    continue;
+                }
+                let source = &self.activations[step * self.k_stride + start + j * W..];
+                if used == W {
+                    let source: &[f32; W] = source[..W].try_into().expect("W values");
+                    *row = *source;
+                } else {
+                    row[..used].copy_from_slice(&source[..used]);
+                    row[used..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// One block of at most MR×NR values of C over one k-slice: where its panels start and how much of it
+/// is inside the matrix.
+struct Tile {
+    depth: usize,
     a: *const f32,
     a_stride: usize,
     b: *const f32,
     b_stride: usize,
-    /// Whether B is the activation tensor (loads past `cols` must be masked).
-    b_masked: bool,
-    rows: usize,
     cols: usize,
     row0: usize,
     col0: usize,
+    /// Whether to add to C (k-slices after the first) rather than overwrite it.
+    accumulate: bool,
 }
 
 impl Tile {
+    /// Runs the tile with exactly `rows` rows of A, so a thin matrix (an SSD head at 1×1 or 3×3)
+    /// wastes no multiply-adds and reads no rows past its end.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run(&self, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
+    unsafe fn run(&self, rows: usize, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe {
+            match rows {
+                12 => self.rows::<12>(c, c_row, epilogue),
+                11 => self.rows::<11>(c, c_row, epilogue),
+                10 => self.rows::<10>(c, c_row, epilogue),
+                9 => self.rows::<9>(c, c_row, epilogue),
+                8 => self.rows::<8>(c, c_row, epilogue),
+                7 => self.rows::<7>(c, c_row, epilogue),
+                6 => self.rows::<6>(c, c_row, epilogue),
+                5 => self.rows::<5>(c, c_row, epilogue),
+                4 => self.rows::<4>(c, c_row, epilogue),
+                3 => self.rows::<3>(c, c_row, epilogue),
+                2 => self.rows::<2>(c, c_row, epilogue),
+                1 => self.rows::<1>(c, c_row, epilogue),
+                _ => unreachable!("1..=MR rows"),
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const R: usize>(&self, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
         let mask_of = |count: usize| -> __mmask16 { if count >= 16 { 0xffff } else { ((1u32 << count) - 1) as __mmask16 } };
         let (mask0, mask1) = (mask_of(self.cols), mask_of(self.cols.saturating_sub(16)));
-        let (load0, load1) = if self.b_masked { (mask0, mask1) } else { (0xffff, 0xffff) };
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if self.accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: rows < R of this tile lie inside C; lanes past `cols` are masked.
+                unsafe {
+                    let out = c.add(r * c_row);
+                    *row = [_mm512_maskz_loadu_ps(mask0, out), _mm512_maskz_loadu_ps(mask1, out.add(16))];
+                }
+            }
+        }
         let (mut a, mut b) = (self.a, self.b);
-        for _ in 0..self.k {
-            // SAFETY (whole block): the caller bounds a and b for k steps; masked lanes are not read.
+        for _ in 0..self.depth {
+            // SAFETY (whole block): the caller bounds a and b for `depth` steps (panels are padded).
             unsafe {
-                let b0 = _mm512_maskz_loadu_ps(load0, b);
-                let b1 = _mm512_maskz_loadu_ps(load1, b.add(16));
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*a.add(r));
                     row[0] = _mm512_fmadd_ps(av, b0, row[0]);
@@ -184,9 +264,9 @@ impl Tile {
                 },
                 ChannelsAlong::Rows => [_mm512_setzero_ps(); 2],
             };
-            for (r, row) in acc.iter_mut().enumerate().take(self.rows) {
+            for (r, row) in acc.iter_mut().enumerate() {
                 let bias = match along {
-                    // SAFETY: the bias holds m values and r < rows.
+                    // SAFETY: the bias holds m values and row0 + r < m.
                     ChannelsAlong::Rows => unsafe { [_mm512_set1_ps(*bias.add(self.row0 + r)); 2] },
                     ChannelsAlong::Columns => column_bias,
                 };
@@ -195,8 +275,8 @@ impl Tile {
                 }
             }
         }
-        for (r, row) in acc.iter().enumerate().take(self.rows) {
-            // SAFETY: row r < rows of this tile lies inside C; lanes past `cols` are masked.
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row r < R of this tile lies inside C; lanes past `cols` are masked.
             unsafe {
                 let out = c.add(r * c_row);
                 _mm512_mask_storeu_ps(out, mask0, row[0]);
@@ -206,7 +286,7 @@ impl Tile {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run(&self, _c: *mut f32, _c_row: usize, _epilogue: Option<(&Epilogue, ChannelsAlong)>) {
+    unsafe fn run(&self, _rows: usize, _c: *mut f32, _c_row: usize, _epilogue: Option<(&Epilogue, ChannelsAlong)>) {
         unreachable!("available() is false off x86-64")
     }
 }
@@ -231,18 +311,18 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX-512; the executor uses its GEMM backend instead");
             return;
         }
-        for (m, k, n) in [(1, 1, 1), (12, 16, 32), (13, 7, 33), (25, 40, 70), (96, 16, 100), (7, 300, 5)] {
+        for (m, k, n) in [(1, 1, 1), (12, 16, 32), (13, 7, 33), (25, 40, 70), (96, 16, 100), (7, 300, 5), (30, 600, 40)] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let expected = reference(&a, &b, m, k, n);
+            let mut panel = vec![0.0; PANEL_FLOATS];
             let mut epilogue = Epilogue::new(m);
             (epilogue.low, epilogue.high) = (-1.0, 1.0);
-            let mut scratch = vec![0.0; k * MR];
 
             // W on the left (rows are channels), bias per row.
             let left = PackedConst::pack(ConstSide::Left, &a, k, 1, m, k, n);
             let mut c = vec![0.0; m * n];
-            gemm(m, k, n, &left, &b, n, &mut c, n, Some((&epilogue, ChannelsAlong::Rows)), &mut scratch);
+            gemm(m, k, n, &left, &b, n, &mut c, n, Some((&epilogue, ChannelsAlong::Rows)), &mut panel);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - y.clamp(-1.0, 1.0)).abs() < 1e-4, "left {m}x{k}x{n}: {x} vs {y}");
             }
@@ -252,7 +332,7 @@ mod tests {
             let a_k_major: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect();
             let right = PackedConst::pack(ConstSide::Right, &b, n, 1, m, k, n);
             let mut c = vec![0.0; m * n];
-            gemm(m, k, n, &right, &a_k_major, m, &mut c, n, None, &mut scratch);
+            gemm(m, k, n, &right, &a_k_major, m, &mut c, n, None, &mut panel);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - y).abs() < 1e-4, "right {m}x{k}x{n}: {x} vs {y}");
             }
