@@ -44,6 +44,11 @@ pub struct Config {
     pub threads: usize,
     /// Limits checked before any pixel buffer is allocated.
     pub limits: Limits,
+    /// JPEGs whose shorter side is at least twice this are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
+    /// DCT scaling) while the shorter side stays ≥ this; 0 always decodes in full. The default, 672,
+    /// is three times the embedder's 224: an object covering a third of the photo still gets a crop
+    /// as large as the embedder's input.
+    pub jpeg_scale_min_side: u32,
     /// What runs the models.
     pub engine: EngineConfig,
 }
@@ -63,6 +68,7 @@ impl Default for Config {
             codes: CodesConfig::default(),
             threads: 0,
             limits: Limits::default(),
+            jpeg_scale_min_side: 672,
             engine: EngineConfig::default(),
         }
     }

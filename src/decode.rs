@@ -9,8 +9,26 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use crate::config::Limits;
 use crate::error::{panic_message, ImageError};
 
-/// Decodes one image, applying its EXIF orientation and converting any colour type to RGB8.
+/// Decodes one image at full size, applying its EXIF orientation and converting any colour type to RGB8.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
+    decode_scaled(bytes, limits, 0).map(|decoded| decoded.image)
+}
+
+/// A decoded image and the size of the photo it came from (larger when the JPEG was decoded at a
+/// reduced scale), both upright.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub image: RgbImage,
+    pub full_width: u32,
+    pub full_height: u32,
+}
+
+/// Like [`decode`], but a JPEG whose shorter side is at least twice `min_side` is decoded at 1/2, 1/4
+/// or 1/8 of its size — the largest reduction that keeps the shorter side ≥ `min_side` — by libjpeg's
+/// DCT scaling, which skips most of the inverse transform's work. The models see 300×300 and 224×224
+/// pixels; decoding a 12-megapixel photo in full to shrink it afterwards wastes most of the decode.
+/// `min_side` 0 always decodes in full.
+pub fn decode_scaled(bytes: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -44,8 +62,9 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
     }
     // A broken EXIF block should not cost the photo: fall back to "no rotation".
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let eighths = jpeg_scale_eighths(width.min(height), min_side);
     let mut image = match format {
-        image::ImageFormat::Jpeg => match decode_jpeg_with_libjpeg_turbo(bytes) {
+        image::ImageFormat::Jpeg => match decode_jpeg_with_libjpeg_turbo(bytes, eighths) {
             JpegOutcome::Decoded(rgb) => DynamicImage::ImageRgb8(rgb),
             JpegOutcome::Failed(message) => return Err(ImageError::Decode { format: format_name, message }),
             JpegOutcome::NotRgb => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
@@ -53,10 +72,27 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
         _ => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
     };
     image.apply_orientation(orientation);
-    Ok(match image {
+    let (full_width, full_height) = match orientation {
+        image::metadata::Orientation::Rotate90
+        | image::metadata::Orientation::Rotate270
+        | image::metadata::Orientation::Rotate90FlipH
+        | image::metadata::Orientation::Rotate270FlipH => (height, width),
+        _ => (width, height),
+    };
+    let image = match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
-    })
+    };
+    Ok(Decoded { image, full_width, full_height })
+}
+
+/// libjpeg's output scale, in eighths: 8 (full size), 4, 2 or 1 — the smallest whose shorter side is
+/// still ≥ `min_side`. Powers of two have libjpeg-turbo's fast reduced inverse transforms.
+fn jpeg_scale_eighths(shorter_side: u32, min_side: u32) -> u8 {
+    if min_side == 0 {
+        return 8;
+    }
+    [1u8, 2, 4].into_iter().find(|&eighths| shorter_side as u64 * eighths as u64 >= 8 * min_side as u64).unwrap_or(8)
 }
 
 enum JpegOutcome {
@@ -69,10 +105,14 @@ enum JpegOutcome {
 /// JPEGs go through libjpeg-turbo (as mozjpeg's decoder), the decoder Pillow, OpenCV and most of the JVM
 /// world use: its default integer IDCT and fancy upsampling give the same pixels as the Python tools
 /// our features are compared with. (The `image` crate's decoder differed by up to 6 levels, enough to
-/// move detection scores by 1e-3.) libjpeg reports fatal errors by unwinding, caught here.
-fn decode_jpeg_with_libjpeg_turbo(bytes: &[u8]) -> JpegOutcome {
+/// move detection scores by 1e-3.) libjpeg reports fatal errors by unwinding, caught here. `eighths`
+/// below 8 decodes at that fraction of the size.
+fn decode_jpeg_with_libjpeg_turbo(bytes: &[u8], eighths: u8) -> JpegOutcome {
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<RgbImage>> {
-        let decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        let mut decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        if eighths < 8 {
+            decompress.scale(eighths);
+        }
         if matches!(decompress.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK) {
             return Ok(None);
         }
@@ -220,6 +260,25 @@ mod tests {
         with_exif.extend_from_slice(&jpeg[2..]);
         let decoded = decode(&with_exif, &limits()).unwrap();
         assert_eq!(decoded.dimensions(), (16, 32));
+    }
+
+    #[test]
+    fn large_jpegs_decode_at_a_reduced_scale() {
+        let photo = RgbImage::from_fn(1000, 700, |x, y| image::Rgb([(x / 4) as u8, (y / 3) as u8, ((x + y) / 7) as u8]));
+        let jpeg = encode(DynamicImage::ImageRgb8(photo), ImageFormat::Jpeg);
+        let full = decode(&jpeg, &limits()).unwrap();
+        for (min_side, expected) in [(0, (1000, 700)), (100, (250, 175)), (300, (500, 350)), (350, (500, 350)), (351, (1000, 700)), (80, (125, 88))] {
+            let decoded = decode_scaled(&jpeg, &limits(), min_side).unwrap();
+            assert_eq!(decoded.image.dimensions(), expected, "min_side {min_side}");
+            assert_eq!((decoded.full_width, decoded.full_height), (1000, 700));
+        }
+        // The reduced image is the full one, smaller: compare with a box-filtered full decode.
+        let half = decode_scaled(&jpeg, &limits(), 300).unwrap().image;
+        let (x, y) = (123, 77);
+        let mean = |c: usize| (0..2).flat_map(|dy| (0..2).map(move |dx| (dx, dy))).map(|(dx, dy)| full.get_pixel(2 * x + dx, 2 * y + dy).0[c] as f32).sum::<f32>() / 4.0;
+        for c in 0..3 {
+            assert!((half.get_pixel(x, y).0[c] as f32 - mean(c)).abs() <= 3.0, "channel {c}");
+        }
     }
 
     fn crc32(data: &[u8]) -> u32 {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::codes::Projection;
 use crate::config::Config;
 use crate::crop::{crop, crop_rect, PixelRect};
-use crate::decode::decode;
+use crate::decode::decode_scaled;
 use crate::detect::{BoundingBox, Detection, Detector};
 use crate::embed::Embedder;
 use crate::error::{panic_message, Error, ImageError};
@@ -120,13 +120,20 @@ impl Pipeline {
     }
 
     fn extract(&self, bytes: &[u8]) -> Result<Record, ImageError> {
-        let image = decode(bytes, &self.config.limits)?;
+        let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
+        let image = decoded.image;
         let (width, height) = image.dimensions();
         let detections = self.detector.detect(&image)?;
         let main = self.detector.main_object(&detections).cloned();
         let rect = match &main {
             Some(object) => crop_rect(&object.bbox, width, height, self.config.crop_margin),
             None => PixelRect::whole(width, height),
+        };
+        // Rows describe the photo as it is, whatever scale it was decoded at.
+        let (full_width, full_height) = (decoded.full_width, decoded.full_height);
+        let reported_rect = match &main {
+            Some(object) => crop_rect(&object.bbox, full_width, full_height, self.config.crop_margin),
+            None => PixelRect::whole(full_width, full_height),
         };
         let embed = self.config.embed;
         let crop_is_whole = rect == PixelRect::whole(width, height);
@@ -142,14 +149,14 @@ impl Pipeline {
             (true, _, _) => Some(self.embedder.embed(&image)?),
         };
         Ok(Record {
-            width,
-            height,
+            width: full_width,
+            height: full_height,
             detected: main.is_some(),
             class_id: main.as_ref().map(|m| m.class_id),
             class_name: main.as_ref().map(|m| m.class_name.clone()),
             score: main.as_ref().map(|m| m.score),
             bbox: main.as_ref().map(|m| m.bbox),
-            crop: rect,
+            crop: reported_rect,
             code: self.encode(feature.as_deref()),
             whole_code: self.encode(whole_feature.as_deref()),
             feature,

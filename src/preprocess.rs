@@ -3,8 +3,6 @@
 //! users' Python tools resize with Pillow, and a resize that is off by one level in a sixth of the
 //! pixels moved detection scores by up to 4e-3.
 
-use std::borrow::Cow;
-
 use image::RgbImage;
 use tract_onnx::prelude::Tensor;
 
@@ -17,6 +15,14 @@ const PRECISION_BITS: u32 = 22;
 /// stretched inputs) with a triangle filter whose support widens with the downscaling factor, so small
 /// outputs are antialiased rather than aliased.
 pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let mut out = vec![0u8; width as usize * height as usize * 3];
+    resize_into(image, width, height, |i, value| out[i] = value);
+    RgbImage::from_raw(width, height, out).expect("buffer of width*height*3 bytes")
+}
+
+/// [`resize`], handing each output value (index into the interleaved RGB result, value) to `emit` as
+/// the last pass computes it, so the model input is written in one pass with no resized copy between.
+fn resize_into(image: &RgbImage, width: u32, height: u32, mut emit: impl FnMut(usize, u8)) {
     let (in_width, in_height) = image.dimensions();
     let (w, h, in_w, in_h) = (width as usize, height as usize, in_width as usize, in_height as usize);
     let horizontal = (width != in_width).then(|| Filter::new(in_w, w));
@@ -25,24 +31,22 @@ pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     // as the width; the order changes rounding, so we follow it.
     let shrink = |from: u32, to: u32| from as i64 - to as i64;
     let vertical_first = shrink(in_height, height) > 0 && shrink(in_height, height) > 2 * shrink(in_width, width);
-    // The first pass reads the decoded image in place; only the passes' outputs are allocated.
-    let mut pixels: Cow<[u8]> = Cow::Borrowed(image.as_raw());
-    if vertical_first {
-        if let Some(filter) = &vertical {
-            pixels = Cow::Owned(filter.vertical(&pixels, in_w, h));
+    let pixels = image.as_raw();
+    match (&horizontal, &vertical, vertical_first) {
+        (None, None, _) => pixels.iter().enumerate().for_each(|(i, &value)| emit(i, value)),
+        (Some(hf), None, _) => hf.horizontal(pixels, in_w, in_h, &mut emit),
+        (None, Some(vf), _) => vf.vertical(pixels, in_w, h, &mut emit),
+        (Some(hf), Some(vf), true) => {
+            let mut tall = vec![0u8; in_w * h * 3];
+            vf.vertical(pixels, in_w, h, &mut |i, value| tall[i] = value);
+            hf.horizontal(&tall, in_w, h, &mut emit)
         }
-        if let Some(filter) = &horizontal {
-            pixels = Cow::Owned(filter.horizontal(&pixels, in_w, h));
-        }
-    } else {
-        if let Some(filter) = &horizontal {
-            pixels = Cow::Owned(filter.horizontal(&pixels, in_w, in_h));
-        }
-        if let Some(filter) = &vertical {
-            pixels = Cow::Owned(filter.vertical(&pixels, w, h));
+        (Some(hf), Some(vf), false) => {
+            let mut wide = vec![0u8; w * in_h * 3];
+            hf.horizontal(pixels, in_w, in_h, &mut |i, value| wide[i] = value);
+            vf.vertical(&wide, w, h, &mut emit)
         }
     }
-    RgbImage::from_raw(width, height, pixels.into_owned()).expect("buffer of width*height*3 bytes")
 }
 
 /// Per output position, the first input position and fixed-point weights of the inputs it blends.
@@ -85,39 +89,44 @@ impl Filter {
         Filter { bounds, weights }
     }
 
-    fn blend(&self, out: usize, sample: impl Fn(usize) -> u8) -> u8 {
-        let (first, count) = self.bounds[out];
-        let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-        for (k, &w) in self.weights[out][..count].iter().enumerate() {
-            acc += sample(first + k) as i64 * w as i64;
-        }
-        (acc >> PRECISION_BITS).clamp(0, 255) as u8
-    }
-
     /// Resamples every row of an interleaved RGB buffer `width` pixels wide.
-    fn horizontal(&self, pixels: &[u8], width: usize, height: usize) -> Vec<u8> {
+    fn horizontal(&self, pixels: &[u8], width: usize, height: usize, emit: &mut impl FnMut(usize, u8)) {
         let out_width = self.bounds.len();
-        let mut out = vec![0u8; out_width * height * 3];
-        for (row_in, row_out) in pixels.chunks_exact(width * 3).zip(out.chunks_exact_mut(out_width * 3)) {
-            for x in 0..out_width {
-                for c in 0..3 {
-                    row_out[x * 3 + c] = self.blend(x, |i| row_in[i * 3 + c]);
+        for (y, row_in) in pixels.chunks_exact(width * 3).take(height).enumerate() {
+            for (x, (&(first, count), weights)) in self.bounds.iter().zip(&self.weights).enumerate() {
+                let taps = &row_in[first * 3..(first + count) * 3];
+                // Pillow's arithmetic: i32 sums from one half, 22 fractional bits.
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                for (rgb, &w) in taps.chunks_exact(3).zip(weights) {
+                    for c in 0..3 {
+                        acc[c] += rgb[c] as i32 * w;
+                    }
+                }
+                let at = (y * out_width + x) * 3;
+                for (c, sum) in acc.into_iter().enumerate() {
+                    emit(at + c, (sum >> PRECISION_BITS).clamp(0, 255) as u8);
                 }
             }
         }
-        out
     }
 
-    /// Resamples every column of an interleaved RGB buffer with rows of `width` pixels.
-    fn vertical(&self, pixels: &[u8], width: usize, out_height: usize) -> Vec<u8> {
+    /// Resamples every column of an interleaved RGB buffer with rows of `width` pixels, a whole output
+    /// row at a time (the inner loop runs along the row, so it vectorises).
+    fn vertical(&self, pixels: &[u8], width: usize, out_height: usize, emit: &mut impl FnMut(usize, u8)) {
         let stride = width * 3;
-        let mut out = vec![0u8; stride * out_height];
-        for (y, row_out) in out.chunks_exact_mut(stride).enumerate() {
-            for (i, value) in row_out.iter_mut().enumerate() {
-                *value = self.blend(y, |row| pixels[row * stride + i]);
+        let mut acc = vec![0i32; stride];
+        for (y, (&(first, count), weights)) in self.bounds.iter().zip(&self.weights).enumerate().take(out_height) {
+            acc.fill(1 << (PRECISION_BITS - 1));
+            for (k, &w) in weights[..count].iter().enumerate() {
+                let row = &pixels[(first + k) * stride..(first + k + 1) * stride];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += v as i32 * w;
+                }
+            }
+            for (i, &sum) in acc.iter().enumerate() {
+                emit(y * stride + i, (sum >> PRECISION_BITS).clamp(0, 255) as u8);
             }
         }
-        out
     }
 }
 
@@ -137,29 +146,22 @@ pub fn to_input_tensor(image: &RgbImage, input: &InputSpec) -> Tensor {
     }
 }
 
-/// Writes the model input for `image` into `out` (one image, the input's layout) as f32: the resize,
-/// then one pass that scales and lays out the values (u8 models get the raw levels, which f32 holds
-/// exactly). The native executor passes its input buffer here, so nothing else is allocated.
+/// Writes the model input for `image` into `out` (one image, the input's layout) as f32: the resize's
+/// last pass scales each value and stores it straight into its place in the layout (u8 models get the
+/// raw levels, which f32 holds exactly). The native executor passes its input buffer here.
 pub fn write_input(image: &RgbImage, input: &InputSpec, out: &mut [f32]) {
-    let resized = resize(image, input.width, input.height);
     let (scale, offset) = match input.dtype {
         InputDtype::U8 => (1.0, 0.0),
         InputDtype::F32 => (input.scale, input.offset),
     };
-    lay_out(resized.as_raw(), input.layout, out, |x| x as f32 * scale + offset);
-}
-
-/// Interleaved RGB → `layout` (planes R, G, B for NCHW), mapping each value on the way.
-fn lay_out<T>(pixels: &[u8], layout: Layout, out: &mut [T], map: impl Fn(u8) -> T) {
-    match layout {
-        Layout::Nhwc => out.iter_mut().zip(pixels).for_each(|(o, &x)| *o = map(x)),
+    let (width, height) = (input.width, input.height);
+    let out = &mut out[..width as usize * height as usize * 3];
+    match input.layout {
+        Layout::Nhwc => resize_into(image, width, height, |i, value| out[i] = value as f32 * scale + offset),
         Layout::Nchw => {
-            let plane = pixels.len() / 3;
-            for (i, rgb) in pixels.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    out[c * plane + i] = map(rgb[c]);
-                }
-            }
+            // Interleaved value i is channel i % 3 of pixel i / 3: planes R, G, B.
+            let plane = width as usize * height as usize;
+            resize_into(image, width, height, |i, value| out[(i % 3) * plane + i / 3] = value as f32 * scale + offset)
         }
     }
 }

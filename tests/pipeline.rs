@@ -221,3 +221,25 @@ fn every_odd_format_gives_a_row_or_a_clear_error() {
     }
     assert!(results.iter().filter(|r| r.is_err()).count() == 1, "exactly the corrupt JPEG fails");
 }
+
+#[test]
+fn large_jpegs_decoded_at_reduced_scale_give_the_same_answer() {
+    // coffee.jpg blown up to 2400x1600: decoded at 1/2 (1200x800, shorter side ≥ 672) by default.
+    let photo = image::load_from_memory(&photo("coffee.jpg")).unwrap().to_rgb8();
+    let large = image::imageops::resize(&photo, 2400, 1600, image::imageops::FilterType::Triangle);
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&large).unwrap();
+    let jpeg = jpeg.into_inner();
+
+    let scaled = pipeline("coco").process_one(&jpeg).unwrap();
+    let full = Pipeline::new(config(r#"{"jpeg_scale_min_side": 0, "threads": 1}"#)).unwrap().process_one(&jpeg).unwrap();
+    assert_eq!((scaled.width, scaled.height), (2400, 1600), "rows report the photo's own size");
+    assert_eq!(scaled.class_name.as_deref(), Some("cup"));
+    assert_eq!(scaled.class_name, full.class_name);
+    assert!(scaled.bbox.unwrap().iou(&full.bbox.unwrap()) > 0.95, "{:?} vs {:?}", scaled.bbox, full.bbox);
+    assert!((scaled.crop.right as i64 - full.crop.right as i64).abs() <= 2, "crop in full-size pixels");
+    let similarity = cosine(scaled.feature.as_ref().unwrap(), full.feature.as_ref().unwrap());
+    assert!(similarity > 0.98, "object features of the two decodes: cosine {similarity}");
+    let similarity = cosine(scaled.whole_feature.as_ref().unwrap(), full.whole_feature.as_ref().unwrap());
+    assert!(similarity > 0.98, "whole-image features of the two decodes: cosine {similarity}");
+}

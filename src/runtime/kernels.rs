@@ -751,6 +751,13 @@ pub fn strided_copy(input: &[f32], strides: &[usize], output: &mut [f32], shape:
 /// Sums `input` (row-major `shape`) into `output`, whose strides over `shape` are 0 along the reduced
 /// axes.
 pub fn reduce_sum(input: &[f32], shape: &[usize], output: &mut [f32], output_strides: &[usize]) {
+    if let ([outer, inner], [1, 0]) = (shape, output_strides) {
+        // The common case, a pool over the innermost axes: one contiguous sum per output.
+        for (o, row) in output.iter_mut().zip(input.chunks_exact(*inner)).take(*outer) {
+            *o = row.iter().sum();
+        }
+        return;
+    }
     output.fill(0.0);
     for_each_index(shape, |index, linear| {
         output[index.iter().zip(output_strides).map(|(i, s)| i * s).sum::<usize>()] += input[linear];

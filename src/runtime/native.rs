@@ -533,7 +533,9 @@ impl Lowering<'_> {
             for &axis in &reduce.axes {
                 output_strides[axis] = 0;
             }
-            return self.emit(out, StepKind::ReduceSum { input: input.operand, shape: input.shape, output_strides });
+            let (shape, mut strides) = coalesce(&input.shape, &[&row_major_strides(&input.shape), &output_strides]);
+            let output_strides = strides.swap_remove(1);
+            return self.emit(out, StepKind::ReduceSum { input: input.operand, shape, output_strides });
         }
         if let Some(einsum) = node.op_as::<EinSum>() {
             return self.lower_einsum(node, einsum).map_err(|why| format!("{}: {why}", unsupported()));
