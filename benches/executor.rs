@@ -1,19 +1,17 @@
-//! Model compute per image on one thread: the native executor against tract, for both shipped model
-//! kinds, at batch 1 and batch 8 (time per batch / 8). onnxruntime's figures for the same models come
-//! from `benches/model_flops.py`; scripts/bench.sh puts them side by side in BENCHMARKS.md.
+//! Model compute on one thread: the native executor against tract, for both shipped model kinds, at
+//! batch 1 and batch 8, on an input already resized and laid out (the model alone, as onnxruntime is
+//! timed by `benches/model_flops.py`; `scripts/bench-models.sh` runs both and writes BENCHMARKS.md).
 //!
 //!     cargo bench --bench executor
 //!     PKG_CONFIG_PATH=/opt/mkl/lib/pkgconfig cargo bench --bench executor --features mkl   # + MKL GEMM
-//!
-//! Each measurement includes the model's resize and input layout (as in the pipeline).
 
 use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use image::RgbImage;
 use imgfeat::config::{EngineConfig, Executor, GemmChoice, InputSpec};
 use imgfeat::decode::decode;
+use imgfeat::preprocess::write_input;
 use imgfeat::runtime::OnnxModel;
 use imgfeat::Config;
 
@@ -48,9 +46,11 @@ fn executor(c: &mut Criterion) {
             group.throughput(Throughput::Elements(batch as u64));
             for (name, engine) in engines() {
                 let model = OnnxModel::load(&config.resolve(file), input, outputs, &engine, batch).unwrap();
-                let images: Vec<&RgbImage> = vec![&image; batch];
+                let per_image = input.width as usize * input.height as usize * 3;
+                let mut prepared = vec![0f32; per_image * batch];
+                prepared.chunks_exact_mut(per_image).for_each(|out| write_input(&image, input, out));
                 group.bench_with_input(BenchmarkId::new(format!("{kind}/{name}"), format!("batch{batch}")), &(), |b, _| {
-                    b.iter(|| model.run(black_box(&images)).unwrap())
+                    b.iter(|| model.run_input(black_box(&prepared)).unwrap())
                 });
             }
         }

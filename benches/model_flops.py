@@ -1,10 +1,12 @@
-"""How close each model runs to this machine's GEMM peak: the models' FLOPs per image (counted from the
-ONNX graphs with concrete shapes) against a measured single-thread SGEMM rate.
+"""How close each model runs to this machine's GEMM peak, and to onnxruntime: the models' FLOPs per
+image (counted from the ONNX graphs with concrete shapes) against a measured single-thread SGEMM rate.
 
-    python benches/model_flops.py --detector-ms 29.1 --embedder-ms 20.5
+    python benches/model_flops.py --native-ms 13.1 6.9 --tract-ms 29.1 20.5
 
-The times are per image on one thread (from `cargo bench --bench stages`); the script also times
-onnxruntime on the same models. GEMM peak: NumPy's OpenBLAS SGEMM on 2048² matrices, one thread.
+The times are imgfeat's per image on one thread, detector then embedder (from `cargo bench --bench
+executor`; scripts/bench-models.sh passes them); the script times onnxruntime on the same models in
+the same run, computing only the outputs imgfeat uses. GEMM peak: NumPy's OpenBLAS SGEMM on 2048²
+matrices, one thread.
 Counts: a multiply-add is 2 FLOPs; convolutions and matrix products only (element-wise ops and pools
 are under 2 % of the total on these models).
 """
@@ -64,36 +66,41 @@ def _timed(f):
     return time.perf_counter() - started
 
 
-def ort_ms(path, feed):
+def ort_ms(path, feed, outputs):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     for _ in range(3):
-        session.run(None, feed)
-    return 1000 * np.median([_timed(lambda: session.run(None, feed)) for _ in range(20)])
+        session.run(outputs, feed)
+    return 1000 * np.median([_timed(lambda: session.run(outputs, feed)) for _ in range(30)])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector-ms", type=float, required=True, help="imgfeat's detector time per image")
-    parser.add_argument("--embedder-ms", type=float, required=True, help="imgfeat's embedder time per image")
+    parser.add_argument("--native-ms", type=float, nargs=2, required=True, metavar=("DETECTOR", "EMBEDDER"),
+                        help="imgfeat's native executor, ms per image")
+    parser.add_argument("--tract-ms", type=float, nargs=2, required=True, metavar=("DETECTOR", "EMBEDDER"),
+                        help="tract, ms per image")
     args = parser.parse_args()
     peak = sgemm_peak()
     print(f"SGEMM peak, one thread (OpenBLAS via NumPy, 2048²): {peak / 1e9:.0f} GFLOP/s")
-    print("| model | GFLOP per image | imgfeat (tract) ms | GFLOP/s | % of peak | onnxruntime ms | GFLOP/s | % of peak |")
-    print("|---|---|---|---|---|---|---|---|")
+    print()
+    print("| model | GFLOP per image | engine | ms per image | GFLOP/s | % of peak | × onnxruntime |")
+    print("|---|---|---|---|---|---|---|")
     models = [
         ("SSD MobileNetV2 (COCO)", "ssd_mobilenetv2_coco_float.onnx", [1, 300, 300, 3], np.uint8,
-         "normalized_input_image_tensor", args.detector_ms),
-        ("EfficientNet-Lite0", "efficientnet_lite0_embed.onnx", [1, 3, 224, 224], np.float32, "input", args.embedder_ms),
+         "normalized_input_image_tensor", ["box_encodings", "class_scores"]),
+        ("EfficientNet-Lite0", "efficientnet_lite0_embed.onnx", [1, 3, 224, 224], np.float32, "input", ["features"]),
     ]
-    for label, file, shape, dtype, name, ours_ms in models:
+    for index, (label, file, shape, dtype, name, outputs) in enumerate(models):
         count = flops(MODELS / file, shape)
         feed = {name: (np.random.rand(*shape) * 255).astype(dtype)}
-        theirs_ms = ort_ms(MODELS / file, feed)
-        rate = lambda ms: count / (ms / 1000)
-        print(f"| {label} | {count / 1e9:.2f} | {ours_ms:.1f} | {rate(ours_ms) / 1e9:.1f} | {100 * rate(ours_ms) / peak:.0f} % "
-              f"| {theirs_ms:.1f} | {rate(theirs_ms) / 1e9:.1f} | {100 * rate(theirs_ms) / peak:.0f} % |")
+        theirs_ms = ort_ms(MODELS / file, feed, outputs)
+        for engine, ms in [("onnxruntime (baseline)", theirs_ms), ("imgfeat native executor", args.native_ms[index]),
+                           ("tract 0.23", args.tract_ms[index])]:
+            rate = count / (ms / 1000)
+            print(f"| {label} | {count / 1e9:.2f} | {engine} | {ms:.1f} | {rate / 1e9:.0f} | {100 * rate / peak:.0f} % "
+                  f"| {theirs_ms / ms:.2f} |")
 
 
 if __name__ == "__main__":

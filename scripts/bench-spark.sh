@@ -71,13 +71,5 @@ either). Baseline: \`benches/spark_pandas_udf.py\`, a pandas_udf running the tun
 | imgfeat ImageFeatureExtractor | $t_imgfeat | $(awk -v n="$n" -v t="$t_imgfeat" 'BEGIN { printf "%.1f", n / t }') | $(awk -v a="$t_udf" -v b="$t_imgfeat" 'BEGIN { printf "%.2f", a / b }') | $rss_imgfeat |
 MD
 )
-python3 - "$section" <<'PY'
-import re, sys, pathlib
-path = pathlib.Path("BENCHMARKS.md")
-text = path.read_text()
-section = sys.argv[1].strip() + "\n"
-pattern = re.compile(r"## Spark: imgfeat transformer vs pandas_udf.*?(?=\n## |\Z)", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-path.write_text(text)
-PY
+echo "$section" | python3 scripts/splice-benchmarks.py
 echo "$section"

@@ -58,16 +58,8 @@ process per thread), the same work per image, with the same number of threads.
 - imgfeat scaling, 2 threads over 1: $(ratio "$rate_i2" "$rate_i1")×.
 - Photos with a detected object (COCO, score ≥ 0.3): $detected of $n ($(awk -v d="$detected" -v n="$n" 'BEGIN { printf "%.0f", 100 * d / n }') %).
 - imgfeat's own summary: \`$summary2\`
-- The models run on tract 0.23, which is 3–4× slower than onnxruntime on them (issue 4 replaces it).
+- Models run on the native executor (default config); its model-only speed against onnxruntime is in "Model compute" below.
 MD
 )
-python3 - "$section" <<'PY'
-import re, sys, pathlib
-path = pathlib.Path("BENCHMARKS.md")
-text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure here comes from a script in this repository, with its command; ratios are against a baseline measured in the same run.\n"
-section = sys.argv[1].strip() + "\n"
-pattern = re.compile(r"## End-to-end CLI on imagenet-sample.*?(?=\n## |\Z)", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-path.write_text(text)
-PY
+echo "$section" | python3 scripts/splice-benchmarks.py
 echo "$section"

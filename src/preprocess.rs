@@ -4,7 +4,6 @@
 //! pixels moved detection scores by up to 4e-3.
 
 use image::RgbImage;
-use tract_onnx::prelude::Tensor;
 
 use crate::config::{InputDtype, InputSpec, Layout};
 
@@ -130,22 +129,6 @@ impl Filter {
     }
 }
 
-/// The model input for `image` as a tract tensor (batch of one), for models running on tract.
-pub fn to_input_tensor(image: &RgbImage, input: &InputSpec) -> Tensor {
-    let (w, h) = (input.width as usize, input.height as usize);
-    let shape = match input.layout {
-        Layout::Nhwc => [1, h, w, 3],
-        Layout::Nchw => [1, 3, h, w],
-    };
-    let mut values = vec![0f32; w * h * 3];
-    write_input(image, input, &mut values);
-    let tensor = Tensor::from_shape(&shape, &values).expect("shape matches");
-    match input.dtype {
-        InputDtype::F32 => tensor,
-        InputDtype::U8 => tensor.cast_to::<u8>().expect("levels 0..=255 fit u8").into_owned(),
-    }
-}
-
 /// Writes the model input for `image` into `out` (one image, the input's layout) as f32: the resize's
 /// last pass scales each value and stores it straight into its place in the layout (u8 models get the
 /// raw levels, which f32 holds exactly). The native executor passes its input buffer here.
@@ -180,20 +163,20 @@ mod tests {
 
     #[test]
     fn layouts_and_scaling() {
-        let nhwc = to_input_tensor(&image(), &spec(InputDtype::F32, Layout::Nhwc));
-        assert_eq!(nhwc.shape(), &[1, 2, 2, 3]);
-        let values = nhwc.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap();
+        let mut nhwc = [0f32; 12];
+        write_input(&image(), &spec(InputDtype::F32, Layout::Nhwc), &mut nhwc);
         // pixel (x=1, y=0): R = 10 → 10 * 0.5 - 1 = 4
-        assert_eq!(&values[3..6], &[4.0, 49.0, 99.0]);
+        assert_eq!(&nhwc[3..6], &[4.0, 49.0, 99.0]);
 
-        let nchw = to_input_tensor(&image(), &spec(InputDtype::F32, Layout::Nchw));
-        assert_eq!(nchw.shape(), &[1, 3, 2, 2]);
-        let values = nchw.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap();
-        assert_eq!(&values[0..4], &[-1.0, 4.0, 9.0, 14.0]); // the R plane, row by row
-        assert_eq!(values[4], 49.0);
+        let mut nchw = [0f32; 12];
+        write_input(&image(), &spec(InputDtype::F32, Layout::Nchw), &mut nchw);
+        assert_eq!(&nchw[0..4], &[-1.0, 4.0, 9.0, 14.0]); // the R plane, row by row
+        assert_eq!(nchw[4], 49.0);
 
-        let raw = to_input_tensor(&image(), &spec(InputDtype::U8, Layout::Nhwc));
-        assert_eq!(raw.try_as_plain_ram().unwrap().as_slice::<u8>().unwrap(), image().as_raw().as_slice());
+        let mut raw = [0f32; 12];
+        write_input(&image(), &spec(InputDtype::U8, Layout::Nhwc), &mut raw);
+        let levels: Vec<f32> = image().as_raw().iter().map(|&v| v as f32).collect();
+        assert_eq!(raw.as_slice(), levels.as_slice());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tract_onnx::prelude::*;
 
 use crate::config::{EngineConfig, Executor, GemmChoice, InputDtype, InputSpec, Layout};
 use crate::error::{Error, ImageError};
-use crate::preprocess::{to_input_tensor, write_input};
+use crate::preprocess::write_input;
 use native::NativeModel;
 
 /// A runnable model with its input contract.
@@ -122,15 +122,40 @@ impl OnnxModel {
                     write_input(image, &self.input, out);
                 }
             })),
+            Engine::Tract(_) => {
+                let per_image = self.input.width as usize * self.input.height as usize * 3;
+                let mut input = vec![0f32; per_image * self.batch];
+                for (image, out) in images.iter().zip(input.chunks_exact_mut(per_image)) {
+                    write_input(image, &self.input, out);
+                }
+                self.run_input(&input)
+            }
+        }
+    }
+}
+
+impl OnnxModel {
+    /// Runs the model on an input already resized, scaled and laid out (`batch` images as f32, the
+    /// input's layout; u8 models take the raw levels): for callers with their own preprocessing, and
+    /// for timing the model alone.
+    pub fn run_input(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, ImageError> {
+        let (h, w) = (self.input.height as usize, self.input.width as usize);
+        assert_eq!(input.len(), self.batch * h * w * 3, "input length");
+        match &self.engine {
+            Engine::Native(native) => Ok(native.run(|buffer| buffer.copy_from_slice(input))),
             Engine::Tract(plan) => {
                 let failed = |e: TractError| ImageError::Inference { model: self.name.clone(), message: format!("{e:#}") };
-                let tensors: Vec<Tensor> = images.iter().map(|image| to_input_tensor(image, &self.input)).collect();
-                let batch = Tensor::stack_tensors(0, &tensors).map_err(failed)?;
-                let outputs = plan.run(tvec![batch.into()]).map_err(failed)?;
-                let to_floats = |t: &TValue| -> TractResult<Vec<f32>> {
-                    Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+                let shape = match self.input.layout {
+                    Layout::Nhwc => [self.batch, h, w, 3],
+                    Layout::Nchw => [self.batch, 3, h, w],
                 };
-                outputs.iter().map(to_floats).collect::<TractResult<Vec<_>>>().map_err(failed)
+                let tensor = Tensor::from_shape(&shape, input).map_err(failed)?;
+                let tensor = match self.input.dtype {
+                    InputDtype::F32 => tensor,
+                    InputDtype::U8 => tensor.cast_to::<u8>().map_err(failed)?.into_owned(),
+                };
+                let outputs = plan.run(tvec![tensor.into()]).map_err(failed)?;
+                outputs.iter().map(|t| Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())).collect::<TractResult<Vec<_>>>().map_err(failed)
             }
         }
     }

@@ -983,3 +983,46 @@ fn allocate(
     outputs.iter_mut().for_each(remap);
     (steps, outputs, physical_sizes, physical[input])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::gemm::Portable;
+    use tract_onnx::tract_core::ops::math;
+
+    /// x (1×4) → x·Wᵀ + b → ReLU6 → `last`, built with tract's own API.
+    fn model(last: Box<dyn TypedOp>) -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 4])).unwrap();
+        let w = model.add_const("w", tensor2(&[[1f32, -2.0, 3.0, 0.5], [0.0, 1.0, -1.0, 2.0], [4.0, 4.0, 4.0, 4.0]])).unwrap();
+        let y = model.wire_node("mm", EinSum::new("mk,nk->mn".parse().unwrap(), DatumType::F32), &[x, w]).unwrap();
+        let b = model.add_const("b", tensor2(&[[0.5f32, -0.5, 1.0]])).unwrap();
+        let y = model.wire_node("bias", math::add(), &[y[0], b]).unwrap();
+        let zero = model.add_const("zero", tensor2(&[[0f32]])).unwrap();
+        let y = model.wire_node("relu", math::max(), &[y[0], zero]).unwrap();
+        let six = model.add_const("six", tensor2(&[[6f32]])).unwrap();
+        let y = model.wire_node("relu6", math::min(), &[y[0], six]).unwrap();
+        let y = model.wire_node("last", last, &y).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        model
+    }
+
+    #[test]
+    fn lowers_a_product_with_its_epilogue_fused() {
+        let native = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(tract_onnx::tract_core::ops::nn::Sigmoid {}), None))), Box::new(Portable)).unwrap();
+        // The product, one fused epilogue, then the sigmoid: two steps.
+        assert_eq!(native.steps.len(), 2, "{:?}", native.steps);
+        let out = native.run(|input| input.copy_from_slice(&[1.0, 2.0, 3.0, 4.0]));
+        let expected = [1.0f32 - 4.0 + 9.0 + 2.0 + 0.5, 0.0 + 2.0 - 3.0 + 8.0 - 0.5, 40.0 + 1.0];
+        for (got, x) in out[0].iter().zip(expected) {
+            let want = 1.0 / (1.0 + (-x.clamp(0.0, 6.0)).exp());
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn refuses_an_operator_outside_the_subset_and_names_it() {
+        let why = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(math::Exp {}), None))), Box::new(Portable)).unwrap_err();
+        assert!(why.contains("\"last\"") && why.contains("Exp"), "{why}");
+    }
+}
