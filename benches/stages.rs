@@ -11,7 +11,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use imgfeat::codes::Projection;
 use imgfeat::crop::{crop, crop_rect};
-use imgfeat::decode::decode;
+use imgfeat::decode::{decode, decode_scaled};
 use imgfeat::detect::Detector;
 use imgfeat::embed::Embedder;
 use imgfeat::output::pack_rows;
@@ -34,6 +34,15 @@ fn stages(c: &mut Criterion) {
     let mut group = c.benchmark_group("stage");
     group.sample_size(20);
     group.bench_function("decode (JPEG 600x400)", |b| b.iter(|| decode(black_box(&bytes), &config.limits).unwrap()));
+    // A 2400x1600 photo (coffee.jpg enlarged): decoded in full, or at 1/2 scale as the pipeline does.
+    let large = image::imageops::resize(&image, 2400, 1600, image::imageops::FilterType::Triangle);
+    let mut large_jpeg = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut large_jpeg, 90).encode_image(&large).unwrap();
+    let large_jpeg = large_jpeg.into_inner();
+    group.bench_function("decode (JPEG 2400x1600, full size)", |b| b.iter(|| decode(black_box(&large_jpeg), &config.limits).unwrap()));
+    group.bench_function("decode (JPEG 2400x1600, DCT-scaled to 1200x800)", |b| {
+        b.iter(|| decode_scaled(black_box(&large_jpeg), &config.limits, config.jpeg_scale_min_side).unwrap())
+    });
     group.bench_function("resize to 300x300", |b| b.iter(|| resize(black_box(&image), 300, 300)));
     group.bench_function("detector (SSD MobileNetV2, incl. resize)", |b| b.iter(|| detector.detect(black_box(&image)).unwrap()));
     group.bench_function("crop", |b| b.iter(|| crop(black_box(&image), rect)));

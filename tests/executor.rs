@@ -41,17 +41,20 @@ fn photos(count: usize) -> Vec<RgbImage> {
     images
 }
 
-fn load(path: &Path, input: &InputSpec, outputs: &[&str], executor: Executor, batch: usize) -> OnnxModel {
-    let engine = EngineConfig { executor, ..EngineConfig::default() };
+fn load(path: &Path, input: &InputSpec, outputs: &[&str], engine: EngineConfig, batch: usize) -> OnnxModel {
     OnnxModel::load(path, input, outputs, &engine, batch).unwrap()
 }
 
 /// Runs `images` in batches of `batch` on both executors and compares every output value.
 fn compare(model: &str, input: &InputSpec, outputs: &[&str], batch: usize, images: &[RgbImage]) {
+    compare_with(EngineConfig::default(), model, input, outputs, batch, images)
+}
+
+fn compare_with(engine: EngineConfig, model: &str, input: &InputSpec, outputs: &[&str], batch: usize, images: &[RgbImage]) {
     let path = models().join(model);
-    let native = load(&path, input, outputs, Executor::Native, batch);
+    let native = load(&path, input, outputs, engine, batch);
     assert!(native.is_native(), "{model} fell back to tract");
-    let tract = load(&path, input, outputs, Executor::Tract, batch);
+    let tract = load(&path, input, outputs, EngineConfig { executor: Executor::Tract, ..EngineConfig::default() }, batch);
     let (mut worst, mut worst_relative) = (0f32, 0f32);
     for chunk in images.chunks_exact(batch) {
         let refs: Vec<&RgbImage> = chunk.iter().collect();
@@ -86,4 +89,18 @@ fn embedder_matches_tract() {
     let spec = EmbedderSpec::preset("efficientnet_lite0").unwrap();
     compare(spec.model.to_str().unwrap(), &spec.input, &[spec.features_output.as_str()], 1, &images[..4]);
     compare(spec.model.to_str().unwrap(), &spec.input, &[spec.features_output.as_str()], 8, &images);
+}
+
+/// The MKL backend (a `--features mkl` build) through the same parity checks.
+#[cfg(feature = "mkl")]
+#[test]
+fn mkl_backend_matches_tract() {
+    use imgfeat::config::GemmChoice;
+    let images = photos(8);
+    let engine = EngineConfig { executor: Executor::Native, gemm: GemmChoice::Mkl };
+    let detector = DetectorSpec::preset("coco").unwrap();
+    let outputs = [detector.boxes_output.as_str(), detector.scores_output.as_str()];
+    compare_with(engine.clone(), detector.model.to_str().unwrap(), &detector.input, &outputs, 8, &images);
+    let embedder = EmbedderSpec::preset("efficientnet_lite0").unwrap();
+    compare_with(engine, embedder.model.to_str().unwrap(), &embedder.input, &[embedder.features_output.as_str()], 1, &images[..2]);
 }
