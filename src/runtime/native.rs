@@ -201,22 +201,10 @@ impl NativeModel {
             scratch: vec![0.0; self.scratch_len],
         });
         fill_input(&mut workspace.buffers[self.input_buffer][..self.input_len]);
-        let profile = std::env::var_os("IMGFEAT_PROFILE").is_some();
         for step in &self.steps {
-            let t = std::time::Instant::now();
             let mut output = std::mem::take(&mut workspace.buffers[step.output]);
             step.run(&workspace.buffers, &mut output[..step.output_len], &mut workspace.scratch, self.gemm.as_ref());
             workspace.buffers[step.output] = output;
-            if profile {
-                let desc = match &step.kind {
-                    StepKind::Gemm { shape, loops, .. } => format!("gemm m{} k{} n{} loops{}", shape.m, shape.k, shape.n, loops.len()),
-                    StepKind::Depthwise { geometry, .. } => format!("dw {:?} cf{}", (geometry.in_channels, geometry.window.in_height, geometry.window.kernel_height, geometry.window.stride), geometry.channels_first),
-                    StepKind::Conv { geometry, .. } => format!("conv {:?}", (geometry.in_channels, geometry.out_channels, geometry.window.in_height, geometry.window.kernel_height, geometry.window.stride, geometry.channels_first)),
-                    StepKind::Binary { op, shape, .. } => format!("bin {op:?} {shape:?}"),
-                    other => format!("{:.20}", format!("{other:?}")),
-                };
-                eprintln!("PROFILE {:.1} us {desc}", t.elapsed().as_secs_f64() * 1e6);
-            }
         }
         let results = self.outputs.iter().map(|o| o.slice(&workspace.buffers).to_vec()).collect();
         self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).push(workspace);
