@@ -112,6 +112,12 @@ impl Config {
         if self.limits.max_pixels == 0 || self.limits.max_encoded_bytes == 0 {
             return bad("limits.max_pixels and limits.max_encoded_bytes must be positive".into());
         }
+        if self.limits.max_inflight_pixels < self.limits.max_pixels {
+            return bad(format!(
+                "limits.max_inflight_pixels ({}) must be at least limits.max_pixels ({}), or the largest allowed image could never start",
+                self.limits.max_inflight_pixels, self.limits.max_pixels
+            ));
+        }
         Ok(())
     }
 
@@ -221,13 +227,18 @@ impl Default for CodesConfig {
 pub struct Limits {
     /// Largest width × height accepted, checked from the header before decoding.
     pub max_pixels: u64,
+    /// Largest number of decoded pixels one pipeline holds at once, across all its threads and all the
+    /// Spark tasks sharing it: an image waits for room before it is decoded, so a burst of large
+    /// photos slows down instead of exhausting the executor's memory (3 bytes a pixel, plus the
+    /// resize's copies). At least `max_pixels`.
+    pub max_inflight_pixels: u64,
     /// Largest encoded input accepted, in bytes.
     pub max_encoded_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_pixels: 64_000_000, max_encoded_bytes: 64 << 20 }
+        Limits { max_pixels: 64_000_000, max_encoded_bytes: 64 << 20, max_inflight_pixels: 128_000_000 }
     }
 }
 

@@ -14,6 +14,13 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
     decode_scaled(bytes, limits, 0).map(|decoded| decoded.image)
 }
 
+/// Width × height as the header declares it, without decoding; `None` when the header cannot be read
+/// (decoding will then fail with the reason). What the pipeline reserves memory by.
+pub fn declared_pixels(bytes: &[u8]) -> Option<u64> {
+    let (width, height) = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()?;
+    Some(width as u64 * height as u64)
+}
+
 /// A decoded image and the size of the photo it came from (larger when the JPEG was decoded at a
 /// reduced scale), both upright.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! uses more cores than it was given, however many tasks share the pipeline.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use crate::codes::Projection;
 use crate::config::Config;
 use crate::crop::{crop, crop_rect, PixelRect};
-use crate::decode::decode_scaled;
+use crate::decode::{decode_scaled, declared_pixels};
 use crate::detect::{BoundingBox, Detection, Detector};
 use crate::embed::Embedder;
 use crate::error::{panic_message, Error, ImageError};
@@ -55,6 +56,8 @@ pub struct Pipeline {
     /// core starts no other; more get a pool of their own for the call, so concurrent tasks sharing
     /// this pipeline each get exactly their cores.
     threads: usize,
+    /// Decoded pixels in flight, bounded by `limits.max_inflight_pixels`.
+    budget: PixelBudget,
 }
 
 impl Pipeline {
@@ -88,7 +91,8 @@ impl Pipeline {
             }
         }
         let threads = config.effective_threads();
-        Ok(Pipeline { config, detector, embedder, projection, threads })
+        let budget = PixelBudget::new(config.limits.max_inflight_pixels);
+        Ok(Pipeline { config, detector, embedder, projection, threads, budget })
     }
 
     pub fn config(&self) -> &Config {
@@ -120,6 +124,10 @@ impl Pipeline {
     }
 
     fn extract(&self, bytes: &[u8]) -> Result<Record, ImageError> {
+        // Wait for room before decoding; the header's size (capped by max_pixels, beyond which decoding
+        // refuses the image anyway) is what the decoded image and its copies will take.
+        let pixels = declared_pixels(bytes).unwrap_or(0).min(self.config.limits.max_pixels);
+        let _reserved = self.budget.reserve(pixels);
         let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
         let image = decoded.image;
         let (width, height) = image.dimensions();
@@ -167,5 +175,69 @@ impl Pipeline {
 
     fn encode(&self, feature: Option<&[f32]>) -> Option<Vec<u8>> {
         Some(self.projection.as_ref()?.encode(feature?))
+    }
+}
+
+/// A counting semaphore over pixels: `reserve` blocks until the pixels fit under the limit, and the
+/// returned guard gives them back when the image is done (or its processing panicked).
+#[derive(Debug)]
+struct PixelBudget {
+    limit: u64,
+    in_use: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl PixelBudget {
+    fn new(limit: u64) -> PixelBudget {
+        PixelBudget { limit, in_use: Mutex::new(0), freed: Condvar::new() }
+    }
+
+    fn reserve(&self, pixels: u64) -> Reservation<'_> {
+        let pixels = pixels.min(self.limit);
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        while *in_use + pixels > self.limit {
+            in_use = self.freed.wait(in_use).unwrap_or_else(|e| e.into_inner());
+        }
+        *in_use += pixels;
+        Reservation { budget: self, pixels }
+    }
+}
+
+struct Reservation<'a> {
+    budget: &'a PixelBudget,
+    pixels: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        *self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner()) -= self.pixels;
+        self.budget.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn reservations_wait_for_room_and_give_it_back() {
+        let budget = PixelBudget::new(100);
+        let first = budget.reserve(80);
+        let second_started = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _second = budget.reserve(50); // 80 + 50 > 100: waits for `first`
+                second_started.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!second_started.load(Ordering::SeqCst), "the second reservation did not wait");
+            drop(first);
+        });
+        assert!(second_started.load(Ordering::SeqCst));
+        assert_eq!(*budget.in_use.lock().unwrap(), 0, "everything given back");
+        // More than the whole budget is capped to it rather than waiting forever.
+        drop(budget.reserve(1_000));
     }
 }

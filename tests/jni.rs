@@ -195,3 +195,97 @@ fn one_handle_serves_several_threads_at_once() {
     });
     with_env(|env| close(unowned(env), JClass::null(), handle));
 }
+
+#[test]
+fn empty_batches_and_corrupt_models() {
+    with_env(|env| {
+        let handle = create_pipeline(env, r#"{"threads": 1}"#);
+        let packed = process(unowned(env), JClass::null(), handle, byte_arrays(env, &[]));
+        assert!(!env.exception_check());
+        assert_eq!(statuses(&env.convert_byte_array(&packed).unwrap()), Vec::<u8>::new(), "no rows for no images");
+        close(unowned(env), JClass::null(), handle);
+
+        // A model folder whose detector file is garbage: an exception at creation naming the file.
+        let dir = std::env::temp_dir().join(format!("imgfeat-corrupt-models-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for entry in std::fs::read_dir(&models).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let detector = dir.join("ssd_mobilenetv2_coco_float.onnx");
+        std::fs::write(&detector, b"this is not an ONNX protobuf").unwrap();
+        let json = format!(r#"{{"model_dir": "{}"}}"#, dir.display());
+        assert_eq!(create_pipeline(env, &json), 0);
+        let (ours, message) = take_exception(env);
+        assert!(ours && message.contains(&detector.display().to_string()), "{message}");
+        // Truncated rather than garbage: the same.
+        let real = std::fs::read(models.join("ssd_mobilenetv2_coco_float.onnx")).unwrap();
+        std::fs::write(&detector, &real[..real.len() / 3]).unwrap();
+        assert_eq!(create_pipeline(env, &json), 0);
+        let (ours, message) = take_exception(env);
+        assert!(ours && message.contains(&detector.display().to_string()), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Sixteen threads hammer one handle with good and bad inputs while another thread opens and closes
+/// handles of its own; then the shared handle is closed while calls are still arriving. Every call
+/// returns rows or raises ImgfeatException; the JVM never crashes.
+#[test]
+fn stress_one_handle_from_many_threads_and_close_it_under_load() {
+    let handle = with_env(|env| create_pipeline(env, r#"{"threads": 1}"#));
+    assert!(handle > 0);
+    let (coffee, rocket) = (photo("coffee.jpg"), photo("rocket.jpg"));
+    let truncated = coffee[..coffee.len() / 2].to_vec();
+    let closed = std::sync::atomic::AtomicBool::new(false);
+    let (succeeded, refused) = (std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let (coffee, rocket, truncated) = (&coffee, &rocket, &truncated);
+            let (closed, succeeded, refused) = (&closed, &succeeded, &refused);
+            scope.spawn(move || {
+                for i in 0..6 {
+                    with_env(|env| {
+                        let batch: Vec<Option<&[u8]>> = match (t + i) % 3 {
+                            0 => vec![Some(coffee), None, Some(truncated)],
+                            1 => vec![Some(rocket), Some(b"")],
+                            _ => vec![],
+                        };
+                        let was_closed = closed.load(std::sync::atomic::Ordering::SeqCst);
+                        let images = byte_arrays(env, &batch);
+                        let packed = process(unowned(env), JClass::null(), handle, images);
+                        if env.exception_check() {
+                            let (ours, message) = take_exception(env);
+                            assert!(ours && message.contains("no open pipeline"), "{message}");
+                            refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        } else {
+                            assert!(!was_closed, "a call after close returned rows");
+                            let statuses = statuses(&env.convert_byte_array(&packed).unwrap());
+                            assert_eq!(statuses.len(), batch.len());
+                            succeeded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+        }
+        scope.spawn(|| {
+            for _ in 0..3 {
+                with_env(|env| {
+                    let own = create_pipeline(env, r#"{"threads": 1}"#);
+                    assert!(own > 0);
+                    close(unowned(env), JClass::null(), own);
+                    assert!(!env.exception_check());
+                });
+            }
+            with_env(|env| close(unowned(env), JClass::null(), handle));
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    });
+    let (succeeded, refused) = (succeeded.into_inner(), refused.into_inner());
+    assert_eq!(succeeded + refused, 16 * 6);
+    assert!(succeeded > 0, "some calls ran before the close");
+    eprintln!("stress: {succeeded} calls returned rows, {refused} were refused after the close");
+}

@@ -18,7 +18,9 @@ pub fn isa() -> Isa {
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            // Everything the AVX-512 variants are compiled with (`multiversion!`, `avx512`).
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
                 return Isa::Avx512;
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -404,7 +406,7 @@ mod avx512 {
                         let (low_half, high_half) = unsafe {
                             (
                                 _mm512_maskz_loadu_ps(mask(n), row.as_ptr().add(x)),
-                                _mm512_maskz_loadu_ps(mask(n.saturating_sub(LANES)), row.as_ptr().add(x + LANES)),
+                                _mm512_maskz_loadu_ps(mask(n.saturating_sub(LANES)), row.as_ptr().wrapping_add(x + LANES)),
                             )
                         };
                         for (parity, lanes) in [(0, evens), (1, odds)] {

@@ -142,7 +142,11 @@ impl OnnxModel {
         let (h, w) = (self.input.height as usize, self.input.width as usize);
         assert_eq!(input.len(), self.batch * h * w * 3, "input length");
         match &self.engine {
-            Engine::Native(native) => Ok(native.run(|buffer| buffer.copy_from_slice(input))),
+            Engine::Native(native) => Ok(native.run(|buffer| match self.input.dtype {
+                InputDtype::F32 => buffer.copy_from_slice(input),
+                // What tract's cast to u8 would make of the values.
+                InputDtype::U8 => buffer.iter_mut().zip(input).for_each(|(b, &v)| *b = v.clamp(0.0, 255.0).trunc()),
+            })),
             Engine::Tract(plan) => {
                 let failed = |e: TractError| ImageError::Inference { model: self.name.clone(), message: format!("{e:#}") };
                 let shape = match self.input.layout {

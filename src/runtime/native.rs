@@ -513,7 +513,7 @@ impl Lowering<'_> {
             return self.emit(out, StepKind::Concat { inputs, outer });
         }
         if let Some(reduce) = node.op_as::<Reduce>() {
-            if !matches!(reduce.reducer, Reducer::Sum) {
+            if !matches!(reduce.reducer, Reducer::Sum) || self.model.outlet_fact(out).map_err(|e| e.to_string())?.datum_type != DatumType::F32 {
                 return Err(unsupported());
             }
             let input = self.value(inputs[0])?;
@@ -600,7 +600,11 @@ impl Lowering<'_> {
                 }
             };
             let at = [position(&axis.inputs, 0)?, position(&axis.inputs, 1)?, position(&axis.outputs, 0)?];
-            let extent = at.iter().zip(shapes).find_map(|(p, s)| p.map(|p| s[p])).unwrap_or(1);
+            let extents: Vec<usize> = at.iter().zip(shapes).filter_map(|(p, s)| p.map(|p| s[p])).collect();
+            if extents.windows(2).any(|pair| pair[0] != pair[1]) {
+                return Err(format!("axis {} is broadcast ({extents:?})", axis.repr));
+            }
+            let extent = extents.first().copied().unwrap_or(1);
             if extent == 1 {
                 continue; // unit axes change no offsets
             }
@@ -631,6 +635,9 @@ impl Lowering<'_> {
         let (k, k_strides, k_rest) = merge_suffix(&k_axes, [0, 1]);
         if !k_rest.is_empty() {
             return Err("contracted axes that do not merge into one".into());
+        }
+        if axes.iter().any(|(_, extent, _)| *extent == 0) {
+            return Err("an empty axis".into());
         }
         // C = x[m, k] · y[k, n]; make C's column stride 1, transposing the problem if need be.
         let (c_row, c_col) = (m_strides[2], n_strides[2]);
@@ -720,6 +727,9 @@ impl Lowering<'_> {
                 (computed[0].pad_before, computed[1].pad_before)
             }
         };
+        if out_height * out_width == 0 || in_height * in_width == 0 || in_channels == 0 || out_channels == 0 {
+            return Err("an empty input or output".into());
+        }
         if spec.kernel_shape.iter().any(|&k| k > kernels::MAX_KERNEL_HEIGHT) {
             return Err(format!("kernel larger than {0}x{0}", kernels::MAX_KERNEL_HEIGHT));
         }

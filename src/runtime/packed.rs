@@ -29,6 +29,9 @@ pub enum ConstSide {
 #[derive(Debug, Clone)]
 pub struct PackedConst {
     pub side: ConstSide,
+    /// Rows (left) or columns (right) of the matrix, and its depth: what `gemm` checks its sizes by.
+    outer: usize,
+    k: usize,
     panels: Vec<f32>,
 }
 
@@ -57,7 +60,7 @@ impl PackedConst {
                 }
             }
         }
-        PackedConst { side, panels }
+        PackedConst { side, outer, k, panels }
     }
 }
 
@@ -92,6 +95,9 @@ pub fn gemm(
     panel: &mut [f32],
 ) {
     assert!(available(), "the packed product needs AVX-512");
+    let outer = if packed.side == ConstSide::Left { m } else { n };
+    assert!(packed.k == k && packed.outer == outer, "weights packed for another product");
+    assert!(k > 0, "an empty contraction");
     if m == 0 || n == 0 {
         return;
     }
@@ -235,7 +241,7 @@ impl Tile {
                 // SAFETY: rows < R of this tile lie inside C; lanes past `cols` are masked.
                 unsafe {
                     let out = c.add(r * c_row);
-                    *row = [_mm512_maskz_loadu_ps(mask0, out), _mm512_maskz_loadu_ps(mask1, out.add(16))];
+                    *row = [_mm512_maskz_loadu_ps(mask0, out), _mm512_maskz_loadu_ps(mask1, out.wrapping_add(16))];
                 }
             }
         }
@@ -260,7 +266,7 @@ impl Tile {
             let column_bias = match along {
                 // SAFETY: the bias holds n values; lanes past `cols` are masked.
                 ChannelsAlong::Columns => unsafe {
-                    [_mm512_maskz_loadu_ps(mask0, bias.add(self.col0)), _mm512_maskz_loadu_ps(mask1, bias.add(self.col0 + 16))]
+                    [_mm512_maskz_loadu_ps(mask0, bias.add(self.col0)), _mm512_maskz_loadu_ps(mask1, bias.wrapping_add(self.col0 + 16))]
                 },
                 ChannelsAlong::Rows => [_mm512_setzero_ps(); 2],
             };
@@ -280,7 +286,8 @@ impl Tile {
             unsafe {
                 let out = c.add(r * c_row);
                 _mm512_mask_storeu_ps(out, mask0, row[0]);
-                _mm512_mask_storeu_ps(out.add(16), mask1, row[1]);
+                // The second half may lie past the end of C when fully masked: wrapping_add, no access.
+                _mm512_mask_storeu_ps(out.wrapping_add(16), mask1, row[1]);
             }
         }
     }

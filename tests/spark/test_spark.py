@@ -179,3 +179,47 @@ def test_images_read_by_path_and_unreadable_paths_are_error_rows(tmp_path):
     assert [r["path"] for r in rows] == paths
     assert [(r["class_name"], r["code_bytes"], r["error"]) for r in rows[:2]] == [("cat", 32, None), ("cup", 32, None)]
     assert rows[2]["class_name"] is None and "missing.jpg" in rows[2]["error"], rows[2]
+
+
+def executor_pids():
+    found = subprocess.run(["pgrep", "-f", "CoarseGrainedExecutorBackend"], capture_output=True, text=True).stdout
+    return sorted(int(pid) for pid in found.split())
+
+
+@pytest.mark.parametrize("run", [1, 2, 3])
+def test_a_killed_executor_loses_and_duplicates_no_rows(inputs, cli_rows, spark, cluster, tmp_path, run):
+    """An executor JVM killed (SIGKILL) mid-job: Spark reruns its tasks elsewhere and the output is the
+    clean run's, row for row (the clean cluster run equals the CLI's, test above), without duplicates.
+    Three runs, each killing the first executor to come up, a different moment into the job."""
+    import signal
+    import time
+
+    folder, files = inputs
+    if len(files) < 500:
+        pytest.skip(f"SKIPPED: needs ≥ 500 photos (../shared/data/imagenet-sample), has {len(files)}")
+    out = tmp_path / "out"
+    command = [str(Path(spark_env()["SPARK_HOME"]) / "bin/spark-submit"), *CLUSTER, "--conf", "spark.task.maxFailures=8",
+               "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR), f"file://{folder}", str(out)]
+    log = open(tmp_path / "driver.log", "w+")
+    job = subprocess.Popen(command, env=spark_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while len(executor_pids()) < 2 and job.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        executors = executor_pids()
+        assert len(executors) == 2, f"two executors expected, saw {executors}"
+        time.sleep(3 + 3 * run)  # into the job: models loaded, tasks part-way through their photos
+        assert job.poll() is None, "the job finished before the executor could be killed"
+        victim = executors[0]
+        os.kill(victim, signal.SIGKILL)
+        assert job.wait(timeout=600) == 0, "the job failed after losing an executor"
+    finally:
+        if job.poll() is None:
+            job.kill()
+    log.seek(0)
+    driver = log.read()
+    assert re.search(r"[Ll]ost (an )?executor|ExecutorLost", driver), f"no lost executor in the driver's log:\n{driver[-3000:]}"
+    assert victim not in executor_pids(), "the killed executor is gone"
+    (total, _, _), _ = summary(driver)
+    assert total == len(files)
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
