@@ -33,7 +33,14 @@ if cargo +nightly --version > /dev/null 2>&1 && cargo fuzz --version > /dev/null
   for target in decode pipeline; do
     (cd fuzz && cargo +nightly fuzz build -O "$target" > /dev/null 2>&1)
     mkdir -p "fuzz/corpus/$target"
-    (cd fuzz && cargo +nightly fuzz run -O "$target" "corpus/$target" "$work/hostile" -- \
+    # decode starts from the whole hostile corpus; pipeline (two models per input, ~100x slower) from
+    # the valid files and the fixture photos, or seeding alone would take its whole budget.
+    seeds="$work/hostile"
+    if [ "$target" = pipeline ]; then
+      seeds="$work/pipeline-seeds"; mkdir -p "$seeds"
+      cp tests/fixtures/photos/*.jpg "$work"/hostile/valid-* "$seeds/"
+    fi
+    (cd fuzz && cargo +nightly fuzz run -O "$target" "corpus/$target" "$seeds" -- \
         -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 > "$work/fuzz-$target.log" 2>&1) \
       && result="no crash, no timeout, no leak" || result="FINDING: see fuzz/artifacts/$target"
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/fuzz-$target.log" | tail -n 1)
@@ -59,7 +66,8 @@ every header offset, byte mutations of 8 formats, decompression bombs, lying sig
 
 Peak RSS over the hostile corpus: $(awk -v a="$rss_h" -v b="$rss_p" 'BEGIN { printf "%.2f", a / b }')× the normal photos'.
 
-Fuzzing (\`cargo +nightly fuzz run <target> -- -max_total_time=$fuzz_seconds\`, seeded with the hostile corpus):
+Fuzzing (\`cargo +nightly fuzz run <target> -- -max_total_time=$fuzz_seconds\`, libFuzzer with AddressSanitizer;
+\`decode\` seeded with the hostile corpus, \`pipeline\` with the valid files and the fixture photos):
 
 | target | budget | executions | result |
 |---|---|---|---|

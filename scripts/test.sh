@@ -2,9 +2,11 @@
 # The project's test command (README, .ci/run):
 #   1. the committed onnxruntime reference still matches onnxruntime itself;
 #   2. every Rust test, in the release profile (the only profile we build: debug builds of the model
-#      runtime are too slow for real photos);
+#      runtime are too slow for real photos), including the pipeline over the generated hostile-input
+#      corpus (tests/hostile);
 #   3. the JVM side: the jar with the native library, then spark-submit of the Scala and PySpark
-#      examples in local mode and on a standalone cluster on 127.0.0.1, compared with the CLI.
+#      examples in local mode and on a standalone cluster on 127.0.0.1, compared with the CLI, and
+#      jobs that lose an executor (killed mid-job) or hit a Rust panic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,7 @@ fi
   -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt -r tests/spark/requirements.txt
 .venv/bin/python tests/reference/reference.py --check tests/fixtures/reference_outputs.json tests/fixtures/photos/*.jpg
 
+.venv/bin/python tests/hostile/generate_corpus.py target/hostile-corpus
 cargo test --release
 cargo build --release          # the cdylib for the jar; everything else is already built
 

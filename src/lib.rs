@@ -26,6 +26,7 @@ pub mod detect;
 pub mod crop;
 pub mod embed;
 pub mod codes;
+pub mod search;
 pub mod pipeline;
 pub mod output;
 pub mod jni;

@@ -11,6 +11,7 @@ use imgfeat::codes::{self, FitReport};
 use imgfeat::config::{DetectorSpec, EmbedMode};
 use imgfeat::crop::PixelRect;
 use imgfeat::output::ParquetSink;
+use imgfeat::search::{Index, Query};
 use imgfeat::{Config, Error, ImageError, Pipeline, Record};
 
 #[derive(Parser)]
@@ -63,6 +64,39 @@ enum Command {
         json: bool,
         #[command(flatten)]
         settings: Settings,
+    },
+    /// Find the rows of a features file nearest to an image (or a code) by Hamming distance over both
+    /// codes of each row, the best re-ranked by feature cosine.
+    Search {
+        /// Features Parquet written by `extract`.
+        #[arg(long)]
+        index: PathBuf,
+        /// The query image (its object and whole-image codes are both used).
+        #[arg(required_unless_present = "code", conflicts_with = "code")]
+        image: Option<PathBuf>,
+        /// Query with one code instead, as hex (as `show` prints it).
+        #[arg(long)]
+        code: Option<String>,
+        /// Rows to print.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// How many of the nearest by Hamming distance are re-ranked by cosine.
+        #[arg(long, default_value_t = 50)]
+        rerank: usize,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Group near-duplicate rows of a features file: rows whose codes (object or whole image, any
+    /// pair) are within --max-distance bits are joined, transitively.
+    Dedup {
+        /// Features Parquet written by `extract`.
+        features: PathBuf,
+        /// Largest Hamming distance between near-duplicates (of 256 bits by default).
+        #[arg(long, default_value_t = 24)]
+        max_distance: u32,
+        /// Output: .parquet or .csv, one line per row in a group (group, path, representative).
+        #[arg(short, long, default_value = "duplicates.csv")]
+        output: PathBuf,
     },
     /// Print the effective configuration as JSON (a starting point for --config).
     Config {
@@ -150,6 +184,8 @@ fn run(command: Command) -> Result<(), Error> {
             fit_codes(&inputs, &bits_list, &output_dir, iterations, seed, config)
         }
         Command::Show { image, json, settings } => show(&image, json, settings.config()?),
+        Command::Search { index, image, code, k, rerank, settings } => search(&index, image.as_deref(), code.as_deref(), k, rerank, settings),
+        Command::Dedup { features, max_distance, output } => dedup(&features, max_distance, &output),
         Command::Config { settings } => {
             println!("{}", settings.config()?.to_json());
             Ok(())
@@ -334,4 +370,65 @@ fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
     println!("code:       {}", hex(&record.code));
     println!("whole_code: {}", hex(&record.whole_code));
     Ok(())
+}
+
+fn search(index: &Path, image: Option<&Path>, code: Option<&str>, k: usize, rerank: usize, settings: Settings) -> Result<(), Error> {
+    let index = Index::from_parquet(index)?;
+    let query = match (image, code) {
+        (_, Some(hex)) => Query { codes: vec![imgfeat::search::parse_hex(hex)?], features: Vec::new() },
+        (Some(image), None) => {
+            let bytes = std::fs::read(image).map_err(|e| Error::io(image, e))?;
+            let pipeline = Pipeline::new(settings.config()?)?;
+            let record = pipeline.process_one(&bytes).map_err(|source| Error::Image { path: image.to_path_buf(), source })?;
+            Query {
+                codes: [record.code, record.whole_code].into_iter().flatten().collect(),
+                features: [record.feature, record.whole_feature].into_iter().flatten().collect(),
+            }
+        }
+        (None, None) => unreachable!("clap requires an image or --code"),
+    };
+    if let Some(bad) = query.codes.iter().find(|c| c.len() * 8 != index.code_bits()) {
+        return Err(Error::Config(format!("the query code has {} bits, the index {}", bad.len() * 8, index.code_bits())));
+    }
+    println!("{:>4}  {:>7}  {:>7}  path", "rank", "hamming", "cosine");
+    for (rank, hit) in index.search(&query, k, rerank).iter().enumerate() {
+        let cosine = hit.cosine.map_or("-".into(), |c| format!("{c:.4}"));
+        println!("{:>4}  {:>7}  {:>7}  {}", rank + 1, hit.distance, cosine, index.rows[hit.row].path);
+    }
+    Ok(())
+}
+
+fn dedup(features: &Path, max_distance: u32, output: &Path) -> Result<(), Error> {
+    let index = Index::from_parquet(features)?.with_multi_index();
+    let groups = index.duplicate_groups(max_distance);
+    let mut csv = String::from("group,path,representative\n");
+    for (g, members) in groups.iter().enumerate() {
+        // The representative: the group's first path in sorted order, stable across runs.
+        let representative = &index.rows[members[0]].path;
+        for &m in members {
+            csv.push_str(&format!("{g},{},{}\n", csv_field(&index.rows[m].path), csv_field(representative)));
+        }
+    }
+    match output.extension().and_then(|e| e.to_str()) {
+        Some("csv") => std::fs::write(output, csv).map_err(|e| Error::io(output, e))?,
+        Some("parquet") => imgfeat::output::write_groups(output, &groups, &index.rows)?,
+        _ => return Err(Error::Config(format!("--output must end in .csv or .parquet: {}", output.display()))),
+    }
+    let rows: usize = groups.iter().map(Vec::len).sum();
+    eprintln!(
+        "{} rows: {} near-duplicate groups ({rows} rows, max distance {max_distance}) → {}",
+        index.rows.len(),
+        groups.len(),
+        output.display()
+    );
+    Ok(())
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
 }

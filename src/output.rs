@@ -146,6 +146,32 @@ impl ParquetSink {
     }
 }
 
+/// Near-duplicate groups (`imgfeat dedup`) as Parquet: one row per member, with its group number and
+/// the group's representative.
+pub fn write_groups(path: &Path, groups: &[Vec<usize>], rows: &[crate::search::IndexedRow]) -> Result<(), Error> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("group", DataType::Int32, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("representative", DataType::Utf8, false),
+    ]));
+    let members = groups.iter().enumerate().flat_map(|(g, m)| m.iter().map(move |&r| (g, r, m[0])));
+    let (mut group, mut member, mut representative) = (Vec::new(), Vec::new(), Vec::new());
+    for (g, r, first) in members {
+        group.push(g as i32);
+        member.push(rows[r].path.as_str());
+        representative.push(rows[first].path.as_str());
+    }
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(Int32Array::from(group)), Arc::new(StringArray::from(member)), Arc::new(StringArray::from(representative))];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}
+
 /// Rows packed into one buffer for the JNI edge: one copy across the boundary per batch instead of
 /// dozens of small Java arrays per row. Little-endian; `str` is an i32 byte length and UTF-8 bytes;
 /// `floats` and `bytes` are an i32 element count (-1 for null) and the elements.

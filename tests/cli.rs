@@ -105,3 +105,65 @@ fn bad_configuration_and_missing_inputs_fail_with_a_message() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/photos"));
 }
+
+/// Near-duplicates of two fixtures (a mirrored copy, a re-encoded half-size copy, a crop) among the
+/// other fixtures: `dedup` groups each with its original and nothing else, and `search` with a copy
+/// finds its original first, by Hamming distance and by cosine.
+#[test]
+fn dedup_groups_near_duplicates_and_search_finds_the_original() {
+    let dir = temp_dir("dedup");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    let chelsea = image::open(fixtures().join("chelsea.jpg")).unwrap().to_rgb8();
+    image::imageops::flip_horizontal(&chelsea).save(photos.join("chelsea-mirrored.png")).unwrap();
+    let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
+    image::imageops::resize(&coffee, 300, 200, image::imageops::FilterType::Triangle).save(photos.join("coffee-small.jpg")).unwrap();
+    image::imageops::crop_imm(&coffee, 60, 20, 480, 360).to_image().save(photos.join("coffee-cropped.png")).unwrap();
+
+    let features = dir.join("features.parquet");
+    let out = imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&features).arg(&photos).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let groups_csv = dir.join("groups.csv");
+    let out = imgfeat().args(["dedup", "--max-distance", "40", "-o"]).arg(&groups_csv).arg(&features).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(&groups_csv).unwrap();
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in csv.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let name = Path::new(fields[1]).file_name().unwrap().to_string_lossy().into_owned();
+        groups.entry(fields[0].to_string()).or_default().push(name);
+    }
+    let mut found: Vec<Vec<String>> = groups.into_values().collect();
+    found.iter_mut().for_each(|g| g.sort());
+    found.sort();
+    assert_eq!(
+        found,
+        vec![vec!["chelsea-mirrored.png", "chelsea.jpg"], vec!["coffee-cropped.png", "coffee-small.jpg", "coffee.jpg"]],
+        "{csv}"
+    );
+    // The same groups as Parquet.
+    let groups_parquet = dir.join("groups.parquet");
+    assert!(imgfeat().args(["dedup", "--max-distance", "40", "-o"]).arg(&groups_parquet).arg(&features).status().unwrap().success());
+    assert_eq!(read_parquet(&groups_parquet).num_rows(), 5);
+
+    let out = imgfeat().args(["search", "-k", "3", "--index"]).arg(&features).arg(photos.join("chelsea-mirrored.png")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[1].ends_with("chelsea-mirrored.png") && lines[2].ends_with("chelsea.jpg"), "{stdout}");
+    assert_eq!(lines.len(), 4, "a header and k rows: {stdout}");
+
+    // By code: the hex `show` prints.
+    let show = imgfeat().arg("show").arg(fixtures().join("rocket.jpg")).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    let code = show.lines().find_map(|l| l.strip_prefix("code:")).unwrap().trim().to_string();
+    let out = imgfeat().args(["search", "-k", "1", "--code", &code, "--index"]).arg(&features).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().nth(1).is_some_and(|l| l.contains(" 0 ") && l.ends_with("rocket.jpg")), "{stdout}");
+    let bad = imgfeat().args(["search", "--code", "abc", "--index"]).arg(&features).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("hex"));
+}

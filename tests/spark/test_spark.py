@@ -165,6 +165,8 @@ def test_a_rust_panic_fails_the_task_with_our_exception_and_the_executors_surviv
     assert match, result.stdout[-2000:]
     before, after, failure = match.groups()
     assert "ai.imgfeat.ImgfeatException: panic: deliberate test panic 42" in failure, failure
+    # Retried (spark.task.maxFailures, 4 by default), then the job fails with our message.
+    assert re.search(r"failed [2-9] times", failure), failure
     assert len(before.split(",")) == 2, f"two executors expected, saw pids {before}"
     assert before == after, "the executor JVMs survived the panic"
 

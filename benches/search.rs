@@ -1,0 +1,50 @@
+//! Hamming search over one million 256-bit codes (synthetic, uniformly random) on one thread: the
+//! exact scan (throughput in code comparisons per second), one query and 16 at once, and a multi-index
+//! radius query (throughput: the codes it stands in for).
+//!
+//!     cargo bench --bench search
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use imgfeat::search::{Codes, MultiIndex};
+
+const CODES: usize = 1_000_000;
+
+fn random_codes(n: usize) -> Codes {
+    let mut codes = Codes::new(256);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes = [0u8; 32];
+    for _ in 0..n {
+        for b in bytes.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+        codes.push(&bytes);
+    }
+    codes
+}
+
+fn search(c: &mut Criterion) {
+    let codes = random_codes(CODES);
+    let query = codes.get(12_345).to_vec();
+    let mut distances = Vec::new();
+    let mut group = c.benchmark_group("search");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(CODES as u64));
+    group.bench_function("exact scan, 1M codes", |b| b.iter(|| codes.distances(black_box(&query), &mut distances)));
+    let queries: Vec<Vec<u64>> = (0..16).map(|i| codes.get(i * 1000).to_vec()).collect();
+    let mut many = vec![Vec::new(); queries.len()];
+    group.throughput(Throughput::Elements((CODES * queries.len()) as u64));
+    group.bench_function("exact scan, 16 queries at once, 1M codes", |b| b.iter(|| codes.distances_many(black_box(&queries), &mut many)));
+    group.throughput(Throughput::Elements(CODES as u64));
+    let multi = MultiIndex::build(&codes);
+    let mut seen = Vec::new();
+    group.bench_function("multi-index, radius 24, 1M codes", |b| b.iter(|| multi.within(&codes, black_box(&query), 24, &mut seen)));
+    group.finish();
+}
+
+criterion_group!(benches, search);
+criterion_main!(benches);

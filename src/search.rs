@@ -1,0 +1,473 @@
+//! Hamming search and near-duplicate groups over the binary codes. A row carries two codes (its main
+//! object's and the whole image's), and a near-duplicate can match on either: a crop of a photo
+//! matches the original's object code, the photo pasted onto a new background matches through the
+//! object code, a flipped or padded copy through the whole-image code. So every search compares all
+//! pairs of codes between the query and a row and ranks rows by the best pair.
+//!
+//! Exact search scans every code with the CPU's popcount; [`MultiIndex`] (Norouzi et al.'s multi-index
+//! hashing) finds every code within a radius by probing 16-bit substrings instead, which for
+//! near-duplicate radii touches a small fraction of a large collection.
+
+use std::path::Path;
+
+use arrow::array::{Array, FixedSizeBinaryArray, Float32Array, ListArray, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::Error;
+
+/// Codes as 64-bit words (a 256-bit code is 4 words), packed back to back.
+#[derive(Debug, Clone, Default)]
+pub struct Codes {
+    words_per_code: usize,
+    words: Vec<u64>,
+}
+
+impl Codes {
+    pub fn new(bits: usize) -> Codes {
+        Codes { words_per_code: bits.div_ceil(64), words: Vec::new() }
+    }
+
+    /// Appends a code given as packed bytes (the Parquet `code` column's layout).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.words.extend(to_words(bytes, self.words_per_code));
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len() / self.words_per_code.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &[u64] {
+        &self.words[i * self.words_per_code..(i + 1) * self.words_per_code]
+    }
+
+    pub fn bits(&self) -> usize {
+        self.words_per_code * 64
+    }
+
+    /// The Hamming distance from `query` to every code, in order.
+    pub fn distances(&self, query: &[u64], out: &mut Vec<u32>) {
+        out.clear();
+        out.resize(self.len(), 0);
+        distances(&self.words, self.words_per_code, query, out);
+    }
+
+    /// [`Codes::distances`] for several queries in one pass: the codes are read in blocks that stay in
+    /// L2 while every query is compared with them, so a scan is no longer bound by memory bandwidth.
+    pub fn distances_many(&self, queries: &[Vec<u64>], out: &mut [Vec<u32>]) {
+        const BLOCK: usize = 4096; // codes: 128 KiB of 256-bit codes
+        for o in out.iter_mut() {
+            o.clear();
+            o.resize(self.len(), 0);
+        }
+        let w = self.words_per_code;
+        for start in (0..self.len()).step_by(BLOCK) {
+            let end = (start + BLOCK).min(self.len());
+            for (query, o) in queries.iter().zip(out.iter_mut()) {
+                distances(&self.words[start * w..end * w], w, query, &mut o[start..end]);
+            }
+        }
+    }
+}
+
+/// Packed bytes (bit i of the code is bit i % 8 of byte i / 8) → little-endian 64-bit words, zero-padded.
+pub fn to_words(bytes: &[u8], words: usize) -> Vec<u64> {
+    (0..words)
+        .map(|w| {
+            let mut chunk = [0u8; 8];
+            let part = bytes.get(w * 8..).unwrap_or(&[]);
+            let n = part.len().min(8);
+            chunk[..n].copy_from_slice(&part[..n]);
+            u64::from_le_bytes(chunk)
+        })
+        .collect()
+}
+
+/// Parses a code written as hex (two digits a byte, as `imgfeat show` prints it).
+pub fn parse_hex(hex: &str) -> Result<Vec<u8>, Error> {
+    let hex = hex.trim();
+    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Config(format!("--code must be hex digits, two per byte; got {hex:?}")));
+    }
+    Ok((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits")).collect())
+}
+
+pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+/// The scan behind exact search, compiled with the POPCNT instruction where the CPU has it (the x86-64
+/// baseline counts bits in software, several times slower).
+fn distances(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("popcnt") {
+        #[target_feature(enable = "popcnt")]
+        unsafe fn with_popcnt(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
+            distances_portable(words, words_per_code, query, out)
+        }
+        // SAFETY: the CPU has POPCNT (checked just above).
+        return unsafe { with_popcnt(words, words_per_code, query, out) };
+    }
+    distances_portable(words, words_per_code, query, out)
+}
+
+#[inline(always)]
+fn distances_portable(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
+    if words_per_code == 4 {
+        // 256-bit codes, the default: unrolled.
+        let q: [u64; 4] = query.try_into().expect("4 words");
+        for (code, d) in words.chunks_exact(4).zip(out.iter_mut()) {
+            *d = (code[0] ^ q[0]).count_ones() + (code[1] ^ q[1]).count_ones() + (code[2] ^ q[2]).count_ones() + (code[3] ^ q[3]).count_ones();
+        }
+    } else {
+        for (code, d) in words.chunks_exact(words_per_code).zip(out.iter_mut()) {
+            *d = hamming(code, query);
+        }
+    }
+}
+
+/// Multi-index hashing: each code is split into 16-bit substrings, one hash table per substring
+/// position. Two codes within distance r agree to within ⌊r/m⌋ bits on at least one of the m
+/// substrings (pigeonhole), so probing every table with the query's substring and its variants within
+/// that many bits finds every code within r, exactly.
+#[derive(Debug)]
+pub struct MultiIndex {
+    /// Per substring position, 65,536 buckets of code numbers.
+    tables: Vec<Vec<Vec<u32>>>,
+}
+
+impl MultiIndex {
+    pub fn build(codes: &Codes) -> MultiIndex {
+        let chunks = codes.bits() / 16;
+        let mut tables = vec![vec![Vec::new(); 1 << 16]; chunks];
+        for i in 0..codes.len() {
+            let code = codes.get(i);
+            for (c, table) in tables.iter_mut().enumerate() {
+                table[substring(code, c) as usize].push(i as u32);
+            }
+        }
+        MultiIndex { tables }
+    }
+
+    /// Every code within `radius` of `query`, with its distance (in no particular order). `seen` is
+    /// scratch of the codes' length, all `false`, left so.
+    pub fn within(&self, codes: &Codes, query: &[u64], radius: u32, seen: &mut Vec<bool>) -> Vec<(u32, u32)> {
+        seen.resize(codes.len(), false);
+        let per_chunk = radius / self.tables.len() as u32;
+        let mut found = Vec::new();
+        let mut touched = Vec::new();
+        for (c, table) in self.tables.iter().enumerate() {
+            let key = substring(query, c);
+            for_each_within(key, per_chunk.min(16), &mut |variant| {
+                for &id in &table[variant as usize] {
+                    if !std::mem::replace(&mut seen[id as usize], true) {
+                        touched.push(id);
+                        let d = hamming(codes.get(id as usize), query);
+                        if d <= radius {
+                            found.push((id, d));
+                        }
+                    }
+                }
+            });
+        }
+        for id in touched {
+            seen[id as usize] = false;
+        }
+        found
+    }
+}
+
+fn substring(code: &[u64], c: usize) -> u16 {
+    (code[c / 4] >> ((c % 4) * 16)) as u16
+}
+
+/// Calls `visit` with every 16-bit value within `radius` bits of `key`.
+fn for_each_within(key: u16, radius: u32, visit: &mut impl FnMut(u16)) {
+    fn flip(value: u16, from_bit: u32, left: u32, visit: &mut impl FnMut(u16)) {
+        visit(value);
+        if left == 0 {
+            return;
+        }
+        for bit in from_bit..16 {
+            flip(value ^ (1 << bit), bit + 1, left - 1, visit);
+        }
+    }
+    flip(key, 0, radius, visit);
+}
+
+/// One row of a features Parquet file, as search needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedRow {
+    pub path: String,
+    pub class_name: Option<String>,
+}
+
+/// The codes (and features, for re-ranking) of a features Parquet file: each row's object code and
+/// whole-image code, whichever it has.
+#[derive(Debug)]
+pub struct Index {
+    pub rows: Vec<IndexedRow>,
+    codes: Codes,
+    /// The row each code belongs to.
+    owner: Vec<u32>,
+    /// Each code's L2-normalised feature (dim values per code), when the file has them.
+    features: Vec<f32>,
+    dim: usize,
+    multi: Option<MultiIndex>,
+}
+
+/// A search result: a row, its best Hamming distance over the code pairs, and the best cosine
+/// similarity of the matching features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub row: usize,
+    pub distance: u32,
+    pub cosine: Option<f32>,
+}
+
+/// A query: its codes (object, whole image, or one given as hex) and their features when known.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub codes: Vec<Vec<u8>>,
+    pub features: Vec<Vec<f32>>,
+}
+
+impl Index {
+    /// Reads `path` (written by `imgfeat extract`); rows without codes (errors) are skipped.
+    pub fn from_parquet(path: &Path) -> Result<Index, Error> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let read_error = |e: &dyn std::fmt::Display| Error::Output(format!("{}: {e}", path.display()));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(&e))?.build().map_err(|e| read_error(&e))?;
+        let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), features: Vec::new(), dim: 0, multi: None };
+        for batch in reader {
+            let batch = batch.map_err(|e| read_error(&e))?;
+            let column = |name: &str| batch.column_by_name(name).ok_or_else(|| read_error(&format!("no column {name:?}; is it an imgfeat features file?")));
+            let paths = column("path")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| read_error(&"path is not a string column"))?.clone();
+            let classes = column("class_name")?.as_any().downcast_ref::<StringArray>().cloned();
+            let mut pairs = Vec::new();
+            for (codes, features) in [("code", "feature"), ("whole_code", "whole_feature")] {
+                let codes = column(codes)?.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| read_error(&"codes are not fixed-size binary"))?.clone();
+                let features = column(features)?.as_any().downcast_ref::<ListArray>().cloned();
+                pairs.push((codes, features));
+            }
+            for r in 0..batch.num_rows() {
+                let row = index.rows.len() as u32;
+                let mut any = false;
+                for (codes, features) in &pairs {
+                    if codes.is_null(r) {
+                        continue;
+                    }
+                    let code = codes.value(r);
+                    if index.codes.words_per_code == 0 {
+                        index.codes = Codes::new(code.len() * 8);
+                    }
+                    if index.codes.bits() != code.len() * 8 {
+                        return Err(read_error(&"codes of different lengths"));
+                    }
+                    // Object and whole codes are often the same (nothing detected): index it once.
+                    if any && index.codes.get(index.codes.len() - 1) == to_words(code, index.codes.words_per_code).as_slice() {
+                        continue;
+                    }
+                    index.codes.push(code);
+                    index.owner.push(row);
+                    let feature: Vec<f32> = match features {
+                        Some(list) if !list.is_null(r) => {
+                            let values = list.value(r);
+                            values.as_any().downcast_ref::<Float32Array>().map(|v| v.values().to_vec()).unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    };
+                    if index.dim == 0 {
+                        index.dim = feature.len();
+                    }
+                    if feature.len() == index.dim && index.dim > 0 {
+                        index.features.extend(feature);
+                    } else {
+                        index.dim = 0; // missing or ragged features: no re-ranking
+                        index.features.clear();
+                    }
+                    any = true;
+                }
+                if any {
+                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), class_name: classes.as_ref().filter(|c| !c.is_null(r)).map(|c| c.value(r).to_string()) });
+                }
+            }
+        }
+        if index.features.len() != index.codes.len() * index.dim {
+            index.features.clear();
+            index.dim = 0;
+        }
+        Ok(index)
+    }
+
+    /// Builds the multi-index over the codes (worth it for large collections; a few ms per 100k codes).
+    pub fn with_multi_index(mut self) -> Index {
+        self.multi = Some(MultiIndex::build(&self.codes));
+        self
+    }
+
+    pub fn code_bits(&self) -> usize {
+        self.codes.bits()
+    }
+
+    /// The `k` rows nearest to `query` by Hamming distance over all code pairs (exact scan), the first
+    /// `rerank` of them re-ordered by cosine similarity of the features when both sides have them.
+    pub fn search(&self, query: &Query, k: usize, rerank: usize) -> Vec<Hit> {
+        let mut best = vec![u32::MAX; self.rows.len()];
+        let words: Vec<Vec<u64>> = query.codes.iter().map(|code| to_words(code, self.codes.words_per_code)).collect();
+        let mut all = vec![Vec::new(); words.len()];
+        self.codes.distances_many(&words, &mut all);
+        for distances in &all {
+            for (&d, &row) in distances.iter().zip(&self.owner) {
+                let slot = &mut best[row as usize];
+                *slot = (*slot).min(d);
+            }
+        }
+        let mut hits: Vec<Hit> = best.iter().enumerate().filter(|(_, &d)| d != u32::MAX).map(|(row, &distance)| Hit { row, distance, cosine: None }).collect();
+        let take = k.max(rerank).min(hits.len());
+        if take > 0 {
+            hits.select_nth_unstable_by_key(take - 1, |h| (h.distance, h.row));
+        }
+        hits.truncate(take);
+        hits.sort_by_key(|h| (h.distance, h.row));
+        self.rerank(query, &mut hits, rerank);
+        hits.truncate(k);
+        hits
+    }
+
+    /// Fills in cosines and re-orders the first `rerank` hits by them (Hamming distance breaks ties).
+    fn rerank(&self, query: &Query, hits: &mut [Hit], rerank: usize) {
+        if self.dim == 0 || query.features.iter().all(|f| f.len() != self.dim) {
+            return;
+        }
+        let mut by_row: std::collections::HashMap<usize, f32> = hits.iter().map(|h| (h.row, f32::MIN)).collect();
+        for (i, &row) in self.owner.iter().enumerate() {
+            if let Some(best) = by_row.get_mut(&(row as usize)) {
+                let feature = &self.features[i * self.dim..(i + 1) * self.dim];
+                for q in query.features.iter().filter(|f| f.len() == self.dim) {
+                    *best = best.max(q.iter().zip(feature).map(|(a, b)| a * b).sum());
+                }
+            }
+        }
+        for hit in hits.iter_mut() {
+            hit.cosine = by_row.get(&hit.row).copied().filter(|c| *c > f32::MIN);
+        }
+        let n = rerank.min(hits.len());
+        hits[..n].sort_by(|a, b| b.cosine.partial_cmp(&a.cosine).unwrap_or(std::cmp::Ordering::Equal).then(a.distance.cmp(&b.distance)));
+    }
+
+    /// Near-duplicate groups: rows joined whenever any of their codes are within `max_distance`
+    /// (union-find over the pairs; multi-index probing when built, else an exact scan per code).
+    /// Groups of two or more rows, each sorted, largest first.
+    pub fn duplicate_groups(&self, max_distance: u32) -> Vec<Vec<usize>> {
+        let mut parent: Vec<usize> = (0..self.rows.len()).collect();
+        fn root(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        let mut seen = Vec::new();
+        let mut distances = Vec::new();
+        for i in 0..self.codes.len() {
+            let query = self.codes.get(i);
+            let near: Vec<u32> = match &self.multi {
+                Some(multi) => multi.within(&self.codes, query, max_distance, &mut seen).into_iter().map(|(id, _)| id).collect(),
+                None => {
+                    self.codes.distances(query, &mut distances);
+                    distances.iter().enumerate().filter(|(_, &d)| d <= max_distance).map(|(id, _)| id as u32).collect()
+                }
+            };
+            let a = self.owner[i] as usize;
+            for id in near {
+                let b = self.owner[id as usize] as usize;
+                let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+                if ra != rb {
+                    parent[ra.max(rb)] = ra.min(rb);
+                }
+            }
+        }
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for row in 0..self.rows.len() {
+            let r = root(&mut parent, row);
+            groups.entry(r).or_default().push(row);
+        }
+        let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        groups.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_codes(n: usize, seed: u64) -> Codes {
+        let mut codes = Codes::new(256);
+        let mut state = seed;
+        for _ in 0..n {
+            let bytes: Vec<u8> = (0..32)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 33) as u8
+                })
+                .collect();
+            codes.push(&bytes);
+        }
+        codes
+    }
+
+    #[test]
+    fn hex_and_words() {
+        assert_eq!(parse_hex("00ff10").unwrap(), vec![0, 255, 16]);
+        assert!(parse_hex("0g").is_err() && parse_hex("abc").is_err());
+        assert_eq!(to_words(&[1, 0, 0, 0, 0, 0, 0, 0, 2], 2), vec![1, 2]);
+        assert_eq!(hamming(&[0b1011, 0], &[0b0001, 1 << 63]), 3);
+    }
+
+    #[test]
+    fn batched_distances_equal_single_ones() {
+        let codes = random_codes(10_000, 3);
+        let queries: Vec<Vec<u64>> = [5, 77, 9999].iter().map(|&i| codes.get(i).to_vec()).collect();
+        let mut many = vec![Vec::new(); 3];
+        codes.distances_many(&queries, &mut many);
+        let mut one = Vec::new();
+        for (query, batched) in queries.iter().zip(&many) {
+            codes.distances(query, &mut one);
+            assert_eq!(&one, batched);
+        }
+    }
+
+    #[test]
+    fn multi_index_finds_exactly_what_a_scan_finds() {
+        let mut codes = random_codes(3000, 7);
+        // Plant near-copies of code 0 at distances 1..40.
+        let base = codes.get(0).to_vec();
+        for d in 1..=40u32 {
+            let mut near = base.clone();
+            for bit in 0..d {
+                near[(bit * 7 % 256 / 64) as usize] ^= 1 << (bit * 7 % 64);
+            }
+            let bytes: Vec<u8> = near.iter().flat_map(|w| w.to_le_bytes()).collect();
+            codes.push(&bytes);
+        }
+        let multi = MultiIndex::build(&codes);
+        let mut seen = Vec::new();
+        let mut scan = Vec::new();
+        for radius in [0, 5, 16, 31, 40, 70] {
+            for q in [0, 1, 2999, 3010] {
+                let query = codes.get(q).to_vec();
+                let mut found: Vec<(u32, u32)> = multi.within(&codes, &query, radius, &mut seen);
+                found.sort();
+                codes.distances(&query, &mut scan);
+                let expected: Vec<(u32, u32)> = scan.iter().enumerate().filter(|(_, &d)| d <= radius).map(|(i, &d)| (i as u32, d)).collect();
+                assert_eq!(found, expected, "radius {radius}, query {q}");
+                assert!(seen.iter().all(|s| !s));
+            }
+        }
+    }
+}
