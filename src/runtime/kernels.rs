@@ -165,6 +165,18 @@ impl Window {
             (iy < self.in_height).then_some((ky, iy))
         })
     }
+
+    /// The taps output pixel (oy, ox) uses, as (tap = ky·KW + kx, input pixel = iy·W + ix) pairs;
+    /// taps over the zero padding are left out.
+    #[inline(always)]
+    fn taps(&self, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.rows(oy).flat_map(move |(ky, iy)| {
+            (0..self.kernel_width).filter_map(move |kx| {
+                let ix = (ox * self.stride + kx).checked_sub(self.pad_left).filter(|&x| x < self.in_width)?;
+                Some((ky * self.kernel_width + kx, iy * self.in_width + ix))
+            })
+        })
+    }
 }
 
 /// Values per vector block of the depthwise kernels: one AVX-512 register, two AVX2 ones.
@@ -528,17 +540,14 @@ fn depthwise_interleaved_blocks<M: MulAdd, const V: usize>(
         for (v, a) in acc.iter_mut().enumerate() {
             a.copy_from_slice(&bias[v * LANES..(v + 1) * LANES]);
         }
-        for (ky, iy) in w.rows(oy) {
-            for kx in 0..w.kernel_width {
-                let Some(ix) = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width) else { continue };
-                let source = &input[(iy * w.in_width + ix) * channels..][..channels];
-                let taps = &weights[(ky * w.kernel_width + kx) * channels..][..channels];
-                for (v, a) in acc.iter_mut().enumerate() {
-                    let s: &[f32; LANES] = source[v * LANES..(v + 1) * LANES].try_into().expect("16");
-                    let t: &[f32; LANES] = taps[v * LANES..(v + 1) * LANES].try_into().expect("16");
-                    for i in 0..LANES {
-                        a[i] = M::mul_add(s[i], t[i], a[i]);
-                    }
+        for (tap, pixel_in) in w.taps(oy, ox) {
+            let source = &input[pixel_in * channels..][..channels];
+            let taps = &weights[tap * channels..][..channels];
+            for (v, a) in acc.iter_mut().enumerate() {
+                let s: &[f32; LANES] = source[v * LANES..(v + 1) * LANES].try_into().expect("16");
+                let t: &[f32; LANES] = taps[v * LANES..(v + 1) * LANES].try_into().expect("16");
+                for i in 0..LANES {
+                    a[i] = M::mul_add(s[i], t[i], a[i]);
                 }
             }
         }
@@ -564,14 +573,11 @@ fn depthwise_interleaved_any<M: MulAdd>(
     for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
         let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
         out.copy_from_slice(&epilogue.bias);
-        for (ky, iy) in w.rows(oy) {
-            for kx in 0..w.kernel_width {
-                let Some(ix) = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width) else { continue };
-                let source = &input[(iy * w.in_width + ix) * channels..][..channels];
-                let taps = &weights[(ky * w.kernel_width + kx) * channels..][..channels];
-                for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
-                    *o = M::mul_add(s, t, *o);
-                }
+        for (tap, pixel_in) in w.taps(oy, ox) {
+            let source = &input[pixel_in * channels..][..channels];
+            let taps = &weights[tap * channels..][..channels];
+            for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
+                *o = M::mul_add(s, t, *o);
             }
         }
         for o in out.iter_mut() {
