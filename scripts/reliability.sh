@@ -21,7 +21,8 @@ run_cli() {
   local code=0
   /usr/bin/time -f "%e %M" -o "$work/time" ./target/release/imgfeat extract --threads 2 -o "$work/out.parquet" "$1" \
     > "$work/stdout" 2> "$work/stderr" || code=$?
-  tail -n 1 "$work/stderr" | tr -d '\r' | sed 's/.*\r//' > "$work/summary"
+  # The run's summary line ("N images: … ok, … failed; …"), on stdout.
+  { grep -a " images: " "$work/stdout" || true; } | tail -n 1 | sed 's/ → .*//' > "$work/summary"
   awk -v code="$code" '{printf "%s %s %.0f\n", code, $1, $2 / 1024}' "$work/time"
 }
 read -r code_h secs_h rss_h < <(run_cli "$work/hostile"); summary_h=$(cat "$work/summary")
