@@ -73,7 +73,8 @@ impl Codes {
     }
 }
 
-/// Packed bytes (bit i of the code is bit i % 8 of byte i / 8) → little-endian 64-bit words, zero-padded.
+/// Packed code bytes → 64-bit words, 8 bytes each (little-endian), zero-padded; the Hamming distance
+/// between two codes does not depend on how their bits are arranged, only that both are arranged alike.
 pub fn to_words(bytes: &[u8], words: usize) -> Vec<u64> {
     (0..words)
         .map(|w| {
