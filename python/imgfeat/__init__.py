@@ -1,4 +1,5 @@
-"""imgfeat for PySpark: a thin py4j wrapper over the JVM transformer ``ai.imgfeat.ImageFeatureExtractor``.
+"""imgfeat for PySpark: thin py4j wrappers over the JVM transformers ``ai.imgfeat.ImageFeatureExtractor``
+and ``ai.imgfeat.NearDuplicates``.
 
 Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and this package
 (``--py-files imgfeat.zip``, the zip of ``python/imgfeat``), then::
@@ -6,13 +7,14 @@ Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and t
     from imgfeat import ImageFeatureExtractor
     images = spark.read.format("binaryFile").load("s3a://bucket/photos")
     features = ImageFeatureExtractor(outputCol="features").transform(images)
+    pairs = NearDuplicates(maxDistance=15).transform(features.select("path", "features.*"))
 """
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.wrapper import JavaTransformer
 
-__all__ = ["ImageFeatureExtractor"]
+__all__ = ["ImageFeatureExtractor", "NearDuplicates"]
 
 
 class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol):
@@ -56,3 +58,28 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol):
         self._transfer_params_to_java()
         session = SparkSession.getActiveSession()
         return list(self._java_obj.nativeThreadsPerTask(session._jsparkSession, tasks))
+
+
+class NearDuplicates(JavaTransformer):
+    """Pairs of near-duplicate rows (id_a < id_b, distance) by banded LSH on the code columns: a self-join
+    on band keys, then the exact Hamming distance. Every pair within ``bands - 1`` bits is found.
+
+    The same class name and params as the Scala API.
+    """
+
+    idCol = Param(Params._dummy(), "idCol", "column identifying a row", typeConverter=TypeConverters.toString)
+    codeCols = Param(Params._dummy(), "codeCols", "binary code columns compared pairwise",
+                     typeConverter=TypeConverters.toListString)
+    maxDistance = Param(Params._dummy(), "maxDistance", "largest Hamming distance of a pair",
+                        typeConverter=TypeConverters.toInt)
+    bands = Param(Params._dummy(), "bands", "bands each code is cut into", typeConverter=TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, idCol="path", codeCols=("code", "whole_code"), maxDistance=15, bands=16):
+        super().__init__()
+        self._java_obj = self._new_java_obj("ai.imgfeat.NearDuplicates", self.uid)
+        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=15, bands=16)
+        kwargs = self._input_kwargs
+        if "codeCols" in kwargs:
+            kwargs["codeCols"] = list(kwargs["codeCols"])
+        self._set(**kwargs)

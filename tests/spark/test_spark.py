@@ -225,3 +225,49 @@ def test_a_killed_executor_loses_and_duplicates_no_rows(inputs, cli_rows, spark,
     (total, _, _), _ = summary(driver)
     assert total == len(files)
     assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def test_near_duplicates_on_spark_equal_an_exhaustive_comparison(spark, tmp_path):
+    """NearDuplicates (banded LSH, a self-join on band keys) finds exactly the pairs an exhaustive
+    comparison of every row's code pairs finds within its guaranteed radius (bands - 1 = 15 bits), and
+    a subset of them beyond it."""
+    import itertools
+
+    import numpy as np
+
+    features = tmp_path / "features.parquet"
+    photos = ROOT / "tests/fixtures/photos"
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    from PIL import Image, ImageOps
+
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        image = Image.open(photos / name)
+        ImageOps.mirror(image).save(folder / f"mirrored-{name}")
+        image.resize((image.width // 2, image.height // 2)).save(folder / f"small-{name}", quality=70)
+    if (SHARED / "formats").is_dir():
+        shutil.copytree(SHARED / "formats", folder / "formats")
+    subprocess.run([str(CLI), "extract", "--threads", "2", "-o", str(features), str(folder)], check=True, capture_output=True)
+    codes = {row["path"]: [np.unpackbits(np.frombuffer(bytes(c), np.uint8)) for c in (row["code"], row["whole_code"]) if c]
+             for row in spark.read.parquet(str(features)).collect()}
+
+    def exhaustive(limit):
+        pairs = {}
+        for a, b in itertools.combinations(sorted(p for p in codes if codes[p]), 2):
+            d = min(int(np.sum(x != y)) for x in codes[a] for y in codes[b])
+            if d <= limit:
+                pairs[(a, b)] = d
+        return pairs
+
+    package = shutil.make_archive(str(tmp_path / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    for limit in (15, 40):
+        result = spark_submit(LOCAL, "--jars", str(JAR), "--py-files", package, str(ROOT / "tests/spark/near_duplicates_job.py"),
+                              str(features), str(limit))
+        found = {(p["a"], p["b"]): p["distance"] for p in
+                 (json.loads(line[5:]) for line in result.stdout.splitlines() if line.startswith("PAIR "))}
+        expected = exhaustive(limit)
+        if limit == 15:
+            assert found == expected, (found, expected)
+            assert found, "the copies pair with their originals"
+        else:
+            assert set(found) <= set(expected) and all(found[k] == expected[k] for k in found)
