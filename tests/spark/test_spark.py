@@ -200,6 +200,11 @@ def test_a_killed_executor_loses_and_duplicates_no_rows(inputs, cli_rows, spark,
     if len(files) < 500:
         pytest.skip(f"SKIPPED: needs ≥ 500 photos (../shared/data/imagenet-sample), has {len(files)}")
     out = tmp_path / "out"
+    # The previous job's executors may still be exiting: killing one of them would test nothing.
+    deadline = time.time() + 60
+    while executor_pids() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not executor_pids(), f"executors of an earlier job still running: {executor_pids()}"
     command = [str(Path(spark_env()["SPARK_HOME"]) / "bin/spark-submit"), *CLUSTER, "--conf", "spark.task.maxFailures=8",
                "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR), f"file://{folder}", str(out)]
     log = open(tmp_path / "driver.log", "w+")
