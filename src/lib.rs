@@ -27,6 +27,7 @@ pub mod crop;
 pub mod embed;
 pub mod codes;
 pub mod search;
+pub mod report;
 pub mod pipeline;
 pub mod output;
 pub mod jni;

@@ -11,6 +11,7 @@ use imgfeat::codes::{self, FitReport};
 use imgfeat::config::{DetectorSpec, EmbedMode};
 use imgfeat::crop::PixelRect;
 use imgfeat::output::ParquetSink;
+use imgfeat::report::ReportOptions;
 use imgfeat::search::{Index, Query};
 use imgfeat::{Config, Error, ImageError, Pipeline, Record};
 
@@ -97,6 +98,27 @@ enum Command {
         /// Output: .parquet or .csv, one line per row in a group (group, path, representative).
         #[arg(short, long, default_value = "duplicates.csv")]
         output: PathBuf,
+    },
+    /// Write a static HTML page (no network, thumbnails inlined) showing each image with its detected
+    /// box and class, the crop that was embedded, the near-duplicate groups and the failed rows.
+    Report {
+        /// Features Parquet written by `extract`; the images are read again from its paths.
+        features: PathBuf,
+        /// Output HTML file.
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+        /// Largest Hamming distance between near-duplicates, as for `dedup`.
+        #[arg(long, default_value_t = ReportOptions::default().max_distance)]
+        max_distance: u32,
+        /// Images shown in the gallery (the first, in the file's order).
+        #[arg(long, default_value_t = ReportOptions::default().max_images)]
+        max_images: usize,
+        /// Near-duplicate groups shown (the largest).
+        #[arg(long, default_value_t = ReportOptions::default().max_groups)]
+        max_groups: usize,
+        /// Longer side of the thumbnails, in pixels.
+        #[arg(long, default_value_t = ReportOptions::default().thumbnail_side)]
+        thumbnail_side: u32,
     },
     /// Print the effective configuration as JSON (a starting point for --config).
     Config {
@@ -186,6 +208,9 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Show { image, json, settings } => show(&image, json, settings.config()?),
         Command::Search { index, image, code, k, rerank, settings } => search(&index, image.as_deref(), code.as_deref(), k, rerank, settings),
         Command::Dedup { features, max_distance, output } => dedup(&features, max_distance, &output),
+        Command::Report { features, output, max_distance, max_images, max_groups, thumbnail_side } => {
+            report(&features, &output, &ReportOptions { max_distance, max_images, max_groups, thumbnail_side: thumbnail_side.max(16) })
+        }
         Command::Config { settings } => {
             println!("{}", settings.config()?.to_json());
             Ok(())
@@ -419,6 +444,31 @@ fn dedup(features: &Path, max_distance: u32, output: &Path) -> Result<(), Error>
         "{} rows: {} near-duplicate groups ({rows} rows, max distance {max_distance}) → {}",
         index.rows.len(),
         groups.len(),
+        output.display()
+    );
+    Ok(())
+}
+
+fn report(features: &Path, output: &Path, options: &ReportOptions) -> Result<(), Error> {
+    let started = Instant::now();
+    let bar = progress_bar(0, "thumbnails");
+    let summary = imgfeat::report::write_report(features, output, options, &|total| {
+        bar.set_length(total as u64);
+        bar.inc(1)
+    })?;
+    bar.finish_and_clear();
+    let missing = match summary.thumbnails_missing {
+        0 => String::new(),
+        n => format!(", {n} images no longer readable"),
+    };
+    eprintln!(
+        "{} rows ({} failed): {} of {} near-duplicate groups and {} images shown{missing} ({:.1} s) → {}",
+        summary.rows,
+        summary.failed,
+        summary.groups_shown,
+        summary.groups,
+        summary.images_shown,
+        started.elapsed().as_secs_f64(),
         output.display()
     );
     Ok(())
