@@ -35,7 +35,7 @@ fn crossing(c: &mut Criterion) {
                 env.with_local_frame(4, |env| -> jni::errors::Result<()> {
                     // SAFETY: the raw env belongs to this attached thread for the duration of the call.
                     let unowned = unsafe { EnvUnowned::from_raw(env.get_raw()) };
-                    let images = JObjectArray::<JByteArray>::from(env.new_local_ref(&batch)?);
+                    let images: JObjectArray<JByteArray> = env.new_local_ref(&batch)?;
                     black_box(process(unowned, JClass::null(), handle, images));
                     Ok(())
                 })

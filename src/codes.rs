@@ -150,7 +150,7 @@ pub struct FitReport {
 pub fn fit(samples: &[Vec<f32>], bits: usize, iterations: usize, seed: u64) -> Result<(Projection, FitReport), Error> {
     let n = samples.len();
     let d = samples.first().map_or(0, Vec::len);
-    if bits == 0 || bits % 8 != 0 {
+    if bits == 0 || !bits.is_multiple_of(8) {
         return Err(Error::Fit(format!("bits must be a positive multiple of 8, got {bits}")));
     }
     if d < bits || n <= bits {

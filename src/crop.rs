@@ -51,6 +51,231 @@ pub fn crop(image: &RgbImage, rect: PixelRect) -> RgbImage {
     image::imageops::crop_imm(image, rect.left, rect.top, rect.width(), rect.height()).to_image()
 }
 
+/// Regions where another photo seems to have been pasted into this one: a product shot placed on a
+/// banner, a photo in a collage, a padded copy. Pasting leaves a seam — a straight, one-pixel-sharp
+/// colour step along each side of the inset that is stronger than the texture beside it — which
+/// natural edges rarely keep over a long straight run. A query made of such a photo matches its
+/// original only through the inset's own pixels, so search embeds these regions too.
+///
+/// Returns up to `max` rectangles, best first, each with at least three sides on a seam (the fourth
+/// may blend into the background or lie on the image's border), between 15 % and 95 % of the image in
+/// each direction. Costs a few milliseconds on a 640-pixel image.
+pub fn inset_rects(image: &RgbImage, max: usize) -> Vec<PixelRect> {
+    let (width, height) = image.dimensions();
+    if width < 16 || height < 16 {
+        return Vec::new();
+    }
+    let columns = Seams::find(image, Direction::Columns);
+    let rows = Seams::find(image, Direction::Rows);
+    // Sides are the positions of strong seams, and the ends of the seams across them: a side that
+    // blends into the background still ends the perpendicular seams.
+    // Texture makes long runs of edge pixels too (a striped shirt), and a seam's run may go on into
+    // texture, so runs are ranked by how much they stand out from the lines beside them, times their
+    // length; each rectangle's sides are then judged on their own span.
+    let strongest = |seams: &Seams, extent: u32| -> Vec<Run> {
+        let mut runs: Vec<(f32, Run)> = seams
+            .runs
+            .iter()
+            .filter(|r| r.len() as f32 >= MIN_SIDE * extent as f32)
+            .map(|r| (seams.contrast(r.position, r.start, r.end), *r))
+            .filter(|(contrast, _)| *contrast > 0.0)
+            .map(|(contrast, r)| (contrast * r.len() as f32, r))
+            .collect();
+        runs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        runs.into_iter().take(10).map(|(_, r)| r).collect()
+    };
+    let (vertical, horizontal) = (strongest(&columns, height), strongest(&rows, width));
+    let candidates = |across: &[Run], along: &[Run], extent: u32| -> Vec<u32> {
+        let mut positions: Vec<u32> = across.iter().map(|r| r.position).chain(along.iter().flat_map(|r| [r.start, r.end])).chain([0, extent]).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions
+    };
+    let xs = candidates(&vertical, &horizontal, width);
+    let ys = candidates(&horizontal, &vertical, height);
+    let fits = |a: u32, b: u32, extent: u32| (b - a) as f32 >= MIN_SIDE * extent as f32 && (b - a) as f32 <= MAX_SIDE * extent as f32;
+
+    // A side's contrast depends on its position and the span between the two sides across it:
+    // computed once per (position, span) rather than once per rectangle. Pairs are of indices.
+    let pairs = |positions: &[u32], extent: u32| -> Vec<(usize, usize)> {
+        let mut pairs = Vec::new();
+        for (i, &a) in positions.iter().enumerate() {
+            pairs.extend((i + 1..positions.len()).filter(|&j| fits(a, positions[j], extent)).map(|j| (i, j)));
+        }
+        pairs
+    };
+    let (x_pairs, y_pairs) = (pairs(&xs, width), pairs(&ys, height));
+    let column_contrast: Vec<Vec<f32>> = y_pairs.iter().map(|&(t, b)| xs.iter().map(|&x| columns.contrast(x, ys[t], ys[b])).collect()).collect();
+    let row_contrast: Vec<Vec<f32>> = x_pairs.iter().map(|&(l, r)| ys.iter().map(|&y| rows.contrast(y, xs[l], xs[r])).collect()).collect();
+
+    let mut scored: Vec<(f32, PixelRect)> = Vec::new();
+    for (&(l, r), row_contrast) in x_pairs.iter().zip(&row_contrast) {
+        for (&(t, b), column_contrast) in y_pairs.iter().zip(&column_contrast) {
+            let mut sides = [column_contrast[l], column_contrast[r], row_contrast[t], row_contrast[b]];
+            // At least three sides on a seam.
+            if sides.iter().filter(|&&c| c < MIN_SEAM_CONTRAST).count() > 1 {
+                continue;
+            }
+            sides.sort_by(f32::total_cmp);
+            let rect = PixelRect { left: xs[l], top: ys[t], right: xs[r], bottom: ys[b] };
+            // With a side missing, any position inside the perpendicular seams scores the same; the
+            // largest such rectangle is the one their ends (or the border) bound.
+            let area = (rect.width() * rect.height()) as f32 / (width * height) as f32;
+            scored.push((sides[1] + sides[2] + sides[3] + 0.5 * sides[0] + 0.05 * area, rect));
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut chosen: Vec<PixelRect> = Vec::new();
+    for (_, rect) in scored {
+        if chosen.len() == max {
+            break;
+        }
+        if chosen.iter().all(|c| rect_iou(c, &rect) < 0.6) {
+            chosen.push(rect);
+        }
+    }
+    chosen
+}
+
+/// An inset's side spans at least this fraction of the image (smaller ones carry too few pixels to
+/// embed) and at most `MAX_SIDE` (larger is the whole image, embedded anyway).
+const MIN_SIDE: f32 = 0.15;
+const MAX_SIDE: f32 = 0.95;
+/// How much more of a side lies on seam pixels than of the lines 4 and 8 pixels either side of it.
+const MIN_SEAM_CONTRAST: f32 = 0.2;
+/// Colour step (summed over R, G, B) below which no seam is seen.
+const MIN_STEP: u16 = 24;
+/// Pixels of a seam that may be missing (where the two photos happen to match) without breaking it.
+const MAX_GAP: u32 = 3;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    /// Vertical seams: boundaries between columns, running down the rows.
+    Columns,
+    /// Horizontal seams: boundaries between rows, running along the columns.
+    Rows,
+}
+
+/// The longest run of seam pixels along one boundary.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    position: u32,
+    start: u32,
+    end: u32,
+}
+
+impl Run {
+    fn len(&self) -> u32 {
+        self.end - self.start
+    }
+}
+
+/// Seam pixels along every boundary of one direction, as prefix sums for O(1) side coverage.
+struct Seams {
+    /// Per boundary position (0..=extent across), `length + 1` prefix counts along it.
+    prefix: Vec<u32>,
+    length: usize,
+    runs: Vec<Run>,
+}
+
+impl Seams {
+    fn find(image: &RgbImage, direction: Direction) -> Seams {
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let raw = image.as_raw();
+        let (across, length) = match direction {
+            Direction::Columns => (width, height),
+            Direction::Rows => (height, width),
+        };
+        // step[b * length + along]: the colour step across boundary b (between pixels b - 1 and b),
+        // summed over R, G, B; boundaries 0 and `across` (the image's edges) stay 0.
+        let mut step = vec![0u16; (across + 1) * length];
+        let difference = |p: &[u8], q: &[u8]| (0..3).map(|c| p[c].abs_diff(q[c]) as u16).sum::<u16>();
+        match direction {
+            Direction::Columns => {
+                for (y, row) in raw.chunks_exact(width * 3).enumerate() {
+                    for (b, pair) in row.windows(6).step_by(3).enumerate() {
+                        step[(b + 1) * length + y] = difference(&pair[..3], &pair[3..]);
+                    }
+                }
+            }
+            Direction::Rows => {
+                for b in 1..height {
+                    let (above, below) = (&raw[(b - 1) * width * 3..b * width * 3], &raw[b * width * 3..(b + 1) * width * 3]);
+                    for (x, (p, q)) in above.chunks_exact(3).zip(below.chunks_exact(3)).enumerate() {
+                        step[b * length + x] = difference(p, q);
+                    }
+                }
+            }
+        }
+        // A seam pixel: a sharp local maximum across boundaries, much stronger than its weaker
+        // neighbour; marked one boundary either side too, for resampled or JPEG-softened seams.
+        let mut sharp = vec![0u8; (across + 1) * length];
+        for b in 1..across {
+            let (before, here, after) = (&step[(b - 1) * length..b * length], &step[b * length..(b + 1) * length], &step[(b + 1) * length..(b + 2) * length]);
+            for (flag, ((&s, &l), &r)) in sharp[b * length..(b + 1) * length].iter_mut().zip(here.iter().zip(before).zip(after)) {
+                *flag = ((s > MIN_STEP) & (s >= l) & (s >= r) & (s > 2 * l.min(r))) as u8;
+            }
+        }
+        let mut seam = vec![0u8; (across + 1) * length];
+        for b in 0..=across {
+            let line = &mut seam[b * length..(b + 1) * length];
+            for d in b.saturating_sub(1)..=(b + 1).min(across) {
+                for (out, &flag) in line.iter_mut().zip(&sharp[d * length..(d + 1) * length]) {
+                    *out |= flag;
+                }
+            }
+        }
+        let mut prefix = vec![0u32; (across + 1) * (length + 1)];
+        let mut runs = Vec::with_capacity(across + 1);
+        for b in 0..=across {
+            let line = &seam[b * length..(b + 1) * length];
+            let sums = &mut prefix[b * (length + 1)..(b + 1) * (length + 1)];
+            let mut best = Run { position: b as u32, ..Run::default() };
+            let (mut start, mut last) = (0usize, None::<usize>);
+            for (i, &on) in line.iter().enumerate() {
+                sums[i + 1] = sums[i] + on as u32;
+                if on != 0 {
+                    if last.is_none_or(|last| i - last > MAX_GAP as usize + 1) {
+                        start = i;
+                    }
+                    last = Some(i);
+                    if (i + 1 - start) as u32 > best.len() {
+                        best = Run { position: b as u32, start: start as u32, end: i as u32 + 1 };
+                    }
+                }
+            }
+            runs.push(best);
+        }
+        Seams { prefix, length, runs }
+    }
+
+    /// Fraction of boundary `position` between `from` and `to` that is seam, or 0 outside the image.
+    fn coverage(&self, position: i64, from: u32, to: u32) -> f32 {
+        if position < 0 || position as usize >= self.runs.len() {
+            return 0.0;
+        }
+        let sums = &self.prefix[position as usize * (self.length + 1)..];
+        (sums[to as usize] - sums[from as usize]) as f32 / (to - from).max(1) as f32
+    }
+
+    /// How much more of the side is seam than of the lines 4 and 8 pixels beside it: high for a
+    /// pasted edge, near zero inside texture (which is edgy everywhere) and on the 8-pixel block grid
+    /// that strong JPEG compression draws.
+    fn contrast(&self, position: u32, from: u32, to: u32) -> f32 {
+        let p = position as i64;
+        let beside = [-8, -4, 4, 8].map(|d| self.coverage(p + d, from, to)).into_iter().fold(0.0, f32::max);
+        self.coverage(p, from, to) - beside
+    }
+}
+
+fn rect_iou(a: &PixelRect, b: &PixelRect) -> f32 {
+    let w = a.right.min(b.right).saturating_sub(a.left.max(b.left)) as f32;
+    let h = a.bottom.min(b.bottom).saturating_sub(a.top.max(b.top)) as f32;
+    let area = |r: &PixelRect| r.width() as f32 * r.height() as f32;
+    let intersection = w * h;
+    intersection / (area(a) + area(b) - intersection)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +307,49 @@ mod tests {
         assert_eq!(cut.dimensions(), (3, 4));
         assert_eq!(cut.get_pixel(0, 0).0, [2, 3, 0]);
         assert_eq!(cut.get_pixel(2, 3).0, [4, 6, 0]);
+    }
+
+    /// A "background" photo of sharp diagonal stripes (edges everywhere, none straight along a row or
+    /// column) with a smooth "photo" pasted into it.
+    fn pasted(width: u32, height: u32, inset: PixelRect) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            if x >= inset.left && x < inset.right && y >= inset.top && y < inset.bottom {
+                image::Rgb([(60 + x / 4) as u8, (90 + y / 4) as u8, 140])
+            } else {
+                let n = (((x + 2 * y) / 20) % 2 * 60) as u8;
+                image::Rgb([170 + n / 2, 140 + n, 90 + n])
+            }
+        })
+    }
+
+    #[test]
+    fn a_pasted_photo_is_found_within_a_pixel() {
+        let inset = PixelRect { left: 90, top: 40, right: 300, bottom: 200 };
+        let found = inset_rects(&pasted(400, 300, inset), 3);
+        assert!(!found.is_empty());
+        let best = found[0];
+        let near = |a: u32, b: u32| a.abs_diff(b) <= 1;
+        assert!(near(best.left, 90) && near(best.top, 40) && near(best.right, 300) && near(best.bottom, 200), "{found:?}");
+    }
+
+    #[test]
+    fn an_inset_touching_the_border_is_found_from_its_three_seams() {
+        let inset = PixelRect { left: 0, top: 50, right: 180, bottom: 220 };
+        let found = inset_rects(&pasted(400, 300, inset), 3);
+        assert!(found.iter().any(|r| rect_iou(r, &inset) > 0.95), "{found:?}");
+    }
+
+    #[test]
+    fn texture_and_smooth_gradients_are_not_insets() {
+        let mut state = 1u32;
+        let noise = RgbImage::from_fn(320, 240, |_, _| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let v = (state >> 24) as u8;
+            image::Rgb([v, v / 2, 255 - v])
+        });
+        assert_eq!(inset_rects(&noise, 3), Vec::<PixelRect>::new());
+        let gradient = RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 128]));
+        assert_eq!(inset_rects(&gradient, 3), Vec::<PixelRect>::new());
+        assert_eq!(inset_rects(&RgbImage::new(8, 8), 3), Vec::<PixelRect>::new());
     }
 }

@@ -72,18 +72,26 @@ enum Command {
         /// Features Parquet written by `extract`.
         #[arg(long)]
         index: PathBuf,
-        /// The query image (its object and whole-image codes are both used).
+        /// Query images, each searched on its own (its object, whole-image and inset codes are all used).
         #[arg(required_unless_present = "code", conflicts_with = "code")]
-        image: Option<PathBuf>,
+        images: Vec<PathBuf>,
         /// Query with one code instead, as hex (as `show` prints it).
         #[arg(long)]
         code: Option<String>,
-        /// Rows to print.
+        /// Rows to print per query.
         #[arg(short, default_value_t = 10)]
         k: usize,
-        /// How many of the nearest by Hamming distance are re-ranked by cosine.
+        /// How many of the nearest by Hamming distance are re-ranked by cosine (0: none).
         #[arg(long, default_value_t = 50)]
         rerank: usize,
+        /// Photos pasted into a query image (found by their seams) that are embedded and searched
+        /// too, at most this many per query (0: none). Each costs one embedding.
+        #[arg(long, default_value_t = 3)]
+        insets: usize,
+        /// One JSON object per query on a line: {"query", "insets", "hits": [{"path", "distance",
+        /// "cosine"}]} or {"query", "error"}.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         settings: Settings,
     },
@@ -206,7 +214,9 @@ fn run(command: Command) -> Result<(), Error> {
             fit_codes(&inputs, &bits_list, &output_dir, iterations, seed, config)
         }
         Command::Show { image, json, settings } => show(&image, json, settings.config()?),
-        Command::Search { index, image, code, k, rerank, settings } => search(&index, image.as_deref(), code.as_deref(), k, rerank, settings),
+        Command::Search { index, images, code, k, rerank, insets, json, settings } => {
+            search(&index, &images, code.as_deref(), &SearchOptions { k, rerank, insets, json }, settings)
+        }
         Command::Dedup { features, max_distance, output } => dedup(&features, max_distance, &output),
         Command::Report { features, output, max_distance, max_images, max_groups, thumbnail_side } => {
             report(&features, &output, &ReportOptions { max_distance, max_images, max_groups, thumbnail_side: thumbnail_side.max(16) })
@@ -397,30 +407,74 @@ fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn search(index: &Path, image: Option<&Path>, code: Option<&str>, k: usize, rerank: usize, settings: Settings) -> Result<(), Error> {
+struct SearchOptions {
+    k: usize,
+    rerank: usize,
+    insets: usize,
+    json: bool,
+}
+
+fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &SearchOptions, settings: Settings) -> Result<(), Error> {
     let index = Index::from_parquet(index)?;
-    let query = match (image, code) {
-        (_, Some(hex)) => Query { codes: vec![imgfeat::search::parse_hex(hex)?], features: Vec::new() },
-        (Some(image), None) => {
-            let bytes = std::fs::read(image).map_err(|e| Error::io(image, e))?;
-            let pipeline = Pipeline::new(settings.config()?)?;
-            let record = pipeline.process_one(&bytes).map_err(|source| Error::Image { path: image.to_path_buf(), source })?;
-            Query {
-                codes: [record.code, record.whole_code].into_iter().flatten().collect(),
-                features: [record.feature, record.whole_feature].into_iter().flatten().collect(),
-            }
-        }
-        (None, None) => unreachable!("clap requires an image or --code"),
+    let check_bits = |query: &Query| match query.codes.iter().find(|c| c.len() * 8 != index.code_bits()) {
+        Some(bad) => Err(Error::Config(format!("the query code has {} bits, the index {}", bad.len() * 8, index.code_bits()))),
+        None => Ok(()),
     };
-    if let Some(bad) = query.codes.iter().find(|c| c.len() * 8 != index.code_bits()) {
-        return Err(Error::Config(format!("the query code has {} bits, the index {}", bad.len() * 8, index.code_bits())));
+    let print = |name: &str, query: &Query, insets: usize| {
+        let hits = index.search(query, options.k, options.rerank);
+        if options.json {
+            let hits: Vec<serde_json::Value> = hits
+                .iter()
+                .map(|hit| serde_json::json!({"path": index.rows[hit.row].path, "distance": hit.distance, "cosine": hit.cosine}))
+                .collect();
+            println!("{}", serde_json::json!({"query": name, "insets": insets, "hits": hits}));
+            return;
+        }
+        if images.len() > 1 {
+            println!("query {name} ({insets} insets)");
+        }
+        println!("{:>4}  {:>7}  {:>7}  path", "rank", "hamming", "cosine");
+        for (rank, hit) in hits.iter().enumerate() {
+            let cosine = hit.cosine.map_or("-".into(), |c| format!("{c:.4}"));
+            println!("{:>4}  {:>7}  {:>7}  {}", rank + 1, hit.distance, cosine, index.rows[hit.row].path);
+        }
+    };
+    if let Some(hex) = code {
+        let query = Query { codes: vec![imgfeat::search::parse_hex(hex)?], features: Vec::new() };
+        check_bits(&query)?;
+        print(hex, &query, 0);
+        return Ok(());
     }
-    println!("{:>4}  {:>7}  {:>7}  path", "rank", "hamming", "cosine");
-    for (rank, hit) in index.search(&query, k, rerank).iter().enumerate() {
-        let cosine = hit.cosine.map_or("-".into(), |c| format!("{c:.4}"));
-        println!("{:>4}  {:>7}  {:>7}  {}", rank + 1, hit.distance, cosine, index.rows[hit.row].path);
+    let pipeline = Pipeline::new(settings.config()?)?;
+    let mut failed = 0;
+    for image in images {
+        let name = image.display().to_string();
+        let result = std::fs::read(image)
+            .map_err(|e| Error::io(image, e))
+            .and_then(|bytes| pipeline.query(&bytes, options.insets).map_err(|source| Error::Image { path: image.clone(), source }));
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                failed += 1;
+                match options.json {
+                    true => println!("{}", serde_json::json!({"query": name, "error": e.to_string()})),
+                    false => eprintln!("imgfeat: error: {e}"),
+                }
+                continue;
+            }
+        };
+        let record = found.record;
+        let query = Query {
+            codes: [record.code, record.whole_code].into_iter().flatten().chain(found.insets.iter().filter_map(|i| i.code.clone())).collect(),
+            features: [record.feature, record.whole_feature].into_iter().flatten().chain(found.insets.iter().map(|i| i.feature.clone())).collect(),
+        };
+        check_bits(&query)?;
+        print(&name, &query, found.insets.len());
     }
-    Ok(())
+    match failed {
+        0 => Ok(()),
+        n => Err(Error::Config(format!("{n} of {} query images could not be searched", images.len()))),
+    }
 }
 
 fn dedup(features: &Path, max_distance: u32, output: &Path) -> Result<(), Error> {

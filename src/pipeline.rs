@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::codes::Projection;
 use crate::config::Config;
-use crate::crop::{crop, crop_rect, PixelRect};
-use crate::decode::{decode_scaled, declared_pixels};
+use crate::crop::{crop, crop_rect, inset_rects, PixelRect};
+use crate::decode::{decode_scaled, declared_pixels, Decoded};
 use crate::detect::{BoundingBox, Detection, Detector};
 use crate::embed::Embedder;
 use crate::error::{panic_message, Error, ImageError};
@@ -42,6 +42,22 @@ pub struct Record {
     pub whole_code: Option<Vec<u8>>,
     /// Every detection above the threshold after NMS, best first.
     pub detections: Vec<Detection>,
+}
+
+/// A search query's view of an image: see [`Pipeline::query`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRecord {
+    pub record: Record,
+    pub insets: Vec<Inset>,
+}
+
+/// A photo found pasted into the image, embedded on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inset {
+    /// Where it is, in the photo's pixels.
+    pub rect: PixelRect,
+    pub feature: Vec<f32>,
+    pub code: Option<Vec<u8>>,
 }
 
 /// Loaded models and how many threads a call computes on. Cheap to share: `process` takes `&self` and
@@ -123,12 +139,50 @@ impl Pipeline {
             .unwrap_or_else(|panic| Err(ImageError::Internal(panic_message(&*panic))))
     }
 
+    /// A search query's view of one image: its row, and the photos pasted into it
+    /// ([`crate::crop::inset_rects`], at most `max_insets`) embedded on their own. A photo pasted small
+    /// onto another matches its original only through its own pixels: the whole image is mostly the
+    /// other photo, and the detector's main object may be the other photo's.
+    pub fn query(&self, bytes: &[u8], max_insets: usize) -> Result<QueryRecord, ImageError> {
+        catch_unwind(AssertUnwindSafe(|| {
+            let reserved = self.reserve(bytes);
+            let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
+            let insets = inset_rects(&decoded.image, max_insets)
+                .into_iter()
+                .map(|rect| {
+                    let feature = self.embedder.embed(&crop(&decoded.image, rect))?;
+                    let scale = |v: u32, from: u32, to: u32| (v as u64 * to as u64 / from.max(1) as u64) as u32;
+                    let (w, h) = decoded.image.dimensions();
+                    let rect = PixelRect {
+                        left: scale(rect.left, w, decoded.full_width),
+                        top: scale(rect.top, h, decoded.full_height),
+                        right: scale(rect.right, w, decoded.full_width),
+                        bottom: scale(rect.bottom, h, decoded.full_height),
+                    };
+                    Ok(Inset { rect, code: self.encode(Some(&feature)), feature })
+                })
+                .collect::<Result<Vec<Inset>, ImageError>>()?;
+            let record = self.describe(decoded)?;
+            drop(reserved);
+            Ok(QueryRecord { record, insets })
+        }))
+        .unwrap_or_else(|panic| Err(ImageError::Internal(panic_message(&*panic))))
+    }
+
+    /// Waits for room before decoding; the header's size (capped by max_pixels, beyond which decoding
+    /// refuses the image anyway) is what the decoded image and its copies will take.
+    fn reserve(&self, bytes: &[u8]) -> Reservation<'_> {
+        self.budget.reserve(declared_pixels(bytes).unwrap_or(0).min(self.config.limits.max_pixels))
+    }
+
     fn extract(&self, bytes: &[u8]) -> Result<Record, ImageError> {
-        // Wait for room before decoding; the header's size (capped by max_pixels, beyond which decoding
-        // refuses the image anyway) is what the decoded image and its copies will take.
-        let pixels = declared_pixels(bytes).unwrap_or(0).min(self.config.limits.max_pixels);
-        let _reserved = self.budget.reserve(pixels);
+        let _reserved = self.reserve(bytes);
         let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
+        self.describe(decoded)
+    }
+
+    /// Detect → crop → embed → code for a decoded image.
+    fn describe(&self, decoded: Decoded) -> Result<Record, ImageError> {
         let image = decoded.image;
         let (width, height) = image.dimensions();
         let detections = self.detector.detect(&image)?;

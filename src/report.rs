@@ -262,9 +262,9 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
         index.code_bits(),
     );
 
-    let _ = write!(html, "<section id=\"groups\"><h2>Near-duplicate groups ({})</h2>\n", groups.len());
+    let _ = writeln!(html, "<section id=\"groups\"><h2>Near-duplicate groups ({})</h2>", groups.len());
     if shown_groups.len() < groups.len() {
-        let _ = write!(html, "<p>Showing the {} largest of {} groups.</p>\n", shown_groups.len(), groups.len());
+        let _ = writeln!(html, "<p>Showing the {} largest of {} groups.</p>", shown_groups.len(), groups.len());
     }
     for (g, members) in shown_groups.iter().enumerate() {
         let _ = write!(html, "<div class=\"group\" data-members=\"{}\"><h3>Group {} · {} images</h3><div class=\"members\">", members.len(), g + 1, members.len());
@@ -285,9 +285,9 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
     html.push_str("</section>\n");
 
     let ok_rows = rows.len() - failed.len();
-    let _ = write!(html, "<section id=\"images\"><h2>Images ({ok_rows})</h2>\n");
+    let _ = writeln!(html, "<section id=\"images\"><h2>Images ({ok_rows})</h2>");
     if gallery.len() < ok_rows {
-        let _ = write!(html, "<p>Showing the first {} of {ok_rows} images.</p>\n", gallery.len());
+        let _ = writeln!(html, "<p>Showing the first {} of {ok_rows} images.</p>", gallery.len());
     }
     html.push_str("<div class=\"grid\">\n");
     for &i in &gallery {
@@ -298,15 +298,15 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
             }
             _ => String::new(),
         };
-        let _ = write!(html, "<figure class=\"image\">{}{crop}<figcaption>{}</figcaption></figure>\n", frame(row, &thumbnails[&i]), caption(row));
+        let _ = writeln!(html, "<figure class=\"image\">{}{crop}<figcaption>{}</figcaption></figure>", frame(row, &thumbnails[&i]), caption(row));
     }
     html.push_str("</div></section>\n");
 
-    let _ = write!(html, "<section id=\"errors\"><h2>Failed rows ({})</h2>\n", failed.len());
+    let _ = writeln!(html, "<section id=\"errors\"><h2>Failed rows ({})</h2>", failed.len());
     if !failed.is_empty() {
         html.push_str("<table><tr><th>path</th><th>error</th></tr>\n");
         for row in &failed {
-            let _ = write!(html, "<tr><td>{}</td><td>{}</td></tr>\n", escape(&row.path), escape(row.error.as_deref().unwrap_or_default()));
+            let _ = writeln!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(&row.path), escape(row.error.as_deref().unwrap_or_default()));
         }
         html.push_str("</table>\n");
     }

@@ -90,7 +90,7 @@ pub fn to_words(bytes: &[u8], words: usize) -> Vec<u64> {
 /// Parses a code written as hex (two digits a byte, as `imgfeat show` prints it).
 pub fn parse_hex(hex: &str) -> Result<Vec<u8>, Error> {
     let hex = hex.trim();
-    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Error::Config(format!("--code must be hex digits, two per byte; got {hex:?}")));
     }
     Ok((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits")).collect())

@@ -31,12 +31,16 @@ fn corpus() -> Option<Vec<PathBuf>> {
     Some(files)
 }
 
+
+/// One input's path, what the pipeline made of it, and how long that took.
+type Outcome = (String, Result<Record, ImageError>, Duration);
+
 #[test]
 fn every_hostile_input_gives_a_row_or_a_clear_error() {
     let Some(files) = corpus() else { return };
     assert!(files.len() >= 9000, "the corpus has {} files; regenerate it", files.len());
     let pipeline = Pipeline::new(Config::from_json(r#"{"threads": 1}"#).unwrap()).unwrap();
-    let results: Mutex<Vec<(String, Result<Record, ImageError>, Duration)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..2 {

@@ -655,7 +655,7 @@ fn exp<M: MulAdd>(x: f32) -> f32 {
     p = M::mul_add(p, r, 8.333_452e-3);
     p = M::mul_add(p, r, 4.166_579_6e-2);
     p = M::mul_add(p, r, 1.666_666_5e-1);
-    p = M::mul_add(p, r, 5.000_000_1e-1);
+    p = M::mul_add(p, r, 0.5);
     let e_r = M::mul_add(p, r * r, r) + 1.0;
     e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
