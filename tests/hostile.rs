@@ -31,7 +31,6 @@ fn corpus() -> Option<Vec<PathBuf>> {
     Some(files)
 }
 
-
 /// One input's path, what the pipeline made of it, and how long that took.
 type Outcome = (String, Result<Record, ImageError>, Duration);
 
