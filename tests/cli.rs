@@ -166,4 +166,32 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     assert!(stdout.lines().nth(1).is_some_and(|l| l.contains(" 0 ") && l.ends_with("rocket.jpg")), "{stdout}");
     let bad = imgfeat().args(["search", "--code", "abc", "--index"]).arg(&features).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("hex"));
+
+    // Several queries at once as JSON lines, a photo pasted onto another among them, and a query that
+    // is not an image: its line says why, the others are answered, the exit code says one failed.
+    let mut rocket = image::open(fixtures().join("rocket.jpg")).unwrap().to_rgb8();
+    let small = image::imageops::resize(&chelsea, 200, 133, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut rocket, &small, 380, 40);
+    let pasted = dir.join("chelsea-on-rocket.png");
+    rocket.save(&pasted).unwrap();
+    let junk = dir.join("junk.jpg");
+    std::fs::write(&junk, b"not a photo").unwrap();
+    let out = imgfeat()
+        .args(["search", "--json", "-k", "2", "--rerank", "0", "--index"])
+        .arg(&features)
+        .args([&pasted, &junk, &photos.join("coffee-small.jpg")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("1 of 3 query images"));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    let first = |line: &serde_json::Value| line["hits"][0]["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    assert!(lines[0]["insets"].as_u64().unwrap() >= 1, "{}", lines[0]);
+    assert!(first(&lines[0]).starts_with("chelsea"), "the pasted cat is found through its inset: {}", lines[0]);
+    assert!(lines[1]["error"].as_str().unwrap().contains("junk.jpg"), "{}", lines[1]);
+    assert_eq!(first(&lines[2]), "coffee-small.jpg");
+    // Without insets the pasted photo is the rocket's near-duplicate.
+    let out = imgfeat().args(["search", "--json", "-k", "1", "--insets", "0", "--index"]).arg(&features).arg(&pasted).output().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((line["insets"].as_u64(), first(&line).as_str()), (Some(0), "rocket.jpg"), "{line}");
 }

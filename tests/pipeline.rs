@@ -243,3 +243,34 @@ fn large_jpegs_decoded_at_reduced_scale_give_the_same_answer() {
     let similarity = cosine(scaled.whole_feature.as_ref().unwrap(), full.whole_feature.as_ref().unwrap());
     assert!(similarity > 0.98, "whole-image features of the two decodes: cosine {similarity}");
 }
+
+fn hamming(a: &[u8], b: &[u8]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+#[test]
+fn a_photo_pasted_onto_another_is_found_as_an_inset_that_matches_its_original() {
+    let decode = |bytes: &[u8]| image::load_from_memory(bytes).unwrap().to_rgb8();
+    let (coffee, mut rocket) = (decode(&photo("coffee.jpg")), decode(&photo("rocket.jpg")));
+    // Coffee (600x400) at 45 % onto rocket (640x427), as the evaluation's "new background" edit.
+    let small = image::imageops::resize(&coffee, 270, 180, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut rocket, &small, 300, 150);
+    let mut pasted = Vec::new();
+    rocket.write_to(&mut std::io::Cursor::new(&mut pasted), image::ImageFormat::Png).unwrap();
+
+    let pipeline = pipeline("coco");
+    let original = run("coco", "coffee.jpg");
+    let original_code = original.whole_code.as_ref().unwrap();
+    let query = pipeline.query(&pasted, 3).unwrap();
+    assert_eq!(query.record, pipeline.process_one(&pasted).unwrap(), "the row is the same with or without insets");
+    let inset = query.insets.first().expect("the pasted photo is found");
+    let (r, truth) = (inset.rect, [300u32, 150, 570, 330]);
+    assert!(r.left.abs_diff(truth[0]) <= 2 && r.top.abs_diff(truth[1]) <= 2 && r.right.abs_diff(truth[2]) <= 2 && r.bottom.abs_diff(truth[3]) <= 2, "{r:?}");
+    let inset_distance = hamming(inset.code.as_ref().unwrap(), original_code);
+    let row_distance = [&query.record.code, &query.record.whole_code].iter().map(|c| hamming(c.as_ref().unwrap(), original_code)).min().unwrap();
+    assert!(inset_distance <= 24 && inset_distance < row_distance, "inset {inset_distance} bits from the original, the row's codes {row_distance}");
+
+    // A photo with nothing pasted into it has no inset to search (nor an error).
+    assert!(pipeline.query(&photo("chelsea.jpg"), 3).unwrap().insets.is_empty());
+    assert_eq!(pipeline.query(b"not an image", 3).unwrap_err(), pipeline.process_one(b"not an image").unwrap_err());
+}
