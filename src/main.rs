@@ -85,9 +85,9 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         rerank: usize,
         /// Photos pasted into a query image (found by their seams) that are embedded and searched
-        /// too, at most this many per query (0: none). Each costs one embedding.
-        #[arg(long, default_value_t = 3)]
-        insets: usize,
+        /// too, at most this many per query (0: none; 16 at most). Each costs one embedding.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=16))]
+        insets: u8,
         /// One JSON object per query on a line: {"query", "insets", "hits": [{"path", "distance",
         /// "cosine"}]} or {"query", "error"}.
         #[arg(long)]
@@ -215,11 +215,11 @@ fn run(command: Command) -> Result<(), Error> {
         }
         Command::Show { image, json, settings } => show(&image, json, settings.config()?),
         Command::Search { index, images, code, k, rerank, insets, json, settings } => {
-            search(&index, &images, code.as_deref(), &SearchOptions { k, rerank, insets, json }, settings)
+            search(&index, &images, code.as_deref(), &SearchOptions { k, rerank, insets: insets.into(), json }, settings)
         }
         Command::Dedup { features, max_distance, output } => dedup(&features, max_distance, &output),
         Command::Report { features, output, max_distance, max_images, max_groups, thumbnail_side } => {
-            report(&features, &output, &ReportOptions { max_distance, max_images, max_groups, thumbnail_side: thumbnail_side.max(16) })
+            report(&features, &output, &ReportOptions { max_distance, max_images, max_groups, thumbnail_side: thumbnail_side.clamp(16, 4096) })
         }
         Command::Config { settings } => {
             println!("{}", settings.config()?.to_json());
@@ -415,7 +415,11 @@ struct SearchOptions {
 }
 
 fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &SearchOptions, settings: Settings) -> Result<(), Error> {
-    let index = Index::from_parquet(index)?;
+    let path = index;
+    let index = Index::from_parquet(path)?;
+    if index.rows.is_empty() {
+        return Err(Error::Config(format!("{} has no rows with codes to search", path.display())));
+    }
     let check_bits = |query: &Query| match query.codes.iter().find(|c| c.len() * 8 != index.code_bits()) {
         Some(bad) => Err(Error::Config(format!("the query code has {} bits, the index {}", bad.len() * 8, index.code_bits()))),
         None => Ok(()),
@@ -451,8 +455,16 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
         let name = image.display().to_string();
         let result = std::fs::read(image)
             .map_err(|e| Error::io(image, e))
-            .and_then(|bytes| pipeline.query(&bytes, options.insets).map_err(|source| Error::Image { path: image.clone(), source }));
-        let found = match result {
+            .and_then(|bytes| pipeline.query(&bytes, options.insets).map_err(|source| Error::Image { path: image.clone(), source }))
+            .and_then(|found| {
+                let record = found.record;
+                let query = Query {
+                    codes: [record.code, record.whole_code].into_iter().flatten().chain(found.insets.iter().filter_map(|i| i.code.clone())).collect(),
+                    features: [record.feature, record.whole_feature].into_iter().flatten().chain(found.insets.iter().map(|i| i.feature.clone())).collect(),
+                };
+                check_bits(&query).map(|()| (query, found.insets.len()))
+            });
+        let (query, insets) = match result {
             Ok(found) => found,
             Err(e) => {
                 failed += 1;
@@ -463,13 +475,7 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
                 continue;
             }
         };
-        let record = found.record;
-        let query = Query {
-            codes: [record.code, record.whole_code].into_iter().flatten().chain(found.insets.iter().filter_map(|i| i.code.clone())).collect(),
-            features: [record.feature, record.whole_feature].into_iter().flatten().chain(found.insets.iter().map(|i| i.feature.clone())).collect(),
-        };
-        check_bits(&query)?;
-        print(&name, &query, found.insets.len());
+        print(&name, &query, insets);
     }
     match failed {
         0 => Ok(()),

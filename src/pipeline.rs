@@ -145,7 +145,7 @@ impl Pipeline {
     /// other photo, and the detector's main object may be the other photo's.
     pub fn query(&self, bytes: &[u8], max_insets: usize) -> Result<QueryRecord, ImageError> {
         catch_unwind(AssertUnwindSafe(|| {
-            let reserved = self.reserve(bytes);
+            let _reserved = self.reserve(bytes);
             let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
             let insets = inset_rects(&decoded.image, max_insets)
                 .into_iter()
@@ -163,7 +163,6 @@ impl Pipeline {
                 })
                 .collect::<Result<Vec<Inset>, ImageError>>()?;
             let record = self.describe(decoded)?;
-            drop(reserved);
             Ok(QueryRecord { record, insets })
         }))
         .unwrap_or_else(|panic| Err(ImageError::Internal(panic_message(&*panic))))

@@ -42,6 +42,11 @@ impl Default for ReportOptions {
     }
 }
 
+/// Members shown per group and failed rows listed: a group of thousands (every blank placeholder
+/// image of a shop) or a run where everything failed says what it is in far fewer.
+const MAX_MEMBERS_SHOWN: usize = 50;
+const MAX_FAILED_SHOWN: usize = 1000;
+
 /// One row of a features file, as the report shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportRow {
@@ -135,7 +140,10 @@ fn render_thumbnails(row: &ReportRow, side: u32) -> Result<Thumbnails, String> {
     // Spark rows carry URIs; only local files can be opened here.
     let path = row.path.strip_prefix("file://").or_else(|| row.path.strip_prefix("file:")).unwrap_or(&row.path);
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let image = crate::decode::decode(&bytes, &Limits::default()).map_err(|e| format!("cannot decode the file: {e}"))?;
+    // A JPEG much larger than the thumbnail is decoded at reduced scale (crops keep enough detail).
+    let image = crate::decode::decode_scaled(&bytes, &Limits::default(), side)
+        .map_err(|e| format!("cannot decode the file: {e}"))?
+        .image;
     let crop = match (row.crop, row.size) {
         // Only a crop smaller than the image says something the whole image does not.
         (Some(rect), Some((width, height))) if rect != PixelRect::whole(width, height) => {
@@ -204,6 +212,7 @@ figcaption{font-size:12px;color:#444;word-break:break-word;width:0;min-width:100
 .box{position:absolute;border:2px solid #e4572e;box-sizing:border-box}
 .box span{position:absolute;left:-2px;top:-18px;background:#e4572e;color:#fff;font-size:11px;line-height:16px;padding:0 4px;white-space:nowrap}
 .crop{line-height:0;outline:1px dashed #999}
+.more{align-self:center;color:#555}
 .missing{width:160px;height:100px;display:flex;align-items:center;justify-content:center;background:#eee;color:#a00;font-size:12px;padding:4px;text-align:center}
 .representative{font-weight:600}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
@@ -214,23 +223,41 @@ table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:4px 8px;text-
 pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, progress: &(dyn Fn(usize) + Sync)) -> Result<ReportSummary, Error> {
     let rows = read_rows(features)?;
     let index = Index::from_parquet(features)?.with_multi_index();
-    let by_path: HashMap<&str, usize> = rows.iter().enumerate().rev().map(|(i, row)| (row.path.as_str(), i)).collect();
+    // Group members are indexed rows; `source_row` is where each one is in the file (and in `rows`).
+    let row_of = |member: usize| -> Result<usize, Error> {
+        let indexed = &index.rows[member];
+        match rows.get(indexed.source_row) {
+            Some(row) if row.path == indexed.path => Ok(indexed.source_row),
+            _ => Err(Error::Output(format!("{}: the file changed while it was being read", features.display()))),
+        }
+    };
     let groups = index.duplicate_groups(options.max_distance);
     let shown_groups = &groups[..groups.len().min(options.max_groups)];
     let gallery: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].error.is_none()).take(options.max_images).collect();
 
     let mut wanted: Vec<usize> = gallery.clone();
-    wanted.extend(shown_groups.iter().flatten().map(|&member| by_path[index.rows[member].path.as_str()]));
+    for members in shown_groups {
+        for &member in members.iter().take(MAX_MEMBERS_SHOWN) {
+            wanted.push(row_of(member)?);
+        }
+    }
     wanted.sort_unstable();
     wanted.dedup();
-    let thumbnails: HashMap<usize, Result<Thumbnails, String>> = wanted
-        .par_iter()
-        .map(|&i| {
-            let thumbnails = render_thumbnails(&rows[i], options.thumbnail_side);
-            progress(wanted.len());
-            (i, thumbnails)
-        })
-        .collect();
+    // Each thread holds one decoded photo: a few threads bound the memory on a many-core machine.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads().min(4))
+        .build()
+        .map_err(|e| Error::Output(format!("cannot start threads: {e}")))?;
+    let thumbnails: HashMap<usize, Result<Thumbnails, String>> = pool.install(|| {
+        wanted
+            .par_iter()
+            .map(|&i| {
+                let thumbnails = render_thumbnails(&rows[i], options.thumbnail_side);
+                progress(wanted.len());
+                (i, thumbnails)
+            })
+            .collect()
+    });
 
     let failed: Vec<&ReportRow> = rows.iter().filter(|r| r.error.is_some()).collect();
     let summary = ReportSummary {
@@ -269,16 +296,17 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
     for (g, members) in shown_groups.iter().enumerate() {
         let _ = write!(html, "<div class=\"group\" data-members=\"{}\"><h3>Group {} · {} images</h3><div class=\"members\">", members.len(), g + 1, members.len());
         let representative = members[0];
-        for &member in members {
-            let path = &index.rows[member].path;
+        for &member in members.iter().take(MAX_MEMBERS_SHOWN) {
             let note = if member == representative {
                 "<span class=\"representative\">representative</span>".to_string()
             } else {
                 format!("distance {}", index.row_distance(representative, member))
             };
-            // Every indexed row is a row of the same file.
-            let i = by_path[path.as_str()];
+            let i = row_of(member)?;
             let _ = write!(html, "<figure class=\"member\">{}<figcaption>{note} · {}</figcaption></figure>", frame(&rows[i], &thumbnails[&i]), caption(&rows[i]));
+        }
+        if members.len() > MAX_MEMBERS_SHOWN {
+            let _ = write!(html, "<p class=\"more\">and {} more (see <code>imgfeat dedup</code>)</p>", members.len() - MAX_MEMBERS_SHOWN);
         }
         html.push_str("</div></div>\n");
     }
@@ -305,10 +333,13 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
     let _ = writeln!(html, "<section id=\"errors\"><h2>Failed rows ({})</h2>", failed.len());
     if !failed.is_empty() {
         html.push_str("<table><tr><th>path</th><th>error</th></tr>\n");
-        for row in &failed {
+        for row in failed.iter().take(MAX_FAILED_SHOWN) {
             let _ = writeln!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(&row.path), escape(row.error.as_deref().unwrap_or_default()));
         }
         html.push_str("</table>\n");
+        if failed.len() > MAX_FAILED_SHOWN {
+            let _ = writeln!(html, "<p>and {} more (the <code>error</code> column has them all).</p>", failed.len() - MAX_FAILED_SHOWN);
+        }
     }
     html.push_str("</section>\n</body></html>\n");
     std::fs::write(output, html).map_err(|e| Error::io(output, e))?;

@@ -105,7 +105,7 @@ pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
 fn distances(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if matches!(words_per_code, 1 | 2 | 4) && vpopcnt::available() {
-        // SAFETY: the CPU has AVX-512F and VPOPCNTDQ (checked by `available`).
+        // SAFETY: the CPU has AVX-512F, VPOPCNTDQ, AVX2 and POPCNT (checked by `available`).
         return unsafe { vpopcnt::distances(words, words_per_code, query, out) };
     }
     #[cfg(target_arch = "x86_64")]
@@ -142,11 +142,14 @@ mod vpopcnt {
     use std::arch::x86_64::*;
 
     pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vpopcntdq") && std::is_x86_feature_detected!("popcnt")
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vpopcntdq")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("popcnt")
     }
 
     /// # Safety
-    /// The CPU must have AVX-512F, VPOPCNTDQ and POPCNT; `words_per_code` must be 1, 2 or 4.
+    /// The CPU must have what `available` checks; `words_per_code` must be 1, 2 or 4.
     #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2,popcnt")]
     pub unsafe fn distances(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
         let w = words_per_code;
@@ -261,6 +264,8 @@ fn for_each_within(key: u16, radius: u32, visit: &mut impl FnMut(u16)) {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedRow {
     pub path: String,
+    /// Where the row is in the file (rows without codes are not indexed, so this can run ahead).
+    pub source_row: usize,
     pub class_name: Option<String>,
 }
 
@@ -301,6 +306,7 @@ impl Index {
         let read_error = |e: &dyn std::fmt::Display| Error::Output(format!("{}: {e}", path.display()));
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(&e))?.build().map_err(|e| read_error(&e))?;
         let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), features: Vec::new(), dim: 0, multi: None };
+        let mut file_row = 0;
         for batch in reader {
             let batch = batch.map_err(|e| read_error(&e))?;
             let column = |name: &str| batch.column_by_name(name).ok_or_else(|| read_error(&format!("no column {name:?}; is it an imgfeat features file?")));
@@ -351,9 +357,10 @@ impl Index {
                     any = true;
                 }
                 if any {
-                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), class_name: classes.as_ref().filter(|c| !c.is_null(r)).map(|c| c.value(r).to_string()) });
+                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), source_row: file_row + r, class_name: classes.as_ref().filter(|c| !c.is_null(r)).map(|c| c.value(r).to_string()) });
                 }
             }
+            file_row += batch.num_rows();
         }
         if index.features.len() != index.codes.len() * index.dim {
             index.features.clear();
@@ -543,7 +550,7 @@ mod tests {
         let codes = random_codes(5, 11);
         // Row 0 owns codes 0 and 1, row 1 code 2, row 2 codes 3 and 4.
         let owner = vec![0, 0, 1, 2, 2];
-        let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None }).collect();
+        let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), source_row: i, class_name: None }).collect();
         let index = Index { rows, codes: codes.clone(), owner, features: Vec::new(), dim: 0, multi: None };
         let d = |i: usize, j: usize| hamming(codes.get(i), codes.get(j));
         assert_eq!(index.row_distance(0, 1), d(0, 2).min(d(1, 2)));

@@ -195,3 +195,29 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((line["insets"].as_u64(), first(&line).as_str()), (Some(0), "rocket.jpg"), "{line}");
 }
+
+/// A group far larger than a page should show (60 copies of one photo, the same folder extracted
+/// twice so every path is there twice) is cut to 50 members with a note, and the duplicate paths still
+/// resolve to their own rows.
+#[test]
+fn the_report_cuts_a_huge_group_and_copes_with_repeated_paths() {
+    let dir = temp_dir("report");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
+    let small = image::imageops::resize(&coffee, 120, 80, image::imageops::FilterType::Triangle);
+    for i in 0..30 {
+        small.save(photos.join(format!("copy{i:02}.png"))).unwrap();
+    }
+    let features = dir.join("features.parquet");
+    let out = imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&features).arg(&photos).arg(&photos).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = dir.join("report.html");
+    let out = imgfeat().args(["report", "-o"]).arg(&html).arg(&features).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("class=\"group\"").count(), 1);
+    assert!(page.contains("Group 1 · 60 images") && page.contains("and 10 more"), "the group is cut");
+    assert_eq!(page.matches("<figure class=\"member\">").count(), 50);
+    assert_eq!(page.matches("<figure class=\"image\">").count(), 60, "every row in the gallery");
+}
