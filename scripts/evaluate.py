@@ -220,7 +220,7 @@ def main():
     lines += [
         "", "## What the insets cost", "",
         f"`imgfeat search` on one thread, models loaded once: {1000 * per_query[3]:.0f} ms a query image with insets, "
-        f"{1000 * per_query[0]:.0f} ms without (`--insets 0`): the seam finder (~3 ms on a 600×400 photo) and one "
+        f"{1000 * per_query[0]:.0f} ms without (`--insets 0`): the seam finder (~2 ms on a 600×400 photo) and one "
         "embedding (~6 ms) per inset found.",
     ]
     if held_out:
