@@ -26,6 +26,17 @@ impl PixelRect {
     pub fn height(&self) -> u32 {
         self.bottom - self.top
     }
+
+    /// This rectangle of an image of size `from`, in the same image at size `to` (decoded at another
+    /// scale, searched at reduced size, or rewritten since), clamped to it and never empty.
+    pub fn rescaled(self, from: (u32, u32), to: (u32, u32)) -> PixelRect {
+        let scale = |v: u32, from: u32, to: u32| ((v as u64 * to as u64) / from.max(1) as u64).min(to as u64) as u32;
+        let left = scale(self.left, from.0, to.0).min(to.0.saturating_sub(1));
+        let top = scale(self.top, from.1, to.1).min(to.1.saturating_sub(1));
+        let right = scale(self.right, from.0, to.0).max(left + 1);
+        let bottom = scale(self.bottom, from.1, to.1).max(top + 1);
+        PixelRect { left, top, right, bottom }
+    }
 }
 
 /// Fractions of a pixel below this are float noise (0.6 × 100 is 60.000004 in f32), not a reason to
@@ -73,11 +84,7 @@ pub fn inset_rects(image: &RgbImage, max: usize) -> Vec<PixelRect> {
         let scale = SEAM_SEARCH_SIDE as f64 / longer as f64;
         let (w, h) = (((width as f64 * scale).round() as u32).max(1), ((height as f64 * scale).round() as u32).max(1));
         let small = image::imageops::resize(image, w, h, image::imageops::FilterType::Nearest);
-        let back = |v: u32, from: u32, to: u32| ((v as u64 * to as u64) / from as u64) as u32;
-        return inset_rects(&small, max)
-            .into_iter()
-            .map(|r| PixelRect { left: back(r.left, w, width), top: back(r.top, h, height), right: back(r.right, w, width), bottom: back(r.bottom, h, height) })
-            .collect();
+        return inset_rects(&small, max).into_iter().map(|r| r.rescaled((w, h), (width, height))).collect();
     }
     let columns = Seams::find(image, Direction::Columns);
     let rows = Seams::find(image, Direction::Rows);
@@ -314,6 +321,15 @@ mod tests {
         assert_eq!(crop_rect(&bbox(0.0, 0.0, 1.0, 1.0), 640, 480, 0.1), PixelRect::whole(640, 480));
         let sliver = crop_rect(&bbox(1.0, 1.0, 1.0, 1.0), 640, 480, 0.1);
         assert_eq!(sliver, PixelRect { left: 639, top: 479, right: 640, bottom: 480 });
+    }
+
+    #[test]
+    fn rescaled_maps_a_rect_onto_another_size_and_never_empties_it() {
+        let rect = PixelRect { left: 100, top: 50, right: 300, bottom: 250 };
+        assert_eq!(rect.rescaled((400, 300), (200, 150)), PixelRect { left: 50, top: 25, right: 150, bottom: 125 });
+        let edge = PixelRect { left: 399, top: 299, right: 400, bottom: 300 };
+        let mapped = edge.rescaled((400, 300), (4, 3));
+        assert!(mapped.right > mapped.left && mapped.bottom > mapped.top && mapped.right <= 4 && mapped.bottom <= 3, "{mapped:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -101,6 +102,27 @@ pub fn record_batch(rows: &[Row], code_bytes: usize) -> Result<RecordBatch, Erro
         Arc::new(rows.iter().map(|(_, result)| result.as_ref().err().map(|e| e.to_string())).collect::<StringArray>()),
     ];
     Ok(RecordBatch::try_new(schema(code_bytes), columns)?)
+}
+
+/// The record batches of a features Parquet file written by `imgfeat extract` (or a Spark job), read
+/// one at a time; errors name the file.
+pub fn read_features(path: &Path) -> Result<impl Iterator<Item = Result<RecordBatch, Error>>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|builder| builder.build())
+        .map_err(|e| features_error(path, e))?;
+    let path = path.to_path_buf();
+    Ok(reader.map(move |batch| batch.map_err(|e| features_error(&path, e))))
+}
+
+/// A column of a features file's batch, or an error saying the file is not one.
+pub fn features_column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a ArrayRef, Error> {
+    batch.column_by_name(name).ok_or_else(|| features_error(path, format!("no column {name:?}; is it an imgfeat features file?")))
+}
+
+/// What is wrong with a features file, naming it.
+pub fn features_error(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Output(format!("{}: {message}", path.display()))
 }
 
 impl From<arrow::error::ArrowError> for Error {

@@ -151,14 +151,7 @@ impl Pipeline {
                 .into_iter()
                 .map(|rect| {
                     let feature = self.embedder.embed(&crop(&decoded.image, rect))?;
-                    let scale = |v: u32, from: u32, to: u32| (v as u64 * to as u64 / from.max(1) as u64) as u32;
-                    let (w, h) = decoded.image.dimensions();
-                    let rect = PixelRect {
-                        left: scale(rect.left, w, decoded.full_width),
-                        top: scale(rect.top, h, decoded.full_height),
-                        right: scale(rect.right, w, decoded.full_width),
-                        bottom: scale(rect.bottom, h, decoded.full_height),
-                    };
+                    let rect = rect.rescaled(decoded.image.dimensions(), (decoded.full_width, decoded.full_height));
                     Ok(Inset { rect, code: self.encode(Some(&feature)), feature })
                 })
                 .collect::<Result<Vec<Inset>, ImageError>>()?;

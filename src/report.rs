@@ -13,13 +13,13 @@ use arrow::array::{Array, AsArray, Float32Array, Int32Array, StringArray, Struct
 use arrow::datatypes::{Float32Type, Int32Type};
 use base64::Engine;
 use image::RgbImage;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 
 use crate::config::Limits;
 use crate::crop::PixelRect;
 use crate::detect::BoundingBox;
 use crate::error::Error;
+use crate::output::{features_column, features_error, read_features};
 use crate::search::Index;
 
 /// What the report shows, and how much of it: a features file can have millions of rows, and a page
@@ -73,16 +73,11 @@ pub struct ReportSummary {
 
 /// Reads the rows of a features Parquet file written by `imgfeat extract` (or a Spark job).
 pub fn read_rows(path: &Path) -> Result<Vec<ReportRow>, Error> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let read_error = |e: &dyn std::fmt::Display| Error::Output(format!("{}: {e}", path.display()));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(&e))?.build().map_err(|e| read_error(&e))?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| read_error(&e))?;
-        let column = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| read_error(&format!("no column {name:?}; is it an imgfeat features file?")))
-        };
-        let typed_error = |name: &str| read_error(&format!("column {name:?} has an unexpected type"));
+    for batch in read_features(path)? {
+        let batch = batch?;
+        let column = |name: &str| features_column(&batch, name, path);
+        let typed_error = |name: &str| features_error(path, format!("column {name:?} has an unexpected type"));
         let strings = |name: &str| -> Result<StringArray, Error> {
             column(name)?.as_string_opt::<i32>().cloned().ok_or_else(|| typed_error(name))
         };
@@ -147,23 +142,12 @@ fn render_thumbnails(row: &ReportRow, side: u32) -> Result<Thumbnails, String> {
     let crop = match (row.crop, row.size) {
         // Only a crop smaller than the image says something the whole image does not.
         (Some(rect), Some((width, height))) if rect != PixelRect::whole(width, height) => {
-            let rect = rescale(rect, (width, height), (image.width(), image.height()));
+            let rect = rect.rescaled((width, height), (image.width(), image.height()));
             Some(data_uri(&crate::crop::crop(&image, rect), side * 2 / 3)?)
         }
         _ => None,
     };
     Ok(Thumbnails { image: data_uri(&image, side)?, crop })
-}
-
-/// `rect`, given in an image of size `from`, in the same image decoded at size `to` (the file may
-/// have been rewritten since, or decoded at another scale), clamped and never empty.
-fn rescale(rect: PixelRect, from: (u32, u32), to: (u32, u32)) -> PixelRect {
-    let scale = |v: u32, from: u32, to: u32| ((v as u64 * to as u64) / from.max(1) as u64).min(to as u64) as u32;
-    let left = scale(rect.left, from.0, to.0).min(to.0 - 1);
-    let top = scale(rect.top, from.1, to.1).min(to.1 - 1);
-    let right = scale(rect.right, from.0, to.0).max(left + 1);
-    let bottom = scale(rect.bottom, from.1, to.1).max(top + 1);
-    PixelRect { left, top, right, bottom }
 }
 
 fn data_uri(image: &RgbImage, side: u32) -> Result<String, String> {
@@ -386,15 +370,6 @@ mod tests {
     fn escape_neutralises_markup_in_paths_and_errors() {
         assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
         assert_eq!(escape("plain/path.jpg"), "plain/path.jpg");
-    }
-
-    #[test]
-    fn rescale_maps_a_crop_onto_a_smaller_decode_and_never_empties_it() {
-        let rect = PixelRect { left: 100, top: 50, right: 300, bottom: 250 };
-        assert_eq!(rescale(rect, (400, 300), (200, 150)), PixelRect { left: 50, top: 25, right: 150, bottom: 125 });
-        let edge = PixelRect { left: 399, top: 299, right: 400, bottom: 300 };
-        let mapped = rescale(edge, (400, 300), (4, 3));
-        assert!(mapped.right > mapped.left && mapped.bottom > mapped.top && mapped.right <= 4 && mapped.bottom <= 3, "{mapped:?}");
     }
 
     #[test]

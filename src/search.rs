@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use arrow::array::{Array, FixedSizeBinaryArray, Float32Array, ListArray, StringArray};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::Error;
+use crate::output::{features_column, features_error, read_features};
 
 /// Codes as 64-bit words (a 256-bit code is 4 words), packed back to back.
 #[derive(Debug, Clone, Default)]
@@ -302,14 +302,12 @@ pub struct Query {
 impl Index {
     /// Reads `path` (written by `imgfeat extract`); rows without codes (errors) are skipped.
     pub fn from_parquet(path: &Path) -> Result<Index, Error> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let read_error = |e: &dyn std::fmt::Display| Error::Output(format!("{}: {e}", path.display()));
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(&e))?.build().map_err(|e| read_error(&e))?;
+        let read_error = |e: &dyn std::fmt::Display| features_error(path, e);
         let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), features: Vec::new(), dim: 0, multi: None };
         let mut file_row = 0;
-        for batch in reader {
-            let batch = batch.map_err(|e| read_error(&e))?;
-            let column = |name: &str| batch.column_by_name(name).ok_or_else(|| read_error(&format!("no column {name:?}; is it an imgfeat features file?")));
+        for batch in read_features(path)? {
+            let batch = batch?;
+            let column = |name: &str| features_column(&batch, name, path);
             let paths = column("path")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| read_error(&"path is not a string column"))?.clone();
             let classes = column("class_name")?.as_any().downcast_ref::<StringArray>().cloned();
             let mut pairs = Vec::new();
