@@ -177,6 +177,30 @@ impl Window {
             })
         })
     }
+
+    /// Calls `visit(tap, input pixel)` for the taps of output pixel (oy, ox), as [`Window::taps`]
+    /// lists them. A window wholly inside the image (all but the border's) takes fixed offsets with
+    /// no bounds checks: the tap iterator's checks cost more than the multiply-adds they guard.
+    #[inline(always)]
+    fn visit_taps(&self, oy: usize, ox: usize, mut visit: impl FnMut(usize, usize)) {
+        let inside = |start: usize, pad: usize, kernel: usize, extent: usize| {
+            start.checked_sub(pad).filter(|&first| first + kernel <= extent)
+        };
+        let top = inside(oy * self.stride, self.pad_top, self.kernel_height, self.in_height);
+        let left = inside(ox * self.stride, self.pad_left, self.kernel_width, self.in_width);
+        if let (Some(top), Some(left)) = (top, left) {
+            for ky in 0..self.kernel_height {
+                let row = (top + ky) * self.in_width + left;
+                for kx in 0..self.kernel_width {
+                    visit(ky * self.kernel_width + kx, row + kx);
+                }
+            }
+        } else {
+            for (tap, pixel) in self.taps(oy, ox) {
+                visit(tap, pixel);
+            }
+        }
+    }
 }
 
 /// Values per vector block of the depthwise kernels: one AVX-512 register, two AVX2 ones.
@@ -453,6 +477,148 @@ mod avx512 {
         }
     }
 
+    /// [`super::depthwise_interleaved`] for `V`·16 channels: a pixel's accumulators live in
+    /// registers.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn depthwise_interleaved<const V: usize>(
+        input: &[f32],
+        weights: &[f32],
+        epilogue: &Epilogue,
+        output: &mut [f32],
+        window: &Window,
+    ) {
+        let w = window;
+        let channels = V * LANES;
+        let (kernel_height, kernel_width) = (w.kernel_height, w.kernel_width);
+        assert!(
+            input.len() >= w.in_height * w.in_width * channels
+                && weights.len() >= kernel_height * kernel_width * channels
+                && output.len() >= w.out_height * w.out_width * channels
+                && epilogue.bias.len() >= channels
+        );
+        let (low, high) = (_mm512_set1_ps(epilogue.low), _mm512_set1_ps(epilogue.high));
+        // SAFETY: bias holds `channels` values (asserted).
+        let bias: [__m512; V] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(epilogue.bias.as_ptr().add(v * LANES)) });
+        let (source, taps) = (input.as_ptr(), weights.as_ptr());
+        // SAFETY: the sweep passes pixels inside the image and taps < KH·KW (sizes asserted above).
+        unsafe {
+            sweep::<V, 8>(w, output, bias, low, high, |acc, tap, pixel| accumulate(acc, source.add(pixel * channels), taps.add(tap * channels)))
+        }
+    }
+
+    /// A dense convolution of channel-interleaved data with few input channels (a stem's RGB) into
+    /// `V`·16 output channels: each input value of a pixel's window is broadcast against its row of
+    /// the tap-major weights ([KH·KW][in channels][out channels]). im2col would lay out a column
+    /// matrix nine times the input's size for a product with a depth of 27.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn conv_interleaved<const V: usize>(
+        input: &[f32],
+        in_channels: usize,
+        weights: &[f32],
+        epilogue: &Epilogue,
+        output: &mut [f32],
+        window: &Window,
+    ) {
+        let w = window;
+        let channels = V * LANES;
+        assert!(
+            input.len() >= w.in_height * w.in_width * in_channels
+                && weights.len() >= w.kernel_height * w.kernel_width * in_channels * channels
+                && output.len() >= w.out_height * w.out_width * channels
+                && epilogue.bias.len() >= channels
+        );
+        let (low, high) = (_mm512_set1_ps(epilogue.low), _mm512_set1_ps(epilogue.high));
+        // SAFETY: bias holds `channels` values (asserted).
+        let bias: [__m512; V] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(epilogue.bias.as_ptr().add(v * LANES)) });
+        let (source, taps) = (input.as_ptr(), weights.as_ptr());
+        let accumulate_pixel = |acc: &mut [__m512; V], tap: usize, pixel: usize| {
+            for c in 0..in_channels {
+                // SAFETY: the sweep passes pixels inside the image and taps < KH·KW; c < in_channels
+                // (sizes asserted above).
+                unsafe {
+                    let value = _mm512_set1_ps(*source.add(pixel * in_channels + c));
+                    let row = taps.add((tap * in_channels + c) * channels);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(value, _mm512_loadu_ps(row.add(v * LANES)), *a);
+                    }
+                }
+            }
+        };
+        // SAFETY: as above. (Four pixels at once: eight spill the registers.)
+        unsafe { sweep::<V, 4>(w, output, bias, low, high, accumulate_pixel) }
+    }
+
+    /// Computes every output pixel of `w` (V·16 channels each, interleaved) from `bias` and the
+    /// taps `visit(acc, tap, input pixel)` adds, then clamps it to `low..high`. Runs of `P`
+    /// interior pixels are computed at once, with fixed tap offsets: each pixel has its own chains
+    /// of multiply-adds, and one pixel's few chains leave the FMA units idle (a step of a chain
+    /// waits four cycles for the one before). The border pixels take [`Window::visit_taps`].
+    ///
+    /// # Safety
+    /// AVX-512; `output` holds OH·OW·V·16 values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn sweep<const V: usize, const P: usize>(
+        w: &Window,
+        output: &mut [f32],
+        bias: [__m512; V],
+        low: __m512,
+        high: __m512,
+        mut visit: impl FnMut(&mut [__m512; V], usize, usize),
+    ) {
+        let channels = V * LANES;
+        let store = |output: &mut [f32], pixel: usize, acc: &[__m512; V]| {
+            let out = &mut output[pixel * channels..][..channels];
+            for (v, a) in acc.iter().enumerate() {
+                // SAFETY: `out` holds V·16 values.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), _mm512_min_ps(_mm512_max_ps(*a, low), high)) };
+            }
+        };
+        // Output columns whose windows lie inside the image horizontally: first..end.
+        let first = w.pad_left.div_ceil(w.stride);
+        let end = ((w.in_width + w.pad_left).saturating_sub(w.kernel_width) / w.stride + 1).min(w.out_width);
+        for oy in 0..w.out_height {
+            let top = (oy * w.stride).checked_sub(w.pad_top).filter(|&top| top + w.kernel_height <= w.in_height);
+            let mut ox = 0;
+            while ox < w.out_width {
+                if let Some(top) = top.filter(|_| ox >= first && ox + P <= end) {
+                    let left = ox * w.stride - w.pad_left;
+                    let mut acc = [bias; P];
+                    for ky in 0..w.kernel_height {
+                        let row = (top + ky) * w.in_width + left;
+                        for kx in 0..w.kernel_width {
+                            for (p, a) in acc.iter_mut().enumerate() {
+                                visit(a, ky * w.kernel_width + kx, row + kx + p * w.stride);
+                            }
+                        }
+                    }
+                    for (p, a) in acc.iter().enumerate() {
+                        store(output, oy * w.out_width + ox + p, a);
+                    }
+                    ox += P;
+                } else {
+                    let mut acc = bias;
+                    w.visit_taps(oy, ox, |tap, pixel| visit(&mut acc, tap, pixel));
+                    store(output, oy * w.out_width + ox, &acc);
+                    ox += 1;
+                }
+            }
+        }
+    }
+
+    /// `acc += source · taps` over V blocks of 16 channels.
+    ///
+    /// # Safety
+    /// AVX-512; `source` and `taps` each point at V·16 readable values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn accumulate<const V: usize>(acc: &mut [__m512; V], source: *const f32, taps: *const f32) {
+        for (v, a) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller's contract.
+            *a = _mm512_fmadd_ps(unsafe { _mm512_loadu_ps(source.add(v * LANES)) }, unsafe { _mm512_loadu_ps(taps.add(v * LANES)) }, *a);
+        }
+    }
+
     /// One channel's output rows, computed from its phase planes.
     struct Rows<'a, const T: usize> {
         base: *const f32,
@@ -513,6 +679,17 @@ fn depthwise_interleaved_body<M: MulAdd>(
     window: &Window,
     channels: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        // SAFETY (each arm): the CPU has AVX-512 (checked just above).
+        match channels {
+            16 => return unsafe { avx512::depthwise_interleaved::<1>(input, weights, epilogue, output, window) },
+            32 => return unsafe { avx512::depthwise_interleaved::<2>(input, weights, epilogue, output, window) },
+            48 => return unsafe { avx512::depthwise_interleaved::<3>(input, weights, epilogue, output, window) },
+            64 => return unsafe { avx512::depthwise_interleaved::<4>(input, weights, epilogue, output, window) },
+            _ => {}
+        }
+    }
     match channels {
         16 => depthwise_interleaved_blocks::<M, 1>(input, weights, epilogue, output, window),
         32 => depthwise_interleaved_blocks::<M, 2>(input, weights, epilogue, output, window),
@@ -582,6 +759,37 @@ fn depthwise_interleaved_any<M: MulAdd>(
         }
         for o in out.iter_mut() {
             *o = o.max(epilogue.low).min(epilogue.high);
+        }
+    }
+}
+
+/// The stems [`conv_interleaved`] takes: at most this many input channels, output channels a multiple
+/// of 16 up to 64.
+pub const MAX_DIRECT_IN_CHANNELS: usize = 4;
+
+/// Whether [`conv_interleaved`] runs a channels-last convolution of `in_channels` → `out_channels`
+/// on this CPU.
+pub fn conv_interleaved_takes(in_channels: usize, out_channels: usize) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa() == Isa::Avx512
+        && in_channels <= MAX_DIRECT_IN_CHANNELS
+        && matches!(out_channels, 16 | 32 | 48 | 64)
+}
+
+/// A dense convolution of channel-interleaved data (H×W×IC in, OH×OW×OC out) straight from the
+/// input, for the shapes [`conv_interleaved_takes`] accepts; `weights` are tap-major:
+/// [KH·KW][IC][OC].
+pub fn conv_interleaved(input: &[f32], in_channels: usize, weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window) {
+    let out_channels = epilogue.bias.len();
+    assert!(conv_interleaved_takes(in_channels, out_channels), "conv_interleaved on a shape it does not take");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY (each arm): `conv_interleaved_takes` checked AVX-512.
+    unsafe {
+        match out_channels {
+            16 => avx512::conv_interleaved::<1>(input, in_channels, weights, epilogue, output, window),
+            32 => avx512::conv_interleaved::<2>(input, in_channels, weights, epilogue, output, window),
+            48 => avx512::conv_interleaved::<3>(input, in_channels, weights, epilogue, output, window),
+            _ => avx512::conv_interleaved::<4>(input, in_channels, weights, epilogue, output, window),
         }
     }
 }
@@ -807,7 +1015,8 @@ mod tests {
     #[test]
     fn depthwise_kernels_match_the_definition() {
         for channels in [5, 32] {
-        for (kernel, stride, pad, in_size) in [(3, 1, 1, 9), (3, 2, 0, 10), (5, 2, 2, 11), (5, 1, 2, 7), (3, 2, 1, 8)] {
+        // Sizes from 7 to 21: outputs narrower and wider than the interleaved kernel's runs of 8 pixels.
+        for (kernel, stride, pad, in_size) in [(3, 1, 1, 9), (3, 2, 0, 10), (5, 2, 2, 11), (5, 1, 2, 7), (3, 2, 1, 8), (3, 2, 1, 21), (5, 1, 2, 21)] {
             let out_size = (in_size + 2 * pad - kernel) / stride + 1;
             let w = Window {
                 in_height: in_size,
@@ -857,6 +1066,70 @@ mod tests {
                 }
             }
         }
+        }
+    }
+
+    #[test]
+    fn direct_interleaved_convolution_matches_the_definition() {
+        if !conv_interleaved_takes(3, 32) {
+            assert_ne!(isa(), Isa::Avx512, "conv_interleaved refuses a stem on an AVX-512 CPU");
+            eprintln!("skipped: conv_interleaved needs AVX-512, which this CPU lacks");
+            return;
+        }
+        for (in_channels, out_channels) in [(3, 32), (1, 16), (4, 64)] {
+            for (kernel, stride, pad, in_size) in [(3, 2, 1, 21), (3, 1, 1, 9), (5, 2, 2, 30), (3, 2, 0, 16)] {
+                let out_size = (in_size + 2 * pad - kernel) / stride + 1;
+                let w = Window {
+                    in_height: in_size,
+                    in_width: in_size + 3,
+                    out_height: out_size,
+                    out_width: (in_size + 3 + 2 * pad - kernel) / stride + 1,
+                    kernel_height: kernel,
+                    kernel_width: kernel,
+                    stride,
+                    pad_top: pad,
+                    pad_left: pad,
+                };
+                let taps = kernel * kernel;
+                let input = pseudo_random(in_channels * w.in_height * w.in_width, 4); // HWC
+                let weights = pseudo_random(out_channels * in_channels * taps, 5); // OIHW
+                let mut epilogue = Epilogue::new(out_channels);
+                epilogue.bias = pseudo_random(out_channels, 6);
+                (epilogue.low, epilogue.high) = (-1.5, 6.0);
+                let mut tap_major = vec![0.0; weights.len()];
+                for o in 0..out_channels {
+                    for i in 0..in_channels {
+                        for t in 0..taps {
+                            tap_major[(t * in_channels + i) * out_channels + o] = weights[(o * in_channels + i) * taps + t];
+                        }
+                    }
+                }
+                let mut output = vec![f32::NAN; w.out_height * w.out_width * out_channels];
+                conv_interleaved(&input, in_channels, &tap_major, &epilogue, &mut output, &w);
+                for oy in 0..w.out_height {
+                    for ox in 0..w.out_width {
+                        for o in 0..out_channels {
+                            let mut expected = epilogue.bias[o];
+                            for ky in 0..kernel {
+                                for kx in 0..kernel {
+                                    let iy = (oy * stride + ky) as isize - pad as isize;
+                                    let ix = (ox * stride + kx) as isize - pad as isize;
+                                    if iy < 0 || ix < 0 || iy as usize >= w.in_height || ix as usize >= w.in_width {
+                                        continue;
+                                    }
+                                    for i in 0..in_channels {
+                                        expected += input[(iy as usize * w.in_width + ix as usize) * in_channels + i]
+                                            * weights[((o * in_channels + i) * kernel + ky) * kernel + kx];
+                                    }
+                                }
+                            }
+                            let got = output[(oy * w.out_width + ox) * out_channels + o];
+                            let expected = expected.clamp(-1.5, 6.0);
+                            assert!((got - expected).abs() < 1e-4, "{in_channels}->{out_channels} {kernel}x{kernel}/{stride} at ({oy}, {ox}, {o}): {got} vs {expected}");
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -98,6 +98,8 @@ enum ConvWeights {
     Packed(PackedConst),
     /// OIHW, i.e. row-major O×K.
     Plain(Arc<Vec<f32>>),
+    /// Tap-major ([KH·KW][I][O]) for [`kernels::conv_interleaved`]: channels-last stems.
+    Direct(Vec<f32>),
 }
 
 /// One matrix product's sizes and strides (C's column stride is always 1).
@@ -215,6 +217,7 @@ impl NativeModel {
 impl Step {
     fn scratch_len(&self) -> usize {
         match &self.kind {
+            StepKind::Conv { weights: ConvWeights::Direct(_), .. } => 0,
             StepKind::Conv { geometry, .. } => {
                 let w = &geometry.window;
                 w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width + packed::PANEL_FLOATS
@@ -272,6 +275,13 @@ impl Step {
                     }
                 }
             }
+            StepKind::Conv { input, weights: ConvWeights::Direct(weights), images, geometry: g, epilogue } => {
+                let input = input.slice(buffers);
+                for image in 0..*images {
+                    let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
+                    kernels::conv_interleaved(&input[image * g.image_in_len..], g.in_channels, weights, epilogue, out, &g.window);
+                }
+            }
             StepKind::Conv { input, weights, images, geometry: g, epilogue } => {
                 let input = input.slice(buffers);
                 let w = &g.window;
@@ -288,6 +298,7 @@ impl Step {
                         false => (pixels, g.out_channels, ChannelsAlong::Columns),
                     };
                     match weights {
+                        ConvWeights::Direct(_) => unreachable!("run above"),
                         ConvWeights::Packed(constant) => {
                             packed::gemm(m, field, n, constant, columns, pixels, out, n, Some((epilogue, along)), panel)
                         }
@@ -779,6 +790,17 @@ impl Lowering<'_> {
         let kind = if conv.group == 1 && kernel.shape == [out_channels, in_channels, window.kernel_height, window.kernel_width] {
             let field = in_channels * taps;
             let weights = match (self.packs, channels_first) {
+                _ if !channels_first && kernels::conv_interleaved_takes(in_channels, out_channels) => {
+                    let mut tap_major = vec![0.0; kernel_values.len()];
+                    for o in 0..out_channels {
+                        for i in 0..in_channels {
+                            for t in 0..taps {
+                                tap_major[(t * in_channels + i) * out_channels + o] = kernel_values[(o * in_channels + i) * taps + t];
+                            }
+                        }
+                    }
+                    ConvWeights::Direct(tap_major)
+                }
                 (false, _) => ConvWeights::Plain(kernel_values),
                 (true, true) => ConvWeights::Packed(PackedConst::pack(ConstSide::Left, &kernel_values, field, 1, out_channels, field, 0)),
                 (true, false) => ConvWeights::Packed(PackedConst::pack(ConstSide::Right, &kernel_values, 1, field, 0, field, out_channels)),
