@@ -215,11 +215,31 @@ multiversion! {
     /// every kernel tap reads one contiguous run: output (oy, ox), computed at flat position
     /// oy·pitch + ox, reads tap (ky, kx) at that position plus a fixed offset, and each block of 16
     /// outputs accumulates all its taps in registers. The columns past OW are computed and dropped,
-    /// which costs less than short rows would.
+    /// which costs less than short rows would. Output channel c starts at c·`out_channel_stride`,
+    /// so that a band of rows can be written into a whole tensor.
     pub fn depthwise_planar(
-        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window,
-        scratch: &mut [f32],
+        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], out_channel_stride: usize,
+        window: &Window, scratch: &mut [f32],
     ) => depthwise_planar_body
+}
+
+impl Window {
+    /// The window of output rows `rows` alone and the input rows it reads: a band of the output
+    /// that can be computed from those input rows only (the executor computes a 1x1 expansion and
+    /// the depthwise convolution after it band by band, so the expanded channels stay in cache).
+    pub fn band(&self, rows: std::ops::Range<usize>) -> (Window, std::ops::Range<usize>) {
+        assert!(rows.start < rows.end && rows.end <= self.out_height, "a band of output rows");
+        let first = (rows.start * self.stride).saturating_sub(self.pad_top);
+        let end = ((rows.end - 1) * self.stride + self.kernel_height).saturating_sub(self.pad_top).min(self.in_height);
+        assert!(first < end, "output rows that read no input row");
+        let band = Window {
+            in_height: end - first,
+            out_height: rows.len(),
+            pad_top: self.pad_top.saturating_sub(rows.start * self.stride),
+            ..*self
+        };
+        (band, first..end)
+    }
 }
 
 /// How [`depthwise_planar`] lays out its scratch: phase planes, then the output at the planes' pitch.
@@ -261,6 +281,7 @@ fn depthwise_planar_body<M: MulAdd>(
     weights: &[f32],
     epilogue: &Epilogue,
     output: &mut [f32],
+    out_channel_stride: usize,
     window: &Window,
     scratch: &mut [f32],
 ) {
@@ -269,8 +290,8 @@ fn depthwise_planar_body<M: MulAdd>(
         let taps = window.kernel_height * window.kernel_width;
         // SAFETY (each arm): the CPU has AVX-512 (checked just above).
         match taps {
-            9 => return unsafe { avx512::depthwise_planar::<9>(input, weights, epilogue, output, window, scratch) },
-            25 => return unsafe { avx512::depthwise_planar::<25>(input, weights, epilogue, output, window, scratch) },
+            9 => return unsafe { avx512::depthwise_planar::<9>(input, weights, epilogue, output, out_channel_stride, window, scratch) },
+            25 => return unsafe { avx512::depthwise_planar::<25>(input, weights, epilogue, output, out_channel_stride, window, scratch) },
             _ => {}
         }
     }
@@ -293,7 +314,10 @@ fn depthwise_planar_body<M: MulAdd>(
     // The padding is in the same places for every channel: zero it once, then each channel
     // overwrites only the data.
     planes.fill(0.0);
-    for (channel, out_channel) in output.chunks_exact_mut(out_plane).enumerate() {
+    let channels = weights.len() / taps;
+    assert!(channels == 0 || output.len() >= (channels - 1) * out_channel_stride + out_plane, "output too short");
+    for channel in 0..channels {
+        let out_channel = &mut output[channel * out_channel_stride..][..out_plane];
         let in_channel = &input[channel * in_plane..(channel + 1) * in_plane];
         for (y, row) in in_channel.chunks_exact(w.in_width).enumerate() {
             let padded_row = y + w.pad_top;
@@ -387,6 +411,7 @@ mod avx512 {
         weights: &[f32],
         epilogue: &Epilogue,
         output: &mut [f32],
+        out_channel_stride: usize,
         window: &Window,
         scratch: &mut [f32],
     ) {
@@ -396,7 +421,8 @@ mod avx512 {
         let (in_plane, out_plane) = (w.in_height * w.in_width, w.out_height * w.out_width);
         let p = w.phase_planes();
         let planes = &mut scratch[..s * s * p.plane_len];
-        assert!(input.len() >= weights.len() / T * in_plane && output.len() >= weights.len() / T * out_plane);
+        let channels = weights.len() / T;
+        assert!(input.len() >= channels * in_plane && (channels == 0 || output.len() >= (channels - 1) * out_channel_stride + out_plane));
         let mut offsets = [0usize; T];
         for ky in 0..w.kernel_height {
             for kx in 0..w.kernel_width {
@@ -462,7 +488,7 @@ mod avx512 {
             }
             let taps: [__m512; T] = std::array::from_fn(|t| _mm512_set1_ps(kernel[t]));
             let bias = _mm512_set1_ps(epilogue.bias[channel]);
-            let out = &mut output[channel * out_plane..(channel + 1) * out_plane];
+            let out = &mut output[channel * out_channel_stride..][..out_plane];
             // Four rows at a time: four independent chains of multiply-adds keep the FMA units busy.
             let rows = Rows { base, offsets: &offsets, taps: &taps, bias, low, high, pitch: p.pitch, width: w.out_width };
             let full = w.out_height / 4 * 4;
@@ -1038,9 +1064,28 @@ mod tests {
 
             let mut planar = vec![0.0; expected.len()];
             let mut scratch = vec![0.0; w.planar_scratch_len()];
-            depthwise_planar(&input, &weights, &epilogue, &mut planar, &w, &mut scratch);
+            let out_plane = w.out_height * w.out_width;
+            depthwise_planar(&input, &weights, &epilogue, &mut planar, out_plane, &w, &mut scratch);
             for (a, b) in planar.iter().zip(&expected) {
                 assert!((a - b).abs() < 1e-5, "planar {kernel}x{kernel}/{stride}: {a} vs {b}");
+            }
+            // Band by band (as the executor runs an expansion and its depthwise), from the input
+            // rows each band reads.
+            for band_rows in [1, 2, 3] {
+                let mut banded = vec![f32::NAN; expected.len()];
+                for start in (0..w.out_height).step_by(band_rows) {
+                    let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
+                    let mut rows = Vec::new();
+                    for c in 0..channels {
+                        let plane = &input[c * w.in_height * w.in_width..][..w.in_height * w.in_width];
+                        rows.extend_from_slice(&plane[input_rows.start * w.in_width..input_rows.end * w.in_width]);
+                    }
+                    let mut scratch = vec![0.0; band.planar_scratch_len()];
+                    depthwise_planar(&rows, &weights, &epilogue, &mut banded[start * w.out_width..], out_plane, &band, &mut scratch);
+                }
+                for (a, b) in banded.iter().zip(&expected) {
+                    assert!((a - b).abs() < 1e-5, "bands of {band_rows} rows, {kernel}x{kernel}/{stride}: {a} vs {b}");
+                }
             }
 
             // The same data interleaved (HWC), with tap-major weights.

@@ -5,6 +5,7 @@
 //! reusable buffer. A graph with anything outside that subset is refused with the reason, and the
 //! caller runs it on tract instead.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
@@ -77,6 +78,11 @@ enum StepKind {
     /// A dense convolution: im2col per image, then one product with the kernel.
     Conv { input: Operand, weights: ConvWeights, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
     Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
+    /// A 1x1 expansion and the channels-first depthwise convolution it alone feeds (MobileNet's
+    /// inverted residual), one image, computed `band_rows` output rows at a time: the expanded
+    /// channels of a band stay in L2, where the whole expanded tensor (up to 8.6 MB in the SSD)
+    /// would be written to memory and read back.
+    ExpandDepthwise { expansion: Expansion, weights: Vec<f32>, geometry: ConvGeometry, epilogue: Epilogue, band_rows: usize },
     Binary { op: BinaryOp, a: Operand, a_strides: Vec<usize>, b: Operand, b_strides: Vec<usize>, shape: Vec<usize> },
     Sigmoid { input: Operand },
     Concat { inputs: Vec<(Operand, usize)>, outer: usize },
@@ -90,6 +96,17 @@ enum StepKind {
 enum Product {
     Packed { constant: PackedConst, activations: Operand, k_stride: usize },
     Backend { a: Operand, b: Operand },
+}
+
+/// The packed product C[m, pixels] = W[m, k]·X[k, pixels] (+ epilogue along C's rows) of an
+/// [`StepKind::ExpandDepthwise`].
+#[derive(Debug)]
+struct Expansion {
+    constant: PackedConst,
+    activations: Operand,
+    k_stride: usize,
+    k: usize,
+    epilogue: Option<Epilogue>,
 }
 
 /// A dense convolution's kernel as the product wants it.
@@ -135,6 +152,14 @@ struct ConvGeometry {
     channels_first: bool,
 }
 
+/// Expanded values per band of an [`StepKind::ExpandDepthwise`]: most of a 1 MiB L2, beside the
+/// depthwise kernel's phase planes and the product's activation panel.
+const BAND_FLOATS: usize = 160 * 1024;
+
+/// An expansion up to this size (1 MiB, what L2 holds) runs in one band: cutting it would recompute
+/// the bands' overlapping rows and save no trip to memory.
+const WHOLE_EXPANSION_FLOATS: usize = 256 * 1024;
+
 /// Output columns per product call when an epilogue follows, so each block is still in L2 when the
 /// epilogue runs over it.
 const EPILOGUE_BLOCK_FLOATS: usize = 64 * 1024;
@@ -165,9 +190,9 @@ impl NativeModel {
         let Operand::Buffer { id: input_logical, len: input_len } = input.operand else {
             return Err("the input is a constant".into());
         };
-        let scratch_len = lowering.steps.iter().map(Step::scratch_len).max().unwrap_or(0);
-        let (steps, outputs, buffer_sizes, input_buffer) =
-            allocate(lowering.steps, outputs, &lowering.buffers, input_logical);
+        let steps = fuse_expansions(lowering.steps, &outputs);
+        let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
+        let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &lowering.buffers, input_logical);
         Ok(NativeModel {
             input_len,
             input_buffer,
@@ -226,6 +251,12 @@ impl Step {
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
                 geometry.window.planar_scratch_len()
             }
+            StepKind::ExpandDepthwise { geometry: g, band_rows, .. } => {
+                let (band, input_rows) = g.window.band(0..*band_rows);
+                let widest = ((band_rows - 1) * band.stride + band.kernel_height) * band.in_width;
+                debug_assert!(input_rows.len() * band.in_width <= widest);
+                g.in_channels * widest + packed::PANEL_FLOATS + band.planar_scratch_len()
+            }
             _ => 0,
         }
     }
@@ -234,6 +265,7 @@ impl Step {
         match &mut self.kind {
             StepKind::Gemm { product: Product::Backend { a, b }, .. } | StepKind::Binary { a, b, .. } => vec![a, b],
             StepKind::Gemm { product: Product::Packed { activations, .. }, .. } => vec![activations],
+            StepKind::ExpandDepthwise { expansion, .. } => vec![&mut expansion.activations],
             StepKind::Conv { input, .. }
             | StepKind::Depthwise { input, .. }
             | StepKind::Sigmoid { input }
@@ -319,10 +351,27 @@ impl Step {
                     let source = &input[image * g.image_in_len..(image + 1) * g.image_in_len];
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
                     if g.channels_first {
-                        kernels::depthwise_planar(source, weights, epilogue, out, &g.window, scratch);
+                        kernels::depthwise_planar(source, weights, epilogue, out, g.image_out_len / g.out_channels, &g.window, scratch);
                     } else {
                         kernels::depthwise_interleaved(source, weights, epilogue, out, &g.window, g.in_channels);
                     }
+                }
+            }
+            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows } => {
+                let w = &g.window;
+                let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
+                let activations = e.activations.slice(buffers);
+                let widest = ((band_rows - 1) * w.stride + w.kernel_height) * w.in_width;
+                let (expanded, rest) = scratch.split_at_mut(channels * widest);
+                let (panel, planes) = rest.split_at_mut(packed::PANEL_FLOATS);
+                let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
+                for start in (0..w.out_height).step_by(*band_rows) {
+                    let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
+                    let columns = input_rows.len() * w.in_width;
+                    let band_activations = &activations[input_rows.start * w.in_width..];
+                    packed::gemm(channels, e.k, columns, &e.constant, band_activations, e.k_stride, expanded, columns, expansion_epilogue, panel);
+                    let out = &mut output[start * w.out_width..];
+                    kernels::depthwise_planar(&expanded[..channels * columns], weights, epilogue, out, out_plane, &band, planes);
                 }
             }
             StepKind::Binary { op, a, a_strides, b, b_strides, shape } => {
@@ -390,7 +439,7 @@ struct Lowering<'m> {
     model: &'m TypedModel,
     /// Whether products with constant weights use the packed AVX-512 product.
     packs: bool,
-    values: std::collections::HashMap<OutletId, Value>,
+    values: HashMap<OutletId, Value>,
     /// Logical buffer sizes, one per value a step writes.
     buffers: Vec<usize>,
     steps: Vec<Step>,
@@ -928,6 +977,77 @@ fn broadcast_strides(shape: &[usize], target: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// Assigns logical buffers to as few physical buffers as their lifetimes allow (greedy, best fit).
+/// Merges each packed 1x1 expansion (channels first, one image) with the depthwise convolution that
+/// is the only reader of its output into one [`StepKind::ExpandDepthwise`].
+fn fuse_expansions(mut steps: Vec<Step>, outputs: &[Operand]) -> Vec<Step> {
+    let mut readers = HashMap::<usize, usize>::new();
+    let reads = steps.iter_mut().flat_map(|step| step.operands_mut().into_iter().map(|o| o.clone())).chain(outputs.iter().cloned());
+    for operand in reads {
+        if let Operand::Buffer { id, .. } = operand {
+            *readers.entry(id).or_default() += 1;
+        }
+    }
+    let mut fused: Vec<Step> = Vec::with_capacity(steps.len());
+    for step in steps {
+        match fused.last() {
+            Some(previous) if fusable(previous, &step, &readers) => {
+                let expansion = fused.pop().expect("the step just looked at");
+                fused.push(fuse_expansion(expansion, step));
+            }
+            _ => fused.push(step),
+        }
+    }
+    fused
+}
+
+/// Whether `expansion` is a packed 1x1 expansion, channels first, of one image, whose output only
+/// `depthwise` reads.
+fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) -> bool {
+    match (&expansion.kind, &depthwise.kind) {
+        (
+            StepKind::Gemm { product: Product::Packed { constant, .. }, shape, loops, epilogue },
+            StepKind::Depthwise { input: Operand::Buffer { id, .. }, images: 1, geometry: g, .. },
+        ) => {
+            *id == expansion.output
+                && readers.get(id) == Some(&1)
+                && constant.side == ConstSide::Left
+                && loops.is_empty()
+                && epilogue.as_ref().is_none_or(|(_, along)| *along == ChannelsAlong::Rows)
+                && g.channels_first
+                && shape.m == g.in_channels
+                && shape.n == g.window.in_height * g.window.in_width
+                && shape.c_row == shape.n
+        }
+        _ => false,
+    }
+}
+
+/// The [`fusable`] pair as one step.
+fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
+    let (
+        StepKind::Gemm { product: Product::Packed { constant, activations, k_stride }, shape, epilogue: expansion_epilogue, .. },
+        StepKind::Depthwise { weights, geometry, epilogue, .. },
+    ) = (expansion.kind, depthwise.kind)
+    else {
+        unreachable!("a pair `fusable` accepted")
+    };
+    let w = &geometry.window;
+    let band_rows = if shape.m * shape.n <= WHOLE_EXPANSION_FLOATS {
+        w.out_height
+    } else {
+        // Bands of (nearly) equal height: a short last band would recompute its halo rows for little.
+        let band_input_rows = (BAND_FLOATS / (shape.m * w.in_width)).max(w.kernel_height);
+        let most_rows = (band_input_rows - w.kernel_height) / w.stride + 1;
+        w.out_height.div_ceil(w.out_height.div_ceil(most_rows))
+    };
+    let expansion = Expansion { constant, activations, k_stride, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e) };
+    Step {
+        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows },
+        output: depthwise.output,
+        output_len: depthwise.output_len,
+    }
+}
+
 fn allocate(
     mut steps: Vec<Step>,
     mut outputs: Vec<Operand>,
