@@ -206,42 +206,55 @@ struct Tile {
 
 impl Tile {
     /// Runs the tile with exactly `rows` rows of A, so a thin matrix (an SSD head at 1×1 or 3×3)
-    /// wastes no multiply-adds and reads no rows past its end.
+    /// wastes no multiply-adds and reads no rows past its end, and with one vector of columns when
+    /// at most 16 are left (the last tile of a 10×10 or 14×14 feature map).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn run(&self, rows: usize, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
-        // SAFETY: the caller's contract, forwarded.
-        unsafe {
-            match rows {
-                12 => self.rows::<12>(c, c_row, epilogue),
-                11 => self.rows::<11>(c, c_row, epilogue),
-                10 => self.rows::<10>(c, c_row, epilogue),
-                9 => self.rows::<9>(c, c_row, epilogue),
-                8 => self.rows::<8>(c, c_row, epilogue),
-                7 => self.rows::<7>(c, c_row, epilogue),
-                6 => self.rows::<6>(c, c_row, epilogue),
-                5 => self.rows::<5>(c, c_row, epilogue),
-                4 => self.rows::<4>(c, c_row, epilogue),
-                3 => self.rows::<3>(c, c_row, epilogue),
-                2 => self.rows::<2>(c, c_row, epilogue),
-                1 => self.rows::<1>(c, c_row, epilogue),
-                _ => unreachable!("1..=MR rows"),
-            }
+        if self.cols <= 16 {
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { self.run_halves::<1>(rows, c, c_row, epilogue) }
+        } else {
+            // SAFETY: as above.
+            unsafe { self.run_halves::<2>(rows, c, c_row, epilogue) }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize>(&self, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
+    unsafe fn run_halves<const H: usize>(&self, rows: usize, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe {
+            match rows {
+                12 => self.rows::<12, H>(c, c_row, epilogue),
+                11 => self.rows::<11, H>(c, c_row, epilogue),
+                10 => self.rows::<10, H>(c, c_row, epilogue),
+                9 => self.rows::<9, H>(c, c_row, epilogue),
+                8 => self.rows::<8, H>(c, c_row, epilogue),
+                7 => self.rows::<7, H>(c, c_row, epilogue),
+                6 => self.rows::<6, H>(c, c_row, epilogue),
+                5 => self.rows::<5, H>(c, c_row, epilogue),
+                4 => self.rows::<4, H>(c, c_row, epilogue),
+                3 => self.rows::<3, H>(c, c_row, epilogue),
+                2 => self.rows::<2, H>(c, c_row, epilogue),
+                1 => self.rows::<1, H>(c, c_row, epilogue),
+                _ => unreachable!("1..=MR rows"),
+            }
+        }
+    }
+
+    /// `R` rows by `H` vectors of 16 columns (lanes past `cols` masked).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const R: usize, const H: usize>(&self, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
         let mask_of = |count: usize| -> __mmask16 { if count >= 16 { 0xffff } else { ((1u32 << count) - 1) as __mmask16 } };
-        let (mask0, mask1) = (mask_of(self.cols), mask_of(self.cols.saturating_sub(16)));
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let masks: [__mmask16; H] = std::array::from_fn(|h| mask_of(self.cols.saturating_sub(16 * h)));
+        let mut acc = [[_mm512_setzero_ps(); H]; R];
         if self.accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: rows < R of this tile lie inside C; lanes past `cols` are masked.
-                unsafe {
-                    let out = c.add(r * c_row);
-                    *row = [_mm512_maskz_loadu_ps(mask0, out), _mm512_maskz_loadu_ps(mask1, out.wrapping_add(16))];
+                for (h, value) in row.iter_mut().enumerate() {
+                    // SAFETY: rows < R of this tile lie inside C; lanes past `cols` are masked.
+                    *value = unsafe { _mm512_maskz_loadu_ps(masks[h], c.add(r * c_row).wrapping_add(16 * h)) };
                 }
             }
         }
@@ -249,12 +262,12 @@ impl Tile {
         for _ in 0..self.depth {
             // SAFETY (whole block): the caller bounds a and b for `depth` steps (panels are padded).
             unsafe {
-                let b0 = _mm512_loadu_ps(b);
-                let b1 = _mm512_loadu_ps(b.add(16));
+                let bs: [__m512; H] = std::array::from_fn(|h| _mm512_loadu_ps(b.add(16 * h)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*a.add(r));
-                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                    for (value, b) in row.iter_mut().zip(bs) {
+                        *value = _mm512_fmadd_ps(av, b, *value);
+                    }
                 }
                 a = a.add(self.a_stride);
                 b = b.add(self.b_stride);
@@ -263,31 +276,27 @@ impl Tile {
         if let Some((epilogue, along)) = epilogue {
             let (low, high) = (_mm512_set1_ps(epilogue.low), _mm512_set1_ps(epilogue.high));
             let bias = epilogue.bias.as_ptr();
-            let column_bias = match along {
+            let column_bias: [__m512; H] = match along {
                 // SAFETY: the bias holds n values; lanes past `cols` are masked.
-                ChannelsAlong::Columns => unsafe {
-                    [_mm512_maskz_loadu_ps(mask0, bias.add(self.col0)), _mm512_maskz_loadu_ps(mask1, bias.wrapping_add(self.col0 + 16))]
-                },
-                ChannelsAlong::Rows => [_mm512_setzero_ps(); 2],
+                ChannelsAlong::Columns => std::array::from_fn(|h| unsafe { _mm512_maskz_loadu_ps(masks[h], bias.wrapping_add(self.col0 + 16 * h)) }),
+                ChannelsAlong::Rows => [_mm512_setzero_ps(); H],
             };
             for (r, row) in acc.iter_mut().enumerate() {
                 let bias = match along {
                     // SAFETY: the bias holds m values and row0 + r < m.
-                    ChannelsAlong::Rows => unsafe { [_mm512_set1_ps(*bias.add(self.row0 + r)); 2] },
+                    ChannelsAlong::Rows => unsafe { [_mm512_set1_ps(*bias.add(self.row0 + r)); H] },
                     ChannelsAlong::Columns => column_bias,
                 };
-                for h in 0..2 {
-                    row[h] = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(row[h], bias[h]), low), high);
+                for (value, bias) in row.iter_mut().zip(bias) {
+                    *value = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(*value, bias), low), high);
                 }
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            // SAFETY: row r < R of this tile lies inside C; lanes past `cols` are masked.
-            unsafe {
-                let out = c.add(r * c_row);
-                _mm512_mask_storeu_ps(out, mask0, row[0]);
-                // The second half may lie past the end of C when fully masked: wrapping_add, no access.
-                _mm512_mask_storeu_ps(out.wrapping_add(16), mask1, row[1]);
+            for (h, value) in row.iter().enumerate() {
+                // SAFETY: row r < R of this tile lies inside C; lanes past `cols` are masked, and a
+                // fully masked half may lie past the end of C: wrapping_add, no access.
+                unsafe { _mm512_mask_storeu_ps(c.add(r * c_row).wrapping_add(16 * h), masks[h], *value) };
             }
         }
     }
@@ -318,7 +327,8 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX-512; the executor uses its GEMM backend instead");
             return;
         }
-        for (m, k, n) in [(1, 1, 1), (12, 16, 32), (13, 7, 33), (25, 40, 70), (96, 16, 100), (7, 300, 5), (30, 600, 40)] {
+        // Tiles of one and two vectors of columns; k past KC (two passes, the second accumulating).
+        for (m, k, n) in [(1, 1, 1), (12, 16, 32), (13, 7, 33), (25, 40, 70), (96, 16, 100), (7, 300, 5), (30, 600, 40), (13, 4100, 20)] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let expected = reference(&a, &b, m, k, n);
