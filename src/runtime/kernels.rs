@@ -854,8 +854,19 @@ pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Wi
                 for (oy, out) in row.chunks_exact_mut(w.out_width).enumerate() {
                     let Some(iy) = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height) else { continue };
                     let start = channel * strides.channel + iy * strides.row + (first * w.stride + kx - w.pad_left) * strides.column;
-                    for (o, &v) in out[first..end].iter_mut().zip(input[start..].iter().step_by(step)) {
-                        *o = v;
+                    let out = &mut out[first..end];
+                    match step {
+                        1 => out.copy_from_slice(&input[start..start + out.len()]),
+                        // Pairs, so the compiler turns the gather into shuffles (stride 2, channels first).
+                        2 => {
+                            let pairs = input[start..].chunks_exact(2);
+                            let last = pairs.remainder().first().copied();
+                            let copied = out.iter_mut().zip(pairs).map(|(o, pair)| *o = pair[0]).count();
+                            if let (Some(o), Some(v)) = (out.get_mut(copied), last) {
+                                *o = v;
+                            }
+                        }
+                        _ => out.iter_mut().zip(input[start..].iter().step_by(step)).for_each(|(o, &v)| *o = v),
                     }
                 }
             }
