@@ -64,7 +64,7 @@ fn gemm(c: &mut Criterion) {
             let weights = PackedConst::pack(ConstSide::Left, a.as_slice().unwrap(), k, 1, m, k, n);
             let (mut out, mut panel) = (vec![0f32; m * n], vec![0f32; packed::PANEL_FLOATS]);
             group.bench_with_input(BenchmarkId::new("packed", &label), &(), |bench, _| {
-                bench.iter(|| packed::gemm(m, k, n, &weights, b.as_slice().unwrap(), n, &mut out, n, None, &mut panel))
+                bench.iter(|| packed::gemm(m, k, n, &weights, b.as_slice().unwrap(), n, 1, &mut out, n, None, &mut panel))
             });
         }
         #[cfg(feature = "mkl")]

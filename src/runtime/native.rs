@@ -94,7 +94,7 @@ enum StepKind {
 /// CPU has AVX-512, else the configured GEMM backend.
 #[derive(Debug)]
 enum Product {
-    Packed { constant: PackedConst, activations: Operand, k_stride: usize },
+    Packed { constant: PackedConst, activations: Operand, k_stride: usize, index_stride: usize },
     Backend { a: Operand, b: Operand },
 }
 
@@ -288,10 +288,10 @@ impl Step {
                     }
                     let s = shape;
                     match product {
-                        Product::Packed { constant, activations, k_stride } => {
+                        Product::Packed { constant, activations, k_stride, index_stride } => {
                             let offset = if constant.side == ConstSide::Left { ob } else { oa };
                             let activations = &activations.slice(buffers)[offset..];
-                            packed::gemm(s.m, s.k, s.n, constant, activations, *k_stride, &mut output[oc..], s.c_row, epilogue, scratch);
+                            packed::gemm(s.m, s.k, s.n, constant, activations, *k_stride, *index_stride, &mut output[oc..], s.c_row, epilogue, scratch);
                         }
                         Product::Backend { a, b } => {
                             let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
@@ -332,7 +332,7 @@ impl Step {
                     match weights {
                         ConvWeights::Direct(_) => unreachable!("run above"),
                         ConvWeights::Packed(constant) => {
-                            packed::gemm(m, field, n, constant, columns, pixels, out, n, Some((epilogue, along)), panel)
+                            packed::gemm(m, field, n, constant, columns, pixels, 1, out, n, Some((epilogue, along)), panel)
                         }
                         ConvWeights::Plain(weights) => {
                             let (k, p) = (field as isize, pixels as isize);
@@ -369,7 +369,7 @@ impl Step {
                     let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
                     let columns = input_rows.len() * w.in_width;
                     let band_activations = &activations[input_rows.start * w.in_width..];
-                    packed::gemm(channels, e.k, columns, &e.constant, band_activations, e.k_stride, expanded, columns, expansion_epilogue, panel);
+                    packed::gemm(channels, e.k, columns, &e.constant, band_activations, e.k_stride, 1, expanded, columns, expansion_epilogue, panel);
                     let out = &mut output[start * w.out_width..];
                     kernels::depthwise_planar(&expanded[..channels * columns], weights, epilogue, out, out_plane, &band, planes);
                 }
@@ -738,15 +738,19 @@ impl Lowering<'_> {
                 epilogue = Some((e, along));
             }
         }
-        // Constant weights on either side go to the packed product (when this CPU runs it).
-        let product = match (&a, &b) {
-            (Operand::Const(w), Operand::Buffer { .. }) if self.packs && shape.b_col == 1 && loops.iter().all(|l| l.a == 0) => {
+        // Constant weights on either side go to the packed product (when this CPU runs it), with
+        // activations that run along either of their axes with a unit stride.
+        let unit_stride = |k_stride: isize, index_stride: isize| {
+            (k_stride >= 0 && index_stride >= 0 && (index_stride == 1 || k_stride == 1)).then_some((k_stride as usize, index_stride as usize))
+        };
+        let product = match (&a, &b, unit_stride(shape.b_row, shape.b_col), unit_stride(shape.a_col, shape.a_row)) {
+            (Operand::Const(w), Operand::Buffer { .. }, Some((k_stride, index_stride)), _) if self.packs && loops.iter().all(|l| l.a == 0) => {
                 let constant = PackedConst::pack(ConstSide::Left, w, shape.a_row as usize, shape.a_col as usize, shape.m, shape.k, shape.n);
-                Product::Packed { constant, activations: b, k_stride: shape.b_row as usize }
+                Product::Packed { constant, activations: b, k_stride, index_stride }
             }
-            (Operand::Buffer { .. }, Operand::Const(w)) if self.packs && shape.a_row == 1 && loops.iter().all(|l| l.b == 0) => {
+            (Operand::Buffer { .. }, Operand::Const(w), _, Some((k_stride, index_stride))) if self.packs && loops.iter().all(|l| l.b == 0) => {
                 let constant = PackedConst::pack(ConstSide::Right, w, shape.b_row as usize, shape.b_col as usize, shape.m, shape.k, shape.n);
-                Product::Packed { constant, activations: a, k_stride: shape.a_col as usize }
+                Product::Packed { constant, activations: a, k_stride, index_stride }
             }
             _ => Product::Backend { a, b },
         };
@@ -1005,7 +1009,7 @@ fn fuse_expansions(mut steps: Vec<Step>, outputs: &[Operand]) -> Vec<Step> {
 fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) -> bool {
     match (&expansion.kind, &depthwise.kind) {
         (
-            StepKind::Gemm { product: Product::Packed { constant, .. }, shape, loops, epilogue },
+            StepKind::Gemm { product: Product::Packed { constant, index_stride: 1, .. }, shape, loops, epilogue },
             StepKind::Depthwise { input: Operand::Buffer { id, .. }, images: 1, geometry: g, .. },
         ) => {
             *id == expansion.output
@@ -1025,7 +1029,7 @@ fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) 
 /// The [`fusable`] pair as one step.
 fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
     let (
-        StepKind::Gemm { product: Product::Packed { constant, activations, k_stride }, shape, epilogue: expansion_epilogue, .. },
+        StepKind::Gemm { product: Product::Packed { constant, activations, k_stride, .. }, shape, epilogue: expansion_epilogue, .. },
         StepKind::Depthwise { weights, geometry, epilogue, .. },
     ) = (expansion.kind, depthwise.kind)
     else {

@@ -84,7 +84,8 @@ const KC: usize = 4096;
 
 /// C (m×n, row stride `c_row`, unit column stride) = A·B then the epilogue, where the constant side is
 /// `packed` and the other operand is `activations`: step kk of the contraction, index j along the other
-/// axis at kk·`k_stride` + j. `panel` (at least [`PANEL_FLOATS`] values) receives blocks of
+/// axis at kk·`k_stride` + j·`index_stride` (an `index_stride` other than 1 is for activations stored
+/// the other way round, with `k_stride` 1: channels-last pixels feeding a channels-first output). `panel` (at least [`PANEL_FLOATS`] values) receives blocks of
 /// the activations, copied contiguous and zero-padded so that every tile streams them from cache.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
@@ -94,6 +95,7 @@ pub fn gemm(
     packed: &PackedConst,
     activations: &[f32],
     k_stride: usize,
+    index_stride: usize,
     c: &mut [f32],
     c_row: usize,
     epilogue: Option<(&Epilogue, ChannelsAlong)>,
@@ -117,7 +119,7 @@ pub fn gemm(
         let depth = KC.min(k - k0.min(k)).max(1);
         let epilogue = if k_step + 1 == k_steps { epilogue } else { None };
         let accumulate = k_step > 0;
-        let slice = Slice { activations, k_stride, k0, depth, k };
+        let slice = Slice { activations, k_stride, index_stride, k0, depth, k };
         match packed.side {
             ConstSide::Left => {
                 // Blocks of B's columns fill the panel; each packed weight tile then sweeps the block.
@@ -162,6 +164,7 @@ pub fn gemm(
 struct Slice<'a> {
     activations: &'a [f32],
     k_stride: usize,
+    index_stride: usize,
     k0: usize,
     depth: usize,
     k: usize,
@@ -172,6 +175,9 @@ impl Slice<'_> {
     /// slot j, step kk at (j·depth + kk)·W. Whole slots copy as fixed-size arrays, which compile to
     /// a few vector moves rather than a call to memcpy per step.
     fn pack<const W: usize>(&self, start: usize, count: usize, panel: &mut [f32]) {
+        if self.index_stride != 1 {
+            return self.pack_transposed::<W>(start, count, panel);
+        }
         for j in 0..count.div_ceil(W) {
             let used = W.min(count - j * W);
             for kk in 0..self.depth {
@@ -189,6 +195,58 @@ impl Slice<'_> {
                     row[..used].copy_from_slice(&source[..used]);
                     row[used..].fill(0.0);
                 }
+            }
+        }
+    }
+
+    /// [`Slice::pack`] for activations whose indices lie `index_stride` apart (their steps of k
+    /// usually contiguous): each step's `W` values are gathered, 16 at a time.
+    fn pack_transposed<const W: usize>(&self, start: usize, count: usize, panel: &mut [f32]) {
+        let steps = self.depth.min(self.k - self.k0.min(self.k));
+        if count == 0 {
+            return;
+        }
+        // Every gathered value lies inside the activations (checked once here, not per lane).
+        let furthest = (start + count - 1) * self.index_stride + (self.k0 + steps.max(1) - 1) * self.k_stride;
+        assert!(steps == 0 || furthest < self.activations.len(), "activations too short");
+        assert!(panel.len() >= count.div_ceil(W) * self.depth * W && (W - 1) * self.index_stride <= i32::MAX as usize);
+        for j in 0..count.div_ceil(W) {
+            let used = W.min(count - j * W);
+            let slot = &mut panel[j * self.depth * W..(j + 1) * self.depth * W];
+            if steps < self.depth {
+                slot[steps * W..].fill(0.0);
+            }
+            let first = (start + j * W) * self.index_stride + self.k0 * self.k_stride;
+            // SAFETY: `available()` (asserted by `gemm`) means AVX-512; the reads stay within
+            // `furthest` and the writes within the slot.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                gather_steps::<W>(&self.activations[first..], self.index_stride, self.k_stride, used, steps, slot)
+            };
+        }
+    }
+}
+
+/// `slot[kk·W + lane]` = `source[lane·index_stride + kk·k_stride]` for lanes < `used` (0 beyond) and
+/// steps kk < `steps`.
+///
+/// # Safety
+/// AVX-512; every such source index lies inside `source`, and `slot` holds `steps`·W values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_steps<const W: usize>(source: &[f32], index_stride: usize, k_stride: usize, used: usize, steps: usize, slot: &mut [f32]) {
+    let lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(index_stride as i32));
+    let mask_of = |count: usize| if count >= 16 { 0xffff } else { ((1u32 << count) - 1) as __mmask16 };
+    // W is 12 (rows of a tile) or 32 (columns): one or two vectors of lanes, the last maybe partial.
+    for half in 0..W.div_ceil(16) {
+        let (read, write) = (mask_of(used.saturating_sub(16 * half)), mask_of(W - 16 * half));
+        let base = source.as_ptr().wrapping_add(16 * half * index_stride);
+        for kk in 0..steps {
+            // SAFETY: the caller's contract: lanes < used read inside `source` (masked beyond, and
+            // zero), and the write stays inside step kk's W values.
+            unsafe {
+                let values = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), read, lanes, base.wrapping_add(kk * k_stride));
+                _mm512_mask_storeu_ps(slot.as_mut_ptr().add(kk * W + 16 * half), write, values);
             }
         }
     }
@@ -349,7 +407,7 @@ mod tests {
             // W on the left (rows are channels), bias per row.
             let left = PackedConst::pack(ConstSide::Left, &a, k, 1, m, k, n);
             let mut c = vec![0.0; m * n];
-            gemm(m, k, n, &left, &b, n, &mut c, n, Some((&epilogue, ChannelsAlong::Rows)), &mut panel);
+            gemm(m, k, n, &left, &b, n, 1, &mut c, n, Some((&epilogue, ChannelsAlong::Rows)), &mut panel);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - y.clamp(-1.0, 1.0)).abs() < 1e-4, "left {m}x{k}x{n}: {x} vs {y}");
             }
@@ -359,9 +417,22 @@ mod tests {
             let a_k_major: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect();
             let right = PackedConst::pack(ConstSide::Right, &b, n, 1, m, k, n);
             let mut c = vec![0.0; m * n];
-            gemm(m, k, n, &right, &a_k_major, m, &mut c, n, None, &mut panel);
+            gemm(m, k, n, &right, &a_k_major, m, 1, &mut c, n, None, &mut panel);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - y).abs() < 1e-4, "right {m}x{k}x{n}: {x} vs {y}");
+            }
+
+            // Activations stored the other way round (index-major, k contiguous), on either side.
+            let b_n_major: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+            let mut c = vec![0.0; m * n];
+            gemm(m, k, n, &left, &b_n_major, 1, k, &mut c, n, None, &mut panel);
+            for (x, y) in c.iter().zip(&expected) {
+                assert!((x - y).abs() < 1e-4, "left, transposed activations, {m}x{k}x{n}: {x} vs {y}");
+            }
+            let mut c = vec![0.0; m * n];
+            gemm(m, k, n, &right, &a, 1, k, &mut c, n, None, &mut panel);
+            for (x, y) in c.iter().zip(&expected) {
+                assert!((x - y).abs() < 1e-4, "right, transposed activations, {m}x{k}x{n}: {x} vs {y}");
             }
         }
     }
