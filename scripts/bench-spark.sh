@@ -3,12 +3,14 @@
 # (scala-example ExtractJob) against the baseline a PySpark user would write, a pandas_udf around
 # onnxruntime (benches/spark_pandas_udf.py), over ../shared/data/imagenet-sample. Same input, same
 # partitions, same work per image, both writing Parquet; written to BENCHMARKS.md.
-#   scripts/bench-spark.sh     (needs: cargo build --release && jvm-bindings/build.sh)
+#   scripts/bench-spark.sh     (builds the library and the jar first, so it measures the code as it is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/imagenet-sample
 [ -d "$data" ] || { echo "bench-spark: $data is absent; nothing to measure" >&2; exit 1; }
-[ -f target/jvm/imgfeat-spark.jar ] || { echo "bench-spark: build the jar first (jvm-bindings/build.sh)" >&2; exit 1; }
+# A jar left from an older build would carry an older native library.
+cargo build --release --quiet
+jvm-bindings/build.sh > /dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt pandas==3.1.1 pyarrow==26.0.1
 
