@@ -223,6 +223,20 @@ multiversion! {
     ) => depthwise_planar_body
 }
 
+
+/// How [`depthwise_planar`] lays out its scratch: phase planes, then the output at the planes' pitch.
+#[derive(Debug, Clone, Copy)]
+pub struct PhasePlanes {
+    /// Row pitch of each phase plane and of the pitched output.
+    pub pitch: usize,
+    /// Rows of each phase plane.
+    pub rows: usize,
+    /// Values per phase plane, with room for the last block's overrun.
+    pub plane_len: usize,
+    /// Values of the pitched output, in whole blocks.
+    pub out_len: usize,
+}
+
 impl Window {
     /// The window of output rows `rows` alone and the input rows it reads: a band of the output
     /// that can be computed from those input rows only (the executor computes a 1x1 expansion and
@@ -240,22 +254,7 @@ impl Window {
         };
         (band, first..end)
     }
-}
 
-/// How [`depthwise_planar`] lays out its scratch: phase planes, then the output at the planes' pitch.
-#[derive(Debug, Clone, Copy)]
-pub struct PhasePlanes {
-    /// Row pitch of each phase plane and of the pitched output.
-    pub pitch: usize,
-    /// Rows of each phase plane.
-    pub rows: usize,
-    /// Values per phase plane, with room for the last block's overrun.
-    pub plane_len: usize,
-    /// Values of the pitched output, in whole blocks.
-    pub out_len: usize,
-}
-
-impl Window {
     pub fn phase_planes(&self) -> PhasePlanes {
         let s = self.stride;
         let pitch = self.out_width + (self.kernel_width - 1) / s;
@@ -602,7 +601,7 @@ mod avx512 {
         };
         // Output columns whose windows lie inside the image horizontally: first..end.
         let first = w.pad_left.div_ceil(w.stride);
-        let end = ((w.in_width + w.pad_left).saturating_sub(w.kernel_width) / w.stride + 1).min(w.out_width);
+        let end = (w.in_width + w.pad_left).checked_sub(w.kernel_width).map_or(0, |last| last / w.stride + 1).min(w.out_width);
         for oy in 0..w.out_height {
             let top = (oy * w.stride).checked_sub(w.pad_top).filter(|&top| top + w.kernel_height <= w.in_height);
             let mut ox = 0;

@@ -3,6 +3,7 @@
 //! Concrete shapes matter to both: tract ran 7× slower with a symbolic batch axis, and the own
 //! executor plans its buffers from the shapes.
 
+pub mod buffer;
 pub mod gemm;
 pub mod kernels;
 pub mod native;

@@ -20,6 +20,7 @@ use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
 use tract_onnx::tract_core::ops::source::TypedSource;
 
+use super::buffer::{whole_lines, AlignedBuffer};
 use super::gemm::{GemmBackend, MatMut, MatRef};
 use super::kernels::{self, BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
 use super::packed::{self, ConstSide, PackedConst};
@@ -43,9 +44,9 @@ pub struct NativeModel {
 
 #[derive(Debug)]
 struct Workspace {
-    buffers: Vec<Vec<f32>>,
+    buffers: Vec<AlignedBuffer>,
     /// im2col columns and depthwise phase planes.
-    scratch: Vec<f32>,
+    scratch: AlignedBuffer,
 }
 
 /// A tensor a step reads: an intermediate buffer (by id, with its length) or a constant.
@@ -56,7 +57,7 @@ enum Operand {
 }
 
 impl Operand {
-    fn slice<'a>(&'a self, buffers: &'a [Vec<f32>]) -> &'a [f32] {
+    fn slice<'a>(&'a self, buffers: &'a [AlignedBuffer]) -> &'a [f32] {
         match self {
             Operand::Buffer { id, len } => &buffers[*id][..*len],
             Operand::Const(values) => values,
@@ -224,8 +225,8 @@ impl NativeModel {
     /// into the input buffer) and returns every output.
     pub fn run(&self, fill_input: impl FnOnce(&mut [f32])) -> Vec<Vec<f32>> {
         let mut workspace = self.workspaces.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Workspace {
-            buffers: self.buffer_sizes.iter().map(|&n| vec![0.0; n]).collect(),
-            scratch: vec![0.0; self.scratch_len],
+            buffers: self.buffer_sizes.iter().map(|&n| AlignedBuffer::zeroed(n)).collect(),
+            scratch: AlignedBuffer::zeroed(self.scratch_len),
         });
         fill_input(&mut workspace.buffers[self.input_buffer][..self.input_len]);
         for step in &self.steps {
@@ -245,17 +246,15 @@ impl Step {
             StepKind::Conv { weights: ConvWeights::Direct(_), .. } => 0,
             StepKind::Conv { geometry, .. } => {
                 let w = &geometry.window;
-                w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width + packed::PANEL_FLOATS
+                whole_lines(w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width) + packed::PANEL_FLOATS
             }
             StepKind::Gemm { product: Product::Packed { .. }, .. } => packed::PANEL_FLOATS,
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
                 geometry.window.planar_scratch_len()
             }
             StepKind::ExpandDepthwise { geometry: g, band_rows, .. } => {
-                let (band, input_rows) = g.window.band(0..*band_rows);
-                let widest = ((band_rows - 1) * band.stride + band.kernel_height) * band.in_width;
-                debug_assert!(input_rows.len() * band.in_width <= widest);
-                g.in_channels * widest + packed::PANEL_FLOATS + band.planar_scratch_len()
+                // Bands after the first may be as tall, but never need more phase-plane room.
+                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + g.window.band(0..*band_rows).0.planar_scratch_len()
             }
             _ => 0,
         }
@@ -275,7 +274,7 @@ impl Step {
         }
     }
 
-    fn run(&self, buffers: &[Vec<f32>], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend) {
+    fn run(&self, buffers: &[AlignedBuffer], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend) {
         match &self.kind {
             StepKind::Gemm { product, shape, loops, epilogue } => {
                 let epilogue = epilogue.as_ref().map(|(e, along)| (e, *along));
@@ -318,7 +317,7 @@ impl Step {
                 let input = input.slice(buffers);
                 let w = &g.window;
                 let (pixels, field) = (w.out_height * w.out_width, g.in_channels * w.kernel_height * w.kernel_width);
-                let (columns, panel) = scratch.split_at_mut(pixels * field);
+                let (columns, panel) = scratch.split_at_mut(whole_lines(pixels * field));
                 for image in 0..*images {
                     kernels::im2col(&input[image * g.image_in_len..], g.in_channels, g.strides, w, columns);
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
@@ -361,8 +360,7 @@ impl Step {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
                 let activations = e.activations.slice(buffers);
-                let widest = ((band_rows - 1) * w.stride + w.kernel_height) * w.in_width;
-                let (expanded, rest) = scratch.split_at_mut(channels * widest);
+                let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
                 let (panel, planes) = rest.split_at_mut(packed::PANEL_FLOATS);
                 let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
                 for start in (0..w.out_height).step_by(*band_rows) {
@@ -980,7 +978,13 @@ fn broadcast_strides(shape: &[usize], target: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// Assigns logical buffers to as few physical buffers as their lifetimes allow (greedy, best fit).
+/// Values of the expanded channels of the tallest band of `band_rows` output rows: the input rows
+/// its windows reach, for every channel.
+fn expanded_band_len(geometry: &ConvGeometry, band_rows: usize) -> usize {
+    let w = &geometry.window;
+    geometry.in_channels * ((band_rows - 1) * w.stride + w.kernel_height) * w.in_width
+}
+
 /// Merges each packed 1x1 expansion (channels first, one image) with the depthwise convolution that
 /// is the only reader of its output into one [`StepKind::ExpandDepthwise`].
 fn fuse_expansions(mut steps: Vec<Step>, outputs: &[Operand]) -> Vec<Step> {
@@ -1052,6 +1056,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
     }
 }
 
+/// Assigns logical buffers to as few physical buffers as their lifetimes allow (greedy, best fit).
 fn allocate(
     mut steps: Vec<Step>,
     mut outputs: Vec<Operand>,

@@ -8,6 +8,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::buffer::AlignedBuffer;
 use super::kernels::{ChannelsAlong, Epilogue};
 
 /// Rows of C per register tile (broadcast from A).
@@ -32,7 +33,7 @@ pub struct PackedConst {
     /// Rows (left) or columns (right) of the matrix, and its depth: what `gemm` checks its sizes by.
     outer: usize,
     k: usize,
-    panels: Vec<f32>,
+    panels: AlignedBuffer,
 }
 
 impl PackedConst {
@@ -44,7 +45,7 @@ impl PackedConst {
             ConstSide::Right => (n, NR),
         };
         let panels_count = outer.div_ceil(width);
-        let mut panels = vec![0.0; panels_count * width * k];
+        let mut panels = AlignedBuffer::zeroed(panels_count * width * k);
         for p in 0..panels_count {
             for kk in 0..k {
                 for lane in 0..width {
