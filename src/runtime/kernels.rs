@@ -335,20 +335,7 @@ fn depthwise_planar_body<M: MulAdd>(
                     continue;
                 }
                 let start = first * s + phase_col - w.pad_left;
-                let out = &mut out[first..end];
-                match s {
-                    1 => out.copy_from_slice(&row[start..start + out.len()]),
-                    2 => {
-                        // Pairs, so the compiler turns the gather into shuffles.
-                        let pairs = row[start..].chunks_exact(2);
-                        let last = pairs.remainder().first().copied();
-                        let copied = out.iter_mut().zip(pairs).map(|(o, pair)| *o = pair[0]).count();
-                        if let (Some(o), Some(v)) = (out.get_mut(copied), last) {
-                            *o = v;
-                        }
-                    }
-                    _ => out.iter_mut().zip(row[start..].iter().step_by(s)).for_each(|(o, &v)| *o = v),
-                }
+                copy_every(&row[start..], s, &mut out[first..end]);
             }
         }
         let kernel = &weights[channel * taps..(channel + 1) * taps];
@@ -357,6 +344,24 @@ fn depthwise_planar_body<M: MulAdd>(
         for (out_row, pitched_row) in out_channel.chunks_exact_mut(w.out_width).zip(pitched.chunks(p.pitch)) {
             out_row.copy_from_slice(&pitched_row[..w.out_width]);
         }
+    }
+}
+
+/// `out[i] = source[i·step]`. A stride of 2 goes by pairs, which the compiler turns into shuffles
+/// rather than a gather.
+#[inline(always)]
+fn copy_every(source: &[f32], step: usize, out: &mut [f32]) {
+    match step {
+        1 => out.copy_from_slice(&source[..out.len()]),
+        2 => {
+            let pairs = source.chunks_exact(2);
+            let last = pairs.remainder().first().copied();
+            let copied = out.iter_mut().zip(pairs).map(|(o, pair)| *o = pair[0]).count();
+            if let (Some(o), Some(v)) = (out.get_mut(copied), last) {
+                *o = v;
+            }
+        }
+        _ => out.iter_mut().zip(source.iter().step_by(step)).for_each(|(o, &v)| *o = v),
     }
 }
 
@@ -858,20 +863,7 @@ pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Wi
                 for (oy, out) in row.chunks_exact_mut(w.out_width).enumerate() {
                     let Some(iy) = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height) else { continue };
                     let start = channel * strides.channel + iy * strides.row + (first * w.stride + kx - w.pad_left) * strides.column;
-                    let out = &mut out[first..end];
-                    match step {
-                        1 => out.copy_from_slice(&input[start..start + out.len()]),
-                        // Pairs, so the compiler turns the gather into shuffles (stride 2, channels first).
-                        2 => {
-                            let pairs = input[start..].chunks_exact(2);
-                            let last = pairs.remainder().first().copied();
-                            let copied = out.iter_mut().zip(pairs).map(|(o, pair)| *o = pair[0]).count();
-                            if let (Some(o), Some(v)) = (out.get_mut(copied), last) {
-                                *o = v;
-                            }
-                        }
-                        _ => out.iter_mut().zip(input[start..].iter().step_by(step)).for_each(|(o, &v)| *o = v),
-                    }
+                    copy_every(&input[start..], step, &mut out[first..end]);
                 }
             }
         }
