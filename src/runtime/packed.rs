@@ -86,8 +86,9 @@ const KC: usize = 4096;
 /// C (m×n, row stride `c_row`, unit column stride) = A·B then the epilogue, where the constant side is
 /// `packed` and the other operand is `activations`: step kk of the contraction, index j along the other
 /// axis at kk·`k_stride` + j·`index_stride` (an `index_stride` other than 1 is for activations stored
-/// the other way round, with `k_stride` 1: channels-last pixels feeding a channels-first output). `panel` (at least [`PANEL_FLOATS`] values) receives blocks of
-/// the activations, copied contiguous and zero-padded so that every tile streams them from cache.
+/// the other way round, with `k_stride` 1: channels-last pixels feeding a channels-first output).
+/// `panel` (at least [`PANEL_FLOATS`] values) receives blocks of the activations, copied contiguous
+/// and zero-padded so that every tile streams them from cache.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
