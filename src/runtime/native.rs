@@ -1,8 +1,9 @@
 //! The native executor: tract loads, types and declutters an ONNX graph (folding batch norms and
 //! constants, turning 1x1 convolutions into matrix products), and this module lowers the result into
-//! a flat list of steps over our own kernels — GEMM with fused bias+clamp epilogues, depthwise and
-//! im2col convolutions, element-wise ops — with every intermediate tensor assigned ahead of time to a
-//! reusable buffer. A graph with anything outside that subset is refused with the reason, and the
+//! a flat list of steps over our own kernels — GEMM with fused bias+clamp epilogues, depthwise,
+//! direct and im2col convolutions, element-wise ops — with every intermediate tensor assigned ahead
+//! of time to a reusable buffer. A 1x1 expansion and the depthwise convolution it alone feeds become
+//! one step, run band by band so the expanded channels stay in cache. A graph with anything outside that subset is refused with the reason, and the
 //! caller runs it on tract instead.
 
 use std::collections::HashMap;
