@@ -83,8 +83,10 @@ enum StepKind {
     /// A 1x1 expansion and the channels-first depthwise convolution it alone feeds (MobileNet's
     /// inverted residual), one image, computed `band_rows` output rows at a time: the expanded
     /// channels of a band stay in L2, where the whole expanded tensor (up to 8.6 MB in the SSD)
-    /// would be written to memory and read back.
-    ExpandDepthwise { expansion: Expansion, weights: Vec<f32>, geometry: ConvGeometry, epilogue: Epilogue, band_rows: usize },
+    /// would be written to memory and read back. `interleaved`: the band is expanded channels-last
+    /// and the depthwise output stays so (see [`interleave_expansions`]); else both are channels
+    /// first, with the depthwise weights [C][KH·KW] rather than tap-major.
+    ExpandDepthwise { expansion: Expansion, weights: Vec<f32>, geometry: ConvGeometry, epilogue: Epilogue, band_rows: usize, interleaved: bool },
     Binary { op: BinaryOp, a: Operand, a_strides: Vec<usize>, b: Operand, b_strides: Vec<usize>, shape: Vec<usize> },
     Sigmoid { input: Operand },
     Concat { inputs: Vec<(Operand, usize)>, outer: usize },
@@ -101,7 +103,8 @@ enum Product {
 }
 
 /// The packed product C[m, pixels] = W[m, k]·X[k, pixels] (+ epilogue along C's rows) of an
-/// [`StepKind::ExpandDepthwise`].
+/// [`StepKind::ExpandDepthwise`], or its transpose C[pixels, m] with W packed on the right when the
+/// step is interleaved.
 #[derive(Debug)]
 struct Expansion {
     constant: PackedConst,
@@ -192,7 +195,8 @@ impl NativeModel {
         let Operand::Buffer { id: input_logical, len: input_len } = input.operand else {
             return Err("the input is a constant".into());
         };
-        let steps = fuse_expansions(lowering.steps, &outputs);
+        let mut steps = fuse_expansions(lowering.steps, &outputs);
+        interleave_expansions(&mut steps, &outputs);
         let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &lowering.buffers, input_logical);
         Ok(NativeModel {
@@ -253,7 +257,10 @@ impl Step {
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
                 geometry.window.planar_scratch_len()
             }
-            StepKind::ExpandDepthwise { geometry: g, band_rows, .. } => {
+            StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: true, .. } => {
+                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS
+            }
+            StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: false, .. } => {
                 // Bands after the first may be as tall, but never need more phase-plane room.
                 whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + g.window.band(0..*band_rows).0.planar_scratch_len()
             }
@@ -357,20 +364,27 @@ impl Step {
                     }
                 }
             }
-            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows } => {
+            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved } => {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
                 let activations = e.activations.slice(buffers);
                 let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
                 let (panel, planes) = rest.split_at_mut(packed::PANEL_FLOATS);
-                let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
                 for start in (0..w.out_height).step_by(*band_rows) {
                     let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
-                    let columns = input_rows.len() * w.in_width;
+                    let pixels = input_rows.len() * w.in_width;
                     let band_activations = &activations[input_rows.start * w.in_width..];
-                    packed::gemm(channels, e.k, columns, &e.constant, band_activations, e.k_stride, 1, expanded, columns, expansion_epilogue, panel);
-                    let out = &mut output[start * w.out_width..];
-                    kernels::depthwise_planar(&expanded[..channels * columns], weights, epilogue, out, out_plane, &band, planes);
+                    if *interleaved {
+                        let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
+                        packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, 1, expanded, channels, expansion_epilogue, panel);
+                        let out = &mut output[start * w.out_width * channels..];
+                        kernels::depthwise_interleaved(&expanded[..pixels * channels], weights, epilogue, out, &band, channels);
+                    } else {
+                        let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
+                        packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, 1, expanded, pixels, expansion_epilogue, panel);
+                        let out = &mut output[start * w.out_width..];
+                        kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, planes);
+                    }
                 }
             }
             StepKind::Binary { op, a, a_strides, b, b_strides, shape } => {
@@ -989,13 +1003,7 @@ fn expanded_band_len(geometry: &ConvGeometry, band_rows: usize) -> usize {
 /// Merges each packed 1x1 expansion (channels first, one image) with the depthwise convolution that
 /// is the only reader of its output into one [`StepKind::ExpandDepthwise`].
 fn fuse_expansions(mut steps: Vec<Step>, outputs: &[Operand]) -> Vec<Step> {
-    let mut readers = HashMap::<usize, usize>::new();
-    let reads = steps.iter_mut().flat_map(|step| step.operands_mut().into_iter().map(|o| o.clone())).chain(outputs.iter().cloned());
-    for operand in reads {
-        if let Operand::Buffer { id, .. } = operand {
-            *readers.entry(id).or_default() += 1;
-        }
-    }
+    let readers = readers(&mut steps, outputs);
     let mut fused: Vec<Step> = Vec::with_capacity(steps.len());
     for step in steps {
         match fused.last() {
@@ -1007,6 +1015,62 @@ fn fuse_expansions(mut steps: Vec<Step>, outputs: &[Operand]) -> Vec<Step> {
         }
     }
     fused
+}
+
+/// How many operands (of steps and the model's outputs) read each logical buffer.
+fn readers(steps: &mut [Step], outputs: &[Operand]) -> HashMap<usize, usize> {
+    let mut readers = HashMap::<usize, usize>::new();
+    let reads = steps.iter_mut().flat_map(|step| step.operands_mut().into_iter().map(|o| o.clone())).chain(outputs.iter().cloned());
+    for operand in reads {
+        if let Operand::Buffer { id, .. } = operand {
+            *readers.entry(id).or_default() += 1;
+        }
+    }
+    readers
+}
+
+/// Turns each [`StepKind::ExpandDepthwise`] whose channels come in groups of 16 and whose output
+/// only a packed product reads as its activations (the block's 1x1 projection) channels-last: the
+/// expansion writes each pixel's channels together (its weights moved to the right of the
+/// product), the depthwise vectorises across channels, and the projection gathers its panels from
+/// the channels-last pixels. Channels first, a 7x7 map's rows fill 7 of a vector's 16 lanes.
+fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
+    let readers = readers(steps, outputs);
+    for i in 0..steps.len() {
+        let (id, channels, pixels) = match &steps[i].kind {
+            StepKind::ExpandDepthwise { geometry: g, interleaved: false, .. } if g.in_channels % kernels::LANES == 0 => {
+                (steps[i].output, g.in_channels, g.window.out_height * g.window.out_width)
+            }
+            _ => continue,
+        };
+        if readers.get(&id) != Some(&1) {
+            continue;
+        }
+        let reads_it = |step: &mut Step| step.operands_mut().iter().any(|o| matches!(o, Operand::Buffer { id: read, .. } if *read == id));
+        let Some(reader) = steps[i + 1..].iter_mut().find_map(|step| reads_it(step).then_some(step)) else {
+            continue;
+        };
+        let StepKind::Gemm { product: Product::Packed { constant, k_stride, index_stride, .. }, shape, loops, .. } = &mut reader.kind else {
+            continue;
+        };
+        if constant.side != ConstSide::Left || !loops.is_empty() || *index_stride != 1 || *k_stride != pixels || shape.k != channels || shape.n != pixels {
+            continue;
+        }
+        (*k_stride, *index_stride) = (1, channels);
+        let StepKind::ExpandDepthwise { expansion, weights, interleaved, geometry: g, .. } = &mut steps[i].kind else {
+            unreachable!("matched above")
+        };
+        expansion.constant = expansion.constant.transposed();
+        let taps = g.window.kernel_height * g.window.kernel_width;
+        let mut tap_major = vec![0.0; weights.len()];
+        for (c, kernel) in weights.chunks_exact(taps).enumerate() {
+            for (t, &value) in kernel.iter().enumerate() {
+                tap_major[t * channels + c] = value;
+            }
+        }
+        *weights = tap_major;
+        *interleaved = true;
+    }
 }
 
 /// Whether `expansion` is a packed 1x1 expansion, channels first, of one image, whose output only
@@ -1051,7 +1115,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
     };
     let expansion = Expansion { constant, activations, k_stride, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e) };
     Step {
-        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows },
+        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false },
         output: depthwise.output,
         output_len: depthwise.output_len,
     }

@@ -63,6 +63,29 @@ impl PackedConst {
         }
         PackedConst { side, outer, k, panels }
     }
+
+    /// The transpose of this matrix, packed as the other operand: the product C = W·X becomes
+    /// Cᵀ = Xᵀ·Wᵀ, the same numbers with C laid out the other way round (the executor moves an
+    /// expansion to channels-last output after its weights were packed).
+    pub fn transposed(&self) -> PackedConst {
+        let width = match self.side {
+            ConstSide::Left => MR,
+            ConstSide::Right => NR,
+        };
+        // Row i of a left W (m×k), or column i of a right one (k×n), at i·k.
+        let mut lines = vec![0.0; self.outer * self.k];
+        for (i, line) in lines.chunks_exact_mut(self.k).enumerate() {
+            for (kk, value) in line.iter_mut().enumerate() {
+                *value = self.panels[((i / width) * self.k + kk) * width + i % width];
+            }
+        }
+        match self.side {
+            // Wᵀ (k×m) on the right: element (kk, i) at i·k + kk.
+            ConstSide::Left => PackedConst::pack(ConstSide::Right, &lines, 1, self.k, 0, self.k, self.outer),
+            // Wᵀ (n×k) on the left: element (i, kk) at i·k + kk.
+            ConstSide::Right => PackedConst::pack(ConstSide::Left, &lines, self.k, 1, self.outer, self.k, 0),
+        }
+    }
 }
 
 /// Whether this CPU runs the packed product (else the executor uses its GEMM backend).
@@ -201,57 +224,92 @@ impl Slice<'_> {
         }
     }
 
-    /// [`Slice::pack`] for activations whose indices lie `index_stride` apart (their steps of k
-    /// usually contiguous): each step's `W` values are gathered, 16 at a time.
+    /// [`Slice::pack`] for activations whose indices lie `index_stride` apart and whose steps of k
+    /// are contiguous (channels-last pixels feeding a channels-first product): blocks of 16 indices
+    /// by 16 steps are transposed in registers. (Gathering each step's values, 16 cache lines per
+    /// instruction, cost the SSD's projections half again their arithmetic.)
     fn pack_transposed<const W: usize>(&self, start: usize, count: usize, panel: &mut [f32]) {
+        assert_eq!(self.k_stride, 1, "transposed activations with their steps of k contiguous");
         let steps = self.depth.min(self.k - self.k0.min(self.k));
         if count == 0 {
             return;
         }
-        // Every gathered value lies inside the activations (checked once here, not per lane).
-        let furthest = (start + count - 1) * self.index_stride + (self.k0 + steps.max(1) - 1) * self.k_stride;
+        // Every value read lies inside the activations (checked once here, not per row).
+        let furthest = (start + count - 1) * self.index_stride + self.k0 + steps.max(1) - 1;
         assert!(steps == 0 || furthest < self.activations.len(), "activations too short");
-        assert!(panel.len() >= count.div_ceil(W) * self.depth * W && (W - 1) * self.index_stride <= i32::MAX as usize);
+        assert!(panel.len() >= count.div_ceil(W) * self.depth * W);
         for j in 0..count.div_ceil(W) {
             let used = W.min(count - j * W);
             let slot = &mut panel[j * self.depth * W..(j + 1) * self.depth * W];
             if steps < self.depth {
                 slot[steps * W..].fill(0.0);
             }
-            let first = (start + j * W) * self.index_stride + self.k0 * self.k_stride;
+            let first = (start + j * W) * self.index_stride + self.k0;
             // SAFETY: `available()` (asserted by `gemm`) means AVX-512; the reads stay within
             // `furthest` and the writes within the slot.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                gather_steps::<W>(&self.activations[first..], self.index_stride, self.k_stride, used, steps, slot)
+                transpose_steps::<W>(&self.activations[first..], self.index_stride, used, steps, slot)
             };
         }
     }
 }
 
-/// `slot[kk·W + lane]` = `source[lane·index_stride + kk·k_stride]` for lanes < `used` (0 beyond) and
-/// steps kk < `steps`.
+/// `slot[kk·W + lane]` = `source[lane·index_stride + kk]` for lanes < `used` (0 beyond) and steps
+/// kk < `steps`.
 ///
 /// # Safety
 /// AVX-512; every such source index lies inside `source`, and `slot` holds `steps`·W values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gather_steps<const W: usize>(source: &[f32], index_stride: usize, k_stride: usize, used: usize, steps: usize, slot: &mut [f32]) {
-    let lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(index_stride as i32));
+unsafe fn transpose_steps<const W: usize>(source: &[f32], index_stride: usize, used: usize, steps: usize, slot: &mut [f32]) {
     let mask_of = |count: usize| if count >= 16 { 0xffff } else { ((1u32 << count) - 1) as __mmask16 };
-    // W is 12 (rows of a tile) or 32 (columns): one or two vectors of lanes, the last maybe partial.
+    // W is 12 (rows of a tile) or 32 (columns): one or two blocks of 16 lanes, the last maybe partial.
     for half in 0..W.div_ceil(16) {
-        let (read, write) = (mask_of(used.saturating_sub(16 * half)), mask_of(W - 16 * half));
-        let base = source.as_ptr().wrapping_add(16 * half * index_stride);
-        for kk in 0..steps {
-            // SAFETY: the caller's contract: lanes < used read inside `source` (masked beyond, and
-            // zero), and the write stays inside step kk's W values.
-            unsafe {
-                let values = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), read, lanes, base.wrapping_add(kk * k_stride));
-                _mm512_mask_storeu_ps(slot.as_mut_ptr().add(kk * W + 16 * half), write, values);
+        let (lanes, write) = (used.saturating_sub(16 * half).min(16), mask_of(W - 16 * half));
+        for k0 in (0..steps).step_by(16) {
+            let read = mask_of(steps - k0);
+            let rows: [__m512; 16] = std::array::from_fn(|r| {
+                if r < lanes {
+                    // SAFETY: the caller's contract: steps < `steps` of lanes < used lie inside
+                    // `source` (masked beyond).
+                    unsafe { _mm512_maskz_loadu_ps(read, source.as_ptr().wrapping_add((16 * half + r) * index_stride + k0)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let columns = transpose16(rows);
+            for (q, column) in columns.iter().enumerate().take((steps - k0).min(16)) {
+                // SAFETY: step k0 + q < steps; the write stays inside its W values.
+                unsafe { _mm512_mask_storeu_ps(slot.as_mut_ptr().add((k0 + q) * W + 16 * half), write, *column) };
             }
         }
     }
+}
+
+/// The 16×16 transpose of `rows`: lane r of result c is lane c of row r.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // Pairs of rows interleaved, then pairs of pairs, then 128-bit blocks twice over.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[(i / 2) * 2], r[(i / 2) * 2 + 1]);
+        if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let group = (i / 4) * 4;
+        let (a, b) = (t[group + (i % 4) / 2], t[group + (i % 4) / 2 + 2]);
+        if i % 2 == 0 { _mm512_shuffle_ps::<0x44>(a, b) } else { _mm512_shuffle_ps::<0xEE>(a, b) }
+    });
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        let group = (i / 8) * 8;
+        let (a, b) = (u[group + i % 4], u[group + i % 4 + 4]);
+        if (i % 8) < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xDD>(a, b) }
+    });
+    std::array::from_fn(|i| {
+        let (a, b) = (v[i % 8], v[i % 8 + 8]);
+        if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xDD>(a, b) }
+    })
 }
 
 /// One block of at most MR×NR values of C over one k-slice: where its panels start and how much of it
@@ -435,6 +493,23 @@ mod tests {
             gemm(m, k, n, &right, &a, 1, k, &mut c, n, None, &mut panel);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - y).abs() < 1e-4, "right, transposed activations, {m}x{k}x{n}: {x} vs {y}");
+            }
+
+            // Each constant transposed onto the other side: Cᵀ = Bᵀ·Aᵀ, with the bias now along
+            // Cᵀ's columns; transposed twice, the original product again.
+            let mut c_t = vec![0.0; n * m];
+            gemm(n, k, m, &left.transposed(), &b, n, 1, &mut c_t, m, Some((&epilogue, ChannelsAlong::Columns)), &mut panel);
+            let mut right_t = vec![0.0; n * m];
+            gemm(n, k, m, &right.transposed(), &a_k_major, m, 1, &mut right_t, m, None, &mut panel);
+            let mut twice = vec![0.0; m * n];
+            gemm(m, k, n, &left.transposed().transposed(), &b, n, 1, &mut twice, n, None, &mut panel);
+            for i in 0..m {
+                for j in 0..n {
+                    let y = expected[i * n + j];
+                    assert!((c_t[j * m + i] - y.clamp(-1.0, 1.0)).abs() < 1e-4, "left transposed {m}x{k}x{n}: {} vs {y}", c_t[j * m + i]);
+                    assert!((right_t[j * m + i] - y).abs() < 1e-4, "right transposed {m}x{k}x{n}: {} vs {y}", right_t[j * m + i]);
+                    assert!((twice[i * n + j] - y).abs() < 1e-4, "left transposed twice {m}x{k}x{n}");
+                }
             }
         }
     }
