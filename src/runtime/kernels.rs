@@ -898,7 +898,8 @@ fn sigmoid_body<M: MulAdd>(values: &mut [f32]) {
 fn exp<M: MulAdd>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.3, 88.3);
-    let n = M::mul_add(x, std::f32::consts::LOG2_E, ROUND) - ROUND;
+    let shifted = M::mul_add(x, std::f32::consts::LOG2_E, ROUND);
+    let n = shifted - ROUND;
     let r = M::mul_add(n, -0.693_359_4, x);
     let r = M::mul_add(n, 2.121_944_4e-4, r);
     let mut p = 1.987_569_1e-4;
@@ -908,7 +909,10 @@ fn exp<M: MulAdd>(x: f32) -> f32 {
     p = M::mul_add(p, r, 1.666_666_5e-1);
     p = M::mul_add(p, r, 0.5);
     let e_r = M::mul_add(p, r * r, r) + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // n in integer form, read from the bits of `shifted` (ROUND's bits plus n): `n as i32` would
+    // be a saturating conversion, which kept the loop from vectorising (3 cycles a value).
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    e_r * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 /// An element-wise operation of two operands.
