@@ -11,8 +11,9 @@ use std::arch::x86_64::*;
 use super::buffer::AlignedBuffer;
 use super::kernels::{ChannelsAlong, Epilogue};
 
-/// Rows of C per register tile (broadcast from A).
-pub const MR: usize = 12;
+/// Rows of C per register tile (broadcast from A): 14×2 accumulators, two B vectors and a broadcast
+/// fill 31 of the 32 vector registers (14 rows ran both models 1.5–2.5 % faster than 12).
+pub const MR: usize = 14;
 /// Columns of C per register tile (two AVX-512 vectors, loaded from B).
 pub const NR: usize = 32;
 
@@ -264,7 +265,7 @@ impl Slice<'_> {
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_steps<const W: usize>(source: &[f32], index_stride: usize, used: usize, steps: usize, slot: &mut [f32]) {
     let mask_of = |count: usize| if count >= 16 { 0xffff } else { ((1u32 << count) - 1) as __mmask16 };
-    // W is 12 (rows of a tile) or 32 (columns): one or two blocks of 16 lanes, the last maybe partial.
+    // W is MR (rows of a tile) or 32 (columns): one or two blocks of 16 lanes, the last maybe partial.
     for half in 0..W.div_ceil(16) {
         let (lanes, write) = (used.saturating_sub(16 * half).min(16), mask_of(W - 16 * half));
         for k0 in (0..steps).step_by(16) {
@@ -349,6 +350,8 @@ impl Tile {
         // SAFETY: the caller's contract, forwarded.
         unsafe {
             match rows {
+                14 => self.rows::<14, H>(c, c_row, epilogue),
+                13 => self.rows::<13, H>(c, c_row, epilogue),
                 12 => self.rows::<12, H>(c, c_row, epilogue),
                 11 => self.rows::<11, H>(c, c_row, epilogue),
                 10 => self.rows::<10, H>(c, c_row, epilogue),
