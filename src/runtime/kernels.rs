@@ -881,6 +881,20 @@ pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Wi
 }
 
 multiversion! {
+    /// `out[i]` = what a cast of `values[i]` to u8 holds, as f32 (clamped to 0..=255, truncated):
+    /// the input of a model that takes u8 pixels. Compiled for AVX2 the truncation is one
+    /// instruction; on the x86-64 baseline it is a libm call per value (0.26 ms for a 300x300 image).
+    pub fn u8_values(values: &[f32], out: &mut [f32]) => u8_values_body
+}
+
+#[inline(always)]
+fn u8_values_body<M: MulAdd>(values: &[f32], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(values) {
+        *o = v.clamp(0.0, 255.0).trunc();
+    }
+}
+
+multiversion! {
     /// The logistic function, in place, with a vectorisable `exp` (Cephes' polynomial, ~1 ulp).
     pub fn sigmoid(values: &mut [f32]) => sigmoid_body
 }
@@ -1197,6 +1211,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn u8_values_clamp_and_truncate() {
+        let values = [-3.0, 0.0, 0.4, 1.0, 1.99, 254.5, 255.0, 300.0, f32::MAX, f32::MIN];
+        let mut out = [f32::NAN; 10];
+        u8_values(&values, &mut out);
+        assert_eq!(out, [0.0, 0.0, 0.0, 1.0, 1.0, 254.0, 255.0, 255.0, 255.0, 0.0]);
     }
 
     #[test]

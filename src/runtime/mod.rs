@@ -146,7 +146,7 @@ impl OnnxModel {
             Engine::Native(native) => Ok(native.run(|buffer| match self.input.dtype {
                 InputDtype::F32 => buffer.copy_from_slice(input),
                 // What tract's cast to u8 would make of the values.
-                InputDtype::U8 => buffer.iter_mut().zip(input).for_each(|(b, &v)| *b = v.clamp(0.0, 255.0).trunc()),
+                InputDtype::U8 => kernels::u8_values(input, buffer),
             })),
             Engine::Tract(plan) => {
                 let failed = |e: TractError| ImageError::Inference { model: self.name.clone(), message: format!("{e:#}") };
