@@ -3,10 +3,12 @@
 //! a flat list of steps over our own kernels — GEMM with fused bias+clamp epilogues, depthwise,
 //! direct and im2col convolutions, element-wise ops — with every intermediate tensor assigned ahead
 //! of time to a reusable buffer. A 1x1 expansion and the depthwise convolution it alone feeds become
-//! one step, run band by band so the expanded channels stay in cache. A graph with anything outside that subset is refused with the reason, and the
-//! caller runs it on tract instead.
+//! one step, run band by band so the expanded channels stay in cache, channels-last where the
+//! channels come in groups of 16; the tensors between blocks are channels-last wherever every
+//! reader takes them so. A graph with anything outside that subset is refused with the reason, and
+//! the caller runs it on tract instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
@@ -110,6 +112,7 @@ struct Expansion {
     constant: PackedConst,
     activations: Operand,
     k_stride: usize,
+    index_stride: usize,
     k: usize,
     epilogue: Option<Epilogue>,
 }
@@ -197,6 +200,7 @@ impl NativeModel {
         };
         let mut steps = fuse_expansions(lowering.steps, &outputs);
         interleave_expansions(&mut steps, &outputs);
+        channels_last_activations(&mut steps, &outputs);
         let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &lowering.buffers, input_logical);
         Ok(NativeModel {
@@ -373,15 +377,15 @@ impl Step {
                 for start in (0..w.out_height).step_by(*band_rows) {
                     let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
                     let pixels = input_rows.len() * w.in_width;
-                    let band_activations = &activations[input_rows.start * w.in_width..];
+                    let band_activations = &activations[input_rows.start * w.in_width * e.index_stride..];
                     if *interleaved {
                         let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
-                        packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, 1, expanded, channels, expansion_epilogue, panel);
+                        packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
                         let out = &mut output[start * w.out_width * channels..];
                         kernels::depthwise_interleaved(&expanded[..pixels * channels], weights, epilogue, out, &band, channels);
                     } else {
                         let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
-                        packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, 1, expanded, pixels, expansion_epilogue, panel);
+                        packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, pixels, expansion_epilogue, panel);
                         let out = &mut output[start * w.out_width..];
                         kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, planes);
                     }
@@ -1073,6 +1077,97 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
     }
 }
 
+/// Keeps the tensors between MobileNet blocks channels-last where every reader can take them so:
+/// the 1x1 products that write them put their weights on the right (vectors along the output
+/// channels), and the products that read them (the next block's expansion, the SSD's box and class
+/// heads, the next projection) broadcast each pixel's channels where they lie, with no panel packed.
+/// Channels first, each projection had to transpose the channels-last depthwise output into its
+/// panels, and each expansion copied its input into panels. A tensor stays channels first if any
+/// reader needs it so (a model output, a planar depthwise convolution, a pool, a reshape).
+fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
+    let buffer_of = |operand: &Operand| match operand {
+        Operand::Buffer { id, .. } => Some(*id),
+        Operand::Const(_) => None,
+    };
+    // An element-wise op of two same-shaped operands (no broadcasting) is indifferent to the layout.
+    let element_wise = |kind: &StepKind| match kind {
+        StepKind::Binary { a_strides, b_strides, shape, .. } => a_strides == b_strides && *a_strides == contiguous_strides(shape),
+        _ => false,
+    };
+    let mut channels_last: HashSet<usize> = steps
+        .iter()
+        .filter(|step| match &step.kind {
+            StepKind::Gemm { product: Product::Packed { constant, .. }, loops, shape, .. } => {
+                constant.side == ConstSide::Left && loops.is_empty() && shape.c_row == shape.n
+            }
+            kind => element_wise(kind),
+        })
+        .map(|step| step.output)
+        .collect();
+    loop {
+        let before = channels_last.len();
+        for output in outputs.iter().filter_map(buffer_of) {
+            channels_last.remove(&output);
+        }
+        for step in steps.iter_mut() {
+            let output = step.output;
+            let takes_channels_last = match &step.kind {
+                StepKind::ExpandDepthwise { interleaved, .. } => *interleaved,
+                // On the left, a product that stays channels-first transposes its activations
+                // into its panels: a cost for it, but the chain of blocks before it stays
+                // channels-last.
+                StepKind::Gemm { product: Product::Packed { .. }, loops, .. } => loops.is_empty(),
+                kind => element_wise(kind),
+            };
+            let inputs: Vec<usize> = step.operands_mut().into_iter().filter_map(|o| buffer_of(o)).collect();
+            if element_wise(&step.kind) && !inputs.iter().all(|id| channels_last.contains(id)) {
+                // Both operands or neither: the op adds them value by value.
+                channels_last.remove(&output);
+                inputs.iter().for_each(|id| _ = channels_last.remove(id));
+            } else if element_wise(&step.kind) && !channels_last.contains(&output) || !takes_channels_last {
+                inputs.iter().for_each(|id| _ = channels_last.remove(id));
+            }
+        }
+        if channels_last.len() == before {
+            break;
+        }
+    }
+    for step in steps.iter_mut() {
+        let writes_channels_last = channels_last.contains(&step.output);
+        match &mut step.kind {
+            StepKind::Gemm { product: Product::Packed { constant, activations, k_stride, index_stride }, shape, epilogue, .. } => {
+                if buffer_of(activations).is_some_and(|id| channels_last.contains(&id)) {
+                    (*k_stride, *index_stride) = (1, shape.k);
+                }
+                if writes_channels_last {
+                    // C[channels, pixels] = W·X becomes C[pixels, channels] = Xᵀ·Wᵀ; the activations'
+                    // strides name the same values on either side.
+                    *constant = constant.transposed();
+                    (shape.m, shape.n, shape.c_row) = (shape.n, shape.m, shape.m);
+                    if let Some((_, along)) = epilogue {
+                        *along = ChannelsAlong::Columns;
+                    }
+                }
+            }
+            StepKind::ExpandDepthwise { expansion, .. } if buffer_of(&expansion.activations).is_some_and(|id| channels_last.contains(&id)) => {
+                (expansion.k_stride, expansion.index_stride) = (1, expansion.k);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Row-major strides of `shape`.
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut stride = 1;
+    for (s, &extent) in strides.iter_mut().zip(shape).rev() {
+        *s = stride;
+        stride *= extent;
+    }
+    strides
+}
+
 /// Whether `expansion` is a packed 1x1 expansion, channels first, of one image, whose output only
 /// `depthwise` reads.
 fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) -> bool {
@@ -1113,7 +1208,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         let most_rows = (band_input_rows - w.kernel_height) / w.stride + 1;
         w.out_height.div_ceil(w.out_height.div_ceil(most_rows))
     };
-    let expansion = Expansion { constant, activations, k_stride, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e) };
+    let expansion = Expansion { constant, activations, k_stride, index_stride: 1, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e) };
     Step {
         kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false },
         output: depthwise.output,

@@ -110,9 +110,10 @@ const KC: usize = 4096;
 /// C (m×n, row stride `c_row`, unit column stride) = A·B then the epilogue, where the constant side is
 /// `packed` and the other operand is `activations`: step kk of the contraction, index j along the other
 /// axis at kk·`k_stride` + j·`index_stride` (an `index_stride` other than 1 is for activations stored
-/// the other way round, with `k_stride` 1: channels-last pixels feeding a channels-first output).
-/// `panel` (at least [`PANEL_FLOATS`] values) receives blocks of the activations, copied contiguous
-/// and zero-padded so that every tile streams them from cache.
+/// the other way round, with `k_stride` 1: channels-last pixels; on the right the tiles read them in
+/// place, on the left they are transposed into the panel). `panel` (at least [`PANEL_FLOATS`]
+/// values) receives blocks of the activations, copied contiguous and zero-padded so that every tile
+/// streams them from cache.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -157,11 +158,25 @@ pub fn gemm(
                         let a = packed.panels[((m0 / MR) * k + k0) * MR..].as_ptr();
                         for (j, n0) in (block_start..block_start + block_cols).step_by(NR).enumerate() {
                             let b = panel[j * depth * NR..].as_ptr();
-                            let tile = Tile { depth, a, a_stride: MR, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
+                            let tile = Tile { depth, a, a_stride: MR, a_row: 1, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
                             // SAFETY: `available()` checked AVX-512; A's panel holds MR·k values (k ≥ k0 +
                             // depth when k > 0), the B slot NR·depth, and the assert above bounds C.
                             unsafe { tile.run(MR.min(m - m0), c[m0 * c_row + n0..].as_mut_ptr(), c_row, epilogue) };
                         }
+                    }
+                }
+            }
+            ConstSide::Right if k_stride == 1 && index_stride != 1 => {
+                // Channels-last activations: each row of A is one pixel's k contiguous values, which
+                // the tile broadcasts where they lie, as a packed panel would hold them in order.
+                assert!(last(m, k, index_stride) <= activations.len(), "activations too short");
+                for n0 in (0..n).step_by(NR) {
+                    let b = packed.panels[((n0 / NR) * k + k0) * NR..].as_ptr();
+                    for m0 in (0..m).step_by(MR) {
+                        let a = activations[m0 * index_stride + k0..].as_ptr();
+                        let tile = Tile { depth, a, a_stride: 1, a_row: index_stride, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
+                        // SAFETY: as above; A's rows m0.. hold k ≥ k0 + depth values each (asserted).
+                        unsafe { tile.run(MR.min(m - m0), c[m0 * c_row + n0..].as_mut_ptr(), c_row, epilogue) };
                     }
                 }
             }
@@ -175,7 +190,7 @@ pub fn gemm(
                         let b = packed.panels[((n0 / NR) * k + k0) * NR..].as_ptr();
                         for (j, m0) in (block_start..block_start + block_rows).step_by(MR).enumerate() {
                             let a = panel[j * depth * MR..].as_ptr();
-                            let tile = Tile { depth, a, a_stride: MR, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
+                            let tile = Tile { depth, a, a_stride: MR, a_row: 1, b, b_stride: NR, cols: NR.min(n - n0), row0: m0, col0: n0, accumulate };
                             // SAFETY: as above, with the roles of the panels swapped.
                             unsafe { tile.run(MR.min(m - m0), c[m0 * c_row + n0..].as_mut_ptr(), c_row, epilogue) };
                         }
@@ -319,6 +334,8 @@ struct Tile {
     depth: usize,
     a: *const f32,
     a_stride: usize,
+    /// A's rows lie `a_row` apart: 1 in a packed panel, a pixel's channels apart read in place.
+    a_row: usize,
     b: *const f32,
     b_stride: usize,
     cols: usize,
@@ -395,7 +412,7 @@ impl Tile {
                 _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(16) as *const i8);
                 let bs: [__m512; H] = std::array::from_fn(|h| _mm512_loadu_ps(b.add(16 * h)));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.add(r));
+                    let av = _mm512_set1_ps(*a.add(r * self.a_row));
                     for (value, b) in row.iter_mut().zip(bs) {
                         *value = _mm512_fmadd_ps(av, b, *value);
                     }
