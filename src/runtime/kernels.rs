@@ -224,6 +224,28 @@ multiversion! {
 }
 
 
+/// Copies channel-interleaved `input` (the input of `window`, `channels` values a pixel) into
+/// `padded`, the input of [`Window::padded`]: zeros wherever `window` reads past its input. A
+/// depthwise convolution over it has no border pixels: on a 7x7 map with a 5x5 kernel, 40 of the
+/// 49 pixels are border pixels, each computed alone.
+pub fn pad_interleaved(input: &[f32], channels: usize, window: &Window, padded: &mut [f32]) {
+    let p = window.padded();
+    let row_len = p.in_width * channels;
+    assert!(padded.len() >= p.in_height * row_len && input.len() >= window.in_height * window.in_width * channels);
+    let left = (window.pad_left * channels).min(row_len);
+    let copied = window.in_width.min(p.in_width - left / channels) * channels;
+    for (py, out_row) in padded.chunks_exact_mut(row_len).take(p.in_height).enumerate() {
+        match py.checked_sub(window.pad_top).filter(|&y| y < window.in_height) {
+            None => out_row.fill(0.0),
+            Some(y) => {
+                out_row[..left].fill(0.0);
+                out_row[left..left + copied].copy_from_slice(&input[y * window.in_width * channels..][..copied]);
+                out_row[left + copied..].fill(0.0);
+            }
+        }
+    }
+}
+
 /// How [`depthwise_planar`] lays out its scratch: phase planes, then the output at the planes' pitch.
 #[derive(Debug, Clone, Copy)]
 pub struct PhasePlanes {
@@ -253,6 +275,32 @@ impl Window {
             ..*self
         };
         (band, first..end)
+    }
+
+    /// This window over its input zero-padded: the padding on top and left made real rows and
+    /// columns, and rows and columns added at the bottom and right up to the last window's reach
+    /// (input rows or columns past it dropped), so that every output pixel's window lies inside.
+    pub fn padded(&self) -> Window {
+        Window {
+            in_height: (self.out_height - 1) * self.stride + self.kernel_height,
+            in_width: (self.out_width - 1) * self.stride + self.kernel_width,
+            pad_top: 0,
+            pad_left: 0,
+            ..*self
+        }
+    }
+
+    /// The share of output pixels whose windows lie inside the input: the rest are border pixels,
+    /// which [`depthwise_interleaved`] computes one at a time.
+    pub fn interior_share(&self) -> f64 {
+        let interior = |pad: usize, input: usize, kernel: usize, output: usize| {
+            let first = pad.div_ceil(self.stride);
+            let end = (input + pad).checked_sub(kernel).map_or(0, |last| last / self.stride + 1).min(output);
+            end.saturating_sub(first)
+        };
+        let rows = interior(self.pad_top, self.in_height, self.kernel_height, self.out_height);
+        let columns = interior(self.pad_left, self.in_width, self.kernel_width, self.out_width);
+        (rows * columns) as f64 / (self.out_height * self.out_width).max(1) as f64
     }
 
     pub fn phase_planes(&self) -> PhasePlanes {
@@ -610,13 +658,6 @@ mod avx512 {
         high: __m512,
         mut visit: impl FnMut(&mut [__m512; V], usize, usize),
     ) {
-        let store = |output: &mut [f32], pixel: usize, acc: &[__m512; V]| {
-            let out = &mut output[pixel * pixel_stride..][..V * LANES];
-            for (v, a) in acc.iter().enumerate() {
-                // SAFETY: `out` holds V·16 values.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), _mm512_min_ps(_mm512_max_ps(*a, low), high)) };
-            }
-        };
         // Output columns whose windows lie inside the image horizontally: first..end.
         let first = w.pad_left.div_ceil(w.stride);
         let end = (w.in_width + w.pad_left).checked_sub(w.kernel_width).map_or(0, |last| last / w.stride + 1).min(w.out_width);
@@ -624,27 +665,89 @@ mod avx512 {
             let top = (oy * w.stride).checked_sub(w.pad_top).filter(|&top| top + w.kernel_height <= w.in_height);
             let mut ox = 0;
             while ox < w.out_width {
-                if let Some(top) = top.filter(|_| ox >= first && ox + P <= end) {
-                    let left = ox * w.stride - w.pad_left;
-                    let mut acc = [bias; P];
-                    for ky in 0..w.kernel_height {
-                        let row = (top + ky) * w.in_width + left;
-                        for kx in 0..w.kernel_width {
-                            for (p, a) in acc.iter_mut().enumerate() {
-                                visit(a, ky * w.kernel_width + kx, row + kx + p * w.stride);
-                            }
-                        }
+                // Interior pixels from ox on in this row: runs of P, then of 4, 2 and 1 at the row's
+                // end (a 7-pixel row of a padded map is 4 + 2 + 1, not 7 single pixels).
+                let interior = match top {
+                    Some(_) if ox >= first => end.saturating_sub(ox),
+                    _ => 0,
+                };
+                let run = [P, 4, 2, 1].into_iter().find(|&run| run <= interior && run <= P).unwrap_or(0);
+                let pixels = Pixels { w, top: top.unwrap_or(0), oy, ox, pixel_stride, low, high };
+                // SAFETY (each arm): the run's pixels are interior (their windows lie inside the
+                // input), and `output` holds every pixel (the caller's contract).
+                match run {
+                    0 => {
+                        let mut acc = bias;
+                        w.visit_taps(oy, ox, |tap, pixel| visit(&mut acc, tap, pixel));
+                        unsafe { pixels.store(output, 0, &acc) };
+                        ox += 1;
+                        continue;
                     }
-                    for (p, a) in acc.iter().enumerate() {
-                        store(output, oy * w.out_width + ox + p, a);
-                    }
-                    ox += P;
-                } else {
-                    let mut acc = bias;
-                    w.visit_taps(oy, ox, |tap, pixel| visit(&mut acc, tap, pixel));
-                    store(output, oy * w.out_width + ox, &acc);
-                    ox += 1;
+                    r if r == P => unsafe { pixels.run::<V, P>(output, bias, &mut visit) },
+                    4 => unsafe { pixels.run::<V, 4>(output, bias, &mut visit) },
+                    2 => unsafe { pixels.run::<V, 2>(output, bias, &mut visit) },
+                    _ => unsafe { pixels.run::<V, 1>(output, bias, &mut visit) },
                 }
+                ox += run;
+            }
+        }
+    }
+
+    /// Output pixels from (`oy`, `ox`) on, of a [`sweep`].
+    struct Pixels<'a> {
+        w: &'a Window,
+        /// The first input row of output row `oy` (for interior pixels).
+        top: usize,
+        oy: usize,
+        ox: usize,
+        pixel_stride: usize,
+        low: __m512,
+        high: __m512,
+    }
+
+    impl Pixels<'_> {
+        /// Computes `Q` interior pixels, each with its own chains of multiply-adds, at fixed tap
+        /// offsets.
+        ///
+        /// # Safety
+        /// AVX-512; the pixels are interior and `output` holds them.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn run<const V: usize, const Q: usize>(
+            &self,
+            output: &mut [f32],
+            bias: [__m512; V],
+            visit: &mut impl FnMut(&mut [__m512; V], usize, usize),
+        ) {
+            let w = self.w;
+            let left = self.ox * w.stride - w.pad_left;
+            let mut acc = [bias; Q];
+            for ky in 0..w.kernel_height {
+                let row = (self.top + ky) * w.in_width + left;
+                for kx in 0..w.kernel_width {
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        visit(a, ky * w.kernel_width + kx, row + kx + p * w.stride);
+                    }
+                }
+            }
+            for (p, a) in acc.iter().enumerate() {
+                // SAFETY: the caller's contract.
+                unsafe { self.store(output, p, a) };
+            }
+        }
+
+        /// Clamps and stores pixel `ox + p`.
+        ///
+        /// # Safety
+        /// AVX-512; `output` holds the pixel.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn store<const V: usize>(&self, output: &mut [f32], p: usize, acc: &[__m512; V]) {
+            let pixel = self.oy * self.w.out_width + self.ox + p;
+            let out = &mut output[pixel * self.pixel_stride..][..V * LANES];
+            for (v, a) in acc.iter().enumerate() {
+                // SAFETY: `out` holds V·16 values.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), _mm512_min_ps(_mm512_max_ps(*a, self.low), self.high)) };
             }
         }
     }
@@ -1139,10 +1242,19 @@ mod tests {
             }
             let mut interleaved = vec![0.0; expected.len()];
             depthwise_interleaved(&hwc, &tap_major, &epilogue, &mut interleaved, &w, channels);
+            // And over a zero-padded copy, where every pixel is interior.
+            let padded_window = w.padded();
+            let mut padded = vec![f32::NAN; padded_window.in_height * padded_window.in_width * channels];
+            pad_interleaved(&hwc, channels, &w, &mut padded);
+            let mut from_padded = vec![0.0; expected.len()];
+            depthwise_interleaved(&padded, &tap_major, &epilogue, &mut from_padded, &padded_window, channels);
+            assert_eq!(padded_window.interior_share(), 1.0);
             for c in 0..channels {
                 for p in 0..oh * ow {
                     let (a, b) = (interleaved[p * channels + c], expected[c * oh * ow + p]);
                     assert!((a - b).abs() < 1e-5, "interleaved {kernel}x{kernel}/{stride}: {a} vs {b}");
+                    let a = from_padded[p * channels + c];
+                    assert!((a - b).abs() < 1e-5, "interleaved, padded {kernel}x{kernel}/{stride}: {a} vs {b}");
                 }
             }
         }

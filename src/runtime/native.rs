@@ -262,7 +262,10 @@ impl Step {
                 geometry.window.planar_scratch_len()
             }
             StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: true, .. } => {
-                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS
+                // Later bands are no taller than the first once padded.
+                let padded = g.window.band(0..*band_rows).0.padded();
+                let padded_len = if pads(&g.window) { padded.in_height * padded.in_width * g.in_channels } else { 0 };
+                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + padded_len
             }
             StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: false, .. } => {
                 // Bands after the first may be as tall, but never need more phase-plane room.
@@ -373,7 +376,8 @@ impl Step {
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
                 let activations = e.activations.slice(buffers);
                 let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
-                let (panel, planes) = rest.split_at_mut(packed::PANEL_FLOATS);
+                // The product's panel, then the phase planes or (interleaved) the padded band.
+                let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
                 for start in (0..w.out_height).step_by(*band_rows) {
                     let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
                     let pixels = input_rows.len() * w.in_width;
@@ -382,12 +386,20 @@ impl Step {
                         let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
                         packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
                         let out = &mut output[start * w.out_width * channels..];
-                        kernels::depthwise_interleaved(&expanded[..pixels * channels], weights, epilogue, out, &band, channels);
+                        let expanded = &expanded[..pixels * channels];
+                        if pads(w) {
+                            let padded_window = band.padded();
+                            let padded = &mut rest[..padded_window.in_height * padded_window.in_width * channels];
+                            kernels::pad_interleaved(expanded, channels, &band, padded);
+                            kernels::depthwise_interleaved(padded, weights, epilogue, out, &padded_window, channels);
+                        } else {
+                            kernels::depthwise_interleaved(expanded, weights, epilogue, out, &band, channels);
+                        }
                     } else {
                         let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
                         packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, pixels, expansion_epilogue, panel);
                         let out = &mut output[start * w.out_width..];
-                        kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, planes);
+                        kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, rest);
                     }
                 }
             }
@@ -995,6 +1007,14 @@ fn broadcast_strides(shape: &[usize], target: &[usize]) -> Option<Vec<usize>> {
             }
         })
         .collect()
+}
+
+/// Whether an interleaved [`StepKind::ExpandDepthwise`] copies each band into a zero-padded one
+/// before its depthwise convolution: where under three quarters of the map's pixels are interior
+/// (14x14 and 7x7 maps with a 5x5 kernel, 10x10 ones with a 3x3), the copy costs less than computing
+/// the border pixels one by one; on the larger maps it costs more (measured per layer).
+fn pads(window: &Window) -> bool {
+    window.interior_share() < 0.75
 }
 
 /// Values of the expanded channels of the tallest band of `band_rows` output rows: the input rows
