@@ -889,18 +889,7 @@ impl Lowering<'_> {
             };
             StepKind::Conv { input: input.operand, weights, images, geometry, epilogue }
         } else if conv.group == in_channels && in_channels == out_channels && kernel.shape == [out_channels, 1, window.kernel_height, window.kernel_width] {
-            let weights = if channels_first {
-                kernel_values.to_vec()
-            } else {
-                // tap-major, so the interleaved kernel reads the taps of all channels contiguously
-                let mut tap_major = vec![0.0; kernel_values.len()];
-                for c in 0..out_channels {
-                    for t in 0..taps {
-                        tap_major[t * out_channels + c] = kernel_values[c * taps + t];
-                    }
-                }
-                tap_major
-            };
+            let weights = if channels_first { kernel_values.to_vec() } else { tap_major(&kernel_values, taps) };
             StepKind::Depthwise { input: input.operand, weights, images, geometry, epilogue }
         } else {
             return Err(format!("group {} of {in_channels} channels (only dense and depthwise)", conv.group));
@@ -1085,14 +1074,7 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
             unreachable!("matched above")
         };
         expansion.constant = expansion.constant.transposed();
-        let taps = g.window.kernel_height * g.window.kernel_width;
-        let mut tap_major = vec![0.0; weights.len()];
-        for (c, kernel) in weights.chunks_exact(taps).enumerate() {
-            for (t, &value) in kernel.iter().enumerate() {
-                tap_major[t * channels + c] = value;
-            }
-        }
-        *weights = tap_major;
+        *weights = tap_major(weights, g.window.kernel_height * g.window.kernel_width);
         *interleaved = true;
     }
 }
@@ -1109,9 +1091,12 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
         Operand::Buffer { id, .. } => Some(*id),
         Operand::Const(_) => None,
     };
-    // An element-wise op of two same-shaped operands (no broadcasting) is indifferent to the layout.
-    let element_wise = |kind: &StepKind| match kind {
+    // Steps whose output has their input's layout: an element-wise op of two same-shaped operands
+    // (no broadcasting), and a depthwise convolution of one image (the interleaved kernel when
+    // channels-last).
+    let follows_layout = |kind: &StepKind| match kind {
         StepKind::Binary { a_strides, b_strides, shape, .. } => a_strides == b_strides && *a_strides == contiguous_strides(shape),
+        StepKind::Depthwise { images: 1, geometry, .. } => geometry.channels_first,
         _ => false,
     };
     let mut channels_last: HashSet<usize> = steps
@@ -1120,7 +1105,7 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
             StepKind::Gemm { product: Product::Packed { constant, .. }, loops, shape, .. } => {
                 constant.side == ConstSide::Left && loops.is_empty() && shape.c_row == shape.n
             }
-            kind => element_wise(kind),
+            kind => follows_layout(kind),
         })
         .map(|step| step.output)
         .collect();
@@ -1137,14 +1122,14 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
                 // into its panels: a cost for it, but the chain of blocks before it stays
                 // channels-last.
                 StepKind::Gemm { product: Product::Packed { .. }, loops, .. } => loops.is_empty(),
-                kind => element_wise(kind),
+                kind => follows_layout(kind),
             };
             let inputs: Vec<usize> = step.operands_mut().into_iter().filter_map(|o| buffer_of(o)).collect();
-            if element_wise(&step.kind) && !inputs.iter().all(|id| channels_last.contains(id)) {
-                // Both operands or neither: the op adds them value by value.
+            if follows_layout(&step.kind) && !inputs.iter().all(|id| channels_last.contains(id)) {
+                // Output and every input, or none of them.
                 channels_last.remove(&output);
                 inputs.iter().for_each(|id| _ = channels_last.remove(id));
-            } else if element_wise(&step.kind) && !channels_last.contains(&output) || !takes_channels_last {
+            } else if follows_layout(&step.kind) && !channels_last.contains(&output) || !takes_channels_last {
                 inputs.iter().for_each(|id| _ = channels_last.remove(id));
             }
         }
@@ -1172,9 +1157,25 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
             StepKind::ExpandDepthwise { expansion, .. } if buffer_of(&expansion.activations).is_some_and(|id| channels_last.contains(&id)) => {
                 (expansion.k_stride, expansion.index_stride) = (1, expansion.k);
             }
+            StepKind::Depthwise { weights, geometry, .. } if writes_channels_last => {
+                *weights = tap_major(weights, geometry.window.kernel_height * geometry.window.kernel_width);
+                geometry.channels_first = false;
+            }
             _ => {}
         }
     }
+}
+
+/// Depthwise weights [C][taps] laid out [taps][C], as the interleaved kernel reads them.
+fn tap_major(weights: &[f32], taps: usize) -> Vec<f32> {
+    let channels = weights.len() / taps;
+    let mut laid_out = vec![0.0; weights.len()];
+    for (c, kernel) in weights.chunks_exact(taps).enumerate() {
+        for (t, &value) in kernel.iter().enumerate() {
+            laid_out[t * channels + c] = value;
+        }
+    }
+    laid_out
 }
 
 /// Row-major strides of `shape`.
