@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use imgfeat::config::{DetectorSpec, EmbedderSpec, EngineConfig, Executor, InputSpec};
+use imgfeat::config::{DetectorSpec, EmbedderSpec, EngineConfig, Executor, InputDtype, InputSpec, Layout};
 use imgfeat::decode::decode;
 use imgfeat::runtime::OnnxModel;
 use imgfeat::Config;
@@ -103,4 +103,28 @@ fn mkl_backend_matches_tract() {
     compare_with(engine.clone(), detector.model.to_str().unwrap(), &detector.input, &outputs, 8, &images);
     let embedder = EmbedderSpec::preset("efficientnet_lite0").unwrap();
     compare_with(engine, embedder.model.to_str().unwrap(), &embedder.input, &[embedder.features_output.as_str()], 1, &images[..2]);
+}
+
+/// The executor keeps tensors between 1x1 convolutions channels-last where every reader takes them
+/// so; a reshape hands the same buffer to a reader that sees another shape. In
+/// `tests/fixtures/reshape_after_conv.onnx` (`make_layout_model.py`) the sum of two 1x1
+/// convolutions (16 channels × 64 pixels) feeds a third one and, reshaped to 32×32, a matrix
+/// product: both outputs must match tract's, which they would not if the sum were stored
+/// channels-last.
+#[test]
+fn a_reshaped_reader_keeps_its_input_channels_first() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reshape_after_conv.onnx");
+    let input = InputSpec { name: "input".into(), dtype: InputDtype::F32, layout: Layout::Nchw, width: 8, height: 8, scale: 1.0, offset: 0.0 };
+    let outputs = ["pixels", "mixed"];
+    let native = load(&path, &input, &outputs, EngineConfig::default(), 1);
+    assert!(native.is_native(), "the fixture fell back to tract");
+    let tract = load(&path, &input, &outputs, EngineConfig { executor: Executor::Tract, ..EngineConfig::default() }, 1);
+    let values: Vec<f32> = (0..3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let (ours, theirs) = (native.run_input(&values).unwrap(), tract.run_input(&values).unwrap());
+    for ((name, ours), theirs) in outputs.iter().zip(&ours).zip(&theirs) {
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert!((a - b).abs() <= TOLERANCE * b.abs().max(1.0), "{name}: {a} vs tract's {b}");
+        }
+    }
 }

@@ -1045,13 +1045,14 @@ fn readers(steps: &mut [Step], outputs: &[Operand]) -> HashMap<usize, usize> {
 /// Turns each [`StepKind::ExpandDepthwise`] whose channels come in groups of 16 and whose output
 /// only a packed product reads as its activations (the block's 1x1 projection) channels-last: the
 /// expansion writes each pixel's channels together (its weights moved to the right of the
-/// product), the depthwise vectorises across channels, and the projection gathers its panels from
-/// the channels-last pixels. Channels first, a 7x7 map's rows fill 7 of a vector's 16 lanes.
+/// product), the depthwise vectorises across channels, and the projection reads the channels-last
+/// pixels (transposed into its panels, or in place once [`channels_last_activations`] has moved its
+/// weights to the right). Channels first, a 7x7 map's rows fill 7 of a vector's 16 lanes.
 fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
     let readers = readers(steps, outputs);
     for i in 0..steps.len() {
         let (id, channels, pixels) = match &steps[i].kind {
-            StepKind::ExpandDepthwise { geometry: g, interleaved: false, .. } if g.in_channels % kernels::LANES == 0 => {
+            StepKind::ExpandDepthwise { geometry: g, interleaved: false, .. } if g.in_channels.is_multiple_of(kernels::LANES) => {
                 (steps[i].output, g.in_channels, g.window.out_height * g.window.out_width)
             }
             _ => continue,
@@ -1099,16 +1100,29 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
         StepKind::Depthwise { images: 1, geometry, .. } => geometry.channels_first,
         _ => false,
     };
-    let mut channels_last: HashSet<usize> = steps
-        .iter()
-        .filter(|step| match &step.kind {
-            StepKind::Gemm { product: Product::Packed { constant, .. }, loops, shape, .. } => {
-                constant.side == ConstSide::Left && loops.is_empty() && shape.c_row == shape.n
+    // The candidates, each as (channels, pixels): what a reader must read it as (a reshape aliases a
+    // buffer, so a reader may see the same values as another shape, which then stays channels first).
+    let mut candidates: HashMap<usize, (usize, usize)> = HashMap::new();
+    for step in steps.iter_mut() {
+        let tensor = match &step.kind {
+            StepKind::Gemm { product: Product::Packed { constant, .. }, loops, shape, .. }
+                if constant.side == ConstSide::Left && loops.is_empty() && shape.c_row == shape.n =>
+            {
+                Some((shape.m, shape.n))
             }
-            kind => follows_layout(kind),
-        })
-        .map(|step| step.output)
-        .collect();
+            StepKind::Depthwise { images: 1, geometry: g, .. } if g.channels_first => Some((g.out_channels, g.window.out_height * g.window.out_width)),
+            kind if follows_layout(kind) => {
+                let inputs: Vec<Option<(usize, usize)>> =
+                    step.operands_mut().into_iter().map(|o| buffer_of(o).and_then(|id| candidates.get(&id).copied())).collect();
+                inputs.first().copied().flatten().filter(|first| inputs.iter().all(|input| *input == Some(*first)))
+            }
+            _ => None,
+        };
+        if let Some(tensor) = tensor {
+            candidates.insert(step.output, tensor);
+        }
+    }
+    let mut channels_last: HashSet<usize> = candidates.keys().copied().collect();
     loop {
         let before = channels_last.len();
         for output in outputs.iter().filter_map(buffer_of) {
@@ -1116,21 +1130,31 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
         }
         for step in steps.iter_mut() {
             let output = step.output;
-            let takes_channels_last = match &step.kind {
-                StepKind::ExpandDepthwise { interleaved, .. } => *interleaved,
+            // The (channels, pixels) this step reads its input as, where it could read it channels-last.
+            let reads_as = match &step.kind {
+                StepKind::ExpandDepthwise { expansion: e, interleaved: true, geometry: g, .. } if e.index_stride == 1 => {
+                    let pixels = g.window.in_height * g.window.in_width;
+                    (e.k_stride == pixels).then_some((e.k, pixels))
+                }
                 // On the left, a product that stays channels-first transposes its activations
                 // into its panels: a cost for it, but the chain of blocks before it stays
                 // channels-last.
-                StepKind::Gemm { product: Product::Packed { .. }, loops, .. } => loops.is_empty(),
-                kind => follows_layout(kind),
+                StepKind::Gemm { product: Product::Packed { constant, k_stride, index_stride: 1, .. }, loops, shape, .. } if loops.is_empty() => {
+                    let pixels = if constant.side == ConstSide::Left { shape.n } else { shape.m };
+                    (*k_stride == pixels).then_some((shape.k, pixels))
+                }
+                StepKind::Depthwise { images: 1, geometry: g, .. } if g.channels_first => Some((g.in_channels, g.window.in_height * g.window.in_width)),
+                StepKind::Binary { .. } if follows_layout(&step.kind) => candidates.get(&output).copied(),
+                _ => None,
             };
             let inputs: Vec<usize> = step.operands_mut().into_iter().filter_map(|o| buffer_of(o)).collect();
-            if follows_layout(&step.kind) && !inputs.iter().all(|id| channels_last.contains(id)) {
+            let takes = |id: &usize| reads_as.is_some() && candidates.get(id) == reads_as.as_ref();
+            if follows_layout(&step.kind) && !(channels_last.contains(&output) && inputs.iter().all(|id| channels_last.contains(id) && takes(id))) {
                 // Output and every input, or none of them.
                 channels_last.remove(&output);
                 inputs.iter().for_each(|id| _ = channels_last.remove(id));
-            } else if follows_layout(&step.kind) && !channels_last.contains(&output) || !takes_channels_last {
-                inputs.iter().for_each(|id| _ = channels_last.remove(id));
+            } else {
+                inputs.iter().filter(|id| !takes(id)).for_each(|id| _ = channels_last.remove(id));
             }
         }
         if channels_last.len() == before {
