@@ -280,7 +280,8 @@ impl Slice<'_> {
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_steps<const W: usize>(source: &[f32], index_stride: usize, used: usize, steps: usize, slot: &mut [f32]) {
     let mask_of = |count: usize| if count >= 16 { 0xffff } else { ((1u32 << count) - 1) as __mmask16 };
-    // W is MR (rows of a tile) or 32 (columns): one or two blocks of 16 lanes, the last maybe partial.
+    // W is NR (a left product's columns; the right side reads such activations in place): two
+    // blocks of 16 lanes, or one (partial) for any W up to 16.
     for half in 0..W.div_ceil(16) {
         let (lanes, write) = (used.saturating_sub(16 * half).min(16), mask_of(W - 16 * half));
         for k0 in (0..steps).step_by(16) {
