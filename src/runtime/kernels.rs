@@ -293,14 +293,17 @@ impl Window {
     /// The share of output pixels whose windows lie inside the input: the rest are border pixels,
     /// which [`depthwise_interleaved`] computes one at a time.
     pub fn interior_share(&self) -> f64 {
-        let interior = |pad: usize, input: usize, kernel: usize, output: usize| {
-            let first = pad.div_ceil(self.stride);
-            let end = (input + pad).checked_sub(kernel).map_or(0, |last| last / self.stride + 1).min(output);
-            end.saturating_sub(first)
-        };
-        let rows = interior(self.pad_top, self.in_height, self.kernel_height, self.out_height);
-        let columns = interior(self.pad_left, self.in_width, self.kernel_width, self.out_width);
-        (rows * columns) as f64 / (self.out_height * self.out_width).max(1) as f64
+        let rows = self.interior_along(self.pad_top, self.in_height, self.kernel_height, self.out_height);
+        let columns = self.interior_along(self.pad_left, self.in_width, self.kernel_width, self.out_width);
+        (rows.len() * columns.len()) as f64 / (self.out_height * self.out_width).max(1) as f64
+    }
+
+    /// The output positions along one axis (padding `pad`, `input` and `output` positions, a
+    /// `kernel` wide) whose windows lie inside the input.
+    fn interior_along(&self, pad: usize, input: usize, kernel: usize, output: usize) -> std::ops::Range<usize> {
+        let first = pad.div_ceil(self.stride);
+        let end = (input + pad).checked_sub(kernel).map_or(0, |last| last / self.stride + 1).min(output);
+        first..end.max(first)
     }
 
     pub fn phase_planes(&self) -> PhasePlanes {
@@ -658,9 +661,8 @@ mod avx512 {
         high: __m512,
         mut visit: impl FnMut(&mut [__m512; V], usize, usize),
     ) {
-        // Output columns whose windows lie inside the image horizontally: first..end.
-        let first = w.pad_left.div_ceil(w.stride);
-        let end = (w.in_width + w.pad_left).checked_sub(w.kernel_width).map_or(0, |last| last / w.stride + 1).min(w.out_width);
+        // Output columns whose windows lie inside the image horizontally.
+        let interior_columns = w.interior_along(w.pad_left, w.in_width, w.kernel_width, w.out_width);
         for oy in 0..w.out_height {
             let top = (oy * w.stride).checked_sub(w.pad_top).filter(|&top| top + w.kernel_height <= w.in_height);
             let mut ox = 0;
@@ -668,7 +670,7 @@ mod avx512 {
                 // Interior pixels from ox on in this row: runs of P, then of 4, 2 and 1 at the row's
                 // end (a 7-pixel row of a padded map is 4 + 2 + 1, not 7 single pixels).
                 let interior = match top {
-                    Some(_) if ox >= first => end.saturating_sub(ox),
+                    Some(_) if ox >= interior_columns.start => interior_columns.end.saturating_sub(ox),
                     _ => 0,
                 };
                 let run = [P, 4, 2, 1].into_iter().find(|&run| run <= interior && run <= P).unwrap_or(0);
