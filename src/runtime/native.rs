@@ -83,7 +83,7 @@ enum StepKind {
     Conv { input: Operand, weights: ConvWeights, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
     Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
     /// A 1x1 expansion and the channels-first depthwise convolution it alone feeds (MobileNet's
-    /// inverted residual), one image, computed `band_rows` output rows at a time: the expanded
+    /// inverted residual), image by image, `band_rows` output rows at a time: the expanded
     /// channels of a band stay in L2, where the whole expanded tensor (up to 8.6 MB in the SSD)
     /// would be written to memory and read back. `interleaved`: the band is expanded channels-last
     /// and the depthwise output stays so (see [`interleave_expansions`]); else both are channels
@@ -115,6 +115,9 @@ struct Expansion {
     index_stride: usize,
     k: usize,
     epilogue: Option<Epilogue>,
+    /// Images in the batch, and the distance between two images' activations.
+    images: usize,
+    image_stride: usize,
 }
 
 /// A dense convolution's kernel as the product wants it.
@@ -374,32 +377,35 @@ impl Step {
             StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved } => {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
-                let activations = e.activations.slice(buffers);
                 let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
                 // The product's panel, then the phase planes or (interleaved) the padded band.
                 let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
-                for start in (0..w.out_height).step_by(*band_rows) {
-                    let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
-                    let pixels = input_rows.len() * w.in_width;
-                    let band_activations = &activations[input_rows.start * w.in_width * e.index_stride..];
-                    if *interleaved {
-                        let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
-                        packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
-                        let out = &mut output[start * w.out_width * channels..];
-                        let expanded = &expanded[..pixels * channels];
-                        if pads(w) {
-                            let padded_window = band.padded();
-                            let padded = &mut rest[..padded_window.in_height * padded_window.in_width * channels];
-                            kernels::pad_interleaved(expanded, channels, &band, padded);
-                            kernels::depthwise_interleaved(padded, weights, epilogue, out, &padded_window, channels);
+                for image in 0..e.images {
+                    let activations = &e.activations.slice(buffers)[image * e.image_stride..];
+                    let output = &mut output[image * g.image_out_len..];
+                    for start in (0..w.out_height).step_by(*band_rows) {
+                        let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
+                        let pixels = input_rows.len() * w.in_width;
+                        let band_activations = &activations[input_rows.start * w.in_width * e.index_stride..];
+                        if *interleaved {
+                            let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
+                            packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
+                            let out = &mut output[start * w.out_width * channels..];
+                            let expanded = &expanded[..pixels * channels];
+                            if pads(w) {
+                                let padded_window = band.padded();
+                                let padded = &mut rest[..padded_window.in_height * padded_window.in_width * channels];
+                                kernels::pad_interleaved(expanded, channels, &band, padded);
+                                kernels::depthwise_interleaved(padded, weights, epilogue, out, &padded_window, channels);
+                            } else {
+                                kernels::depthwise_interleaved(expanded, weights, epilogue, out, &band, channels);
+                            }
                         } else {
-                            kernels::depthwise_interleaved(expanded, weights, epilogue, out, &band, channels);
+                            let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
+                            packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, pixels, expansion_epilogue, panel);
+                            let out = &mut output[start * w.out_width..];
+                            kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, rest);
                         }
-                    } else {
-                        let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
-                        packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, pixels, expansion_epilogue, panel);
-                        let out = &mut output[start * w.out_width..];
-                        kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, rest);
                     }
                 }
             }
@@ -1013,8 +1019,8 @@ fn expanded_band_len(geometry: &ConvGeometry, band_rows: usize) -> usize {
     geometry.in_channels * ((band_rows - 1) * w.stride + w.kernel_height) * w.in_width
 }
 
-/// Merges each packed 1x1 expansion (channels first, one image) with the depthwise convolution that
-/// is the only reader of its output into one [`StepKind::ExpandDepthwise`].
+/// Merges each packed 1x1 expansion (channels first, run image by image) with the depthwise
+/// convolution that is the only reader of its output into one [`StepKind::ExpandDepthwise`].
 fn fuse_expansions(mut steps: Vec<Step>, outputs: &[Operand]) -> Vec<Step> {
     let readers = readers(&mut steps, outputs);
     let mut fused: Vec<Step> = Vec::with_capacity(steps.len());
@@ -1051,9 +1057,9 @@ fn readers(steps: &mut [Step], outputs: &[Operand]) -> HashMap<usize, usize> {
 fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
     let readers = readers(steps, outputs);
     for i in 0..steps.len() {
-        let (id, channels, pixels) = match &steps[i].kind {
-            StepKind::ExpandDepthwise { geometry: g, interleaved: false, .. } if g.in_channels.is_multiple_of(kernels::LANES) => {
-                (steps[i].output, g.in_channels, g.window.out_height * g.window.out_width)
+        let (id, channels, pixels, images, image_len) = match &steps[i].kind {
+            StepKind::ExpandDepthwise { geometry: g, interleaved: false, expansion, .. } if g.in_channels.is_multiple_of(kernels::LANES) => {
+                (steps[i].output, g.in_channels, g.window.out_height * g.window.out_width, expansion.images, g.image_out_len)
             }
             _ => continue,
         };
@@ -1067,7 +1073,8 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
         let StepKind::Gemm { product: Product::Packed { constant, k_stride, index_stride, .. }, shape, loops, .. } = &mut reader.kind else {
             continue;
         };
-        if constant.side != ConstSide::Left || !loops.is_empty() || *index_stride != 1 || *k_stride != pixels || shape.k != channels || shape.n != pixels {
+        let reads_each_image = per_image(loops, images, shape.m * shape.n).is_some_and(|stride| images == 1 || stride == image_len);
+        if constant.side != ConstSide::Left || !reads_each_image || *index_stride != 1 || *k_stride != pixels || shape.k != channels || shape.n != pixels {
             continue;
         }
         (*k_stride, *index_stride) = (1, channels);
@@ -1213,18 +1220,18 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// Whether `expansion` is a packed 1x1 expansion, channels first, of one image, whose output only
-/// `depthwise` reads.
+/// Whether `expansion` is a packed 1x1 expansion, channels first, run image by image, whose output
+/// only `depthwise` reads.
 fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) -> bool {
     match (&expansion.kind, &depthwise.kind) {
         (
             StepKind::Gemm { product: Product::Packed { constant, index_stride: 1, .. }, shape, loops, epilogue },
-            StepKind::Depthwise { input: Operand::Buffer { id, .. }, images: 1, geometry: g, .. },
+            StepKind::Depthwise { input: Operand::Buffer { id, .. }, images, geometry: g, .. },
         ) => {
             *id == expansion.output
                 && readers.get(id) == Some(&1)
                 && constant.side == ConstSide::Left
-                && loops.is_empty()
+                && per_image(loops, *images, g.image_in_len).is_some()
                 && epilogue.as_ref().is_none_or(|(_, along)| *along == ChannelsAlong::Rows)
                 && g.channels_first
                 && shape.m == g.in_channels
@@ -1235,11 +1242,22 @@ fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) 
     }
 }
 
+/// The distance between two images' activations of a product repeated `images` times by `loops`
+/// (none for one image), each time writing `image_output` values right after the last: a product
+/// that runs image by image, as a fused or channels-last step can.
+fn per_image(loops: &[Loop], images: usize, image_output: usize) -> Option<usize> {
+    match loops {
+        [] if images == 1 => Some(0),
+        [l] if l.extent == images && l.a == 0 && l.c == image_output => Some(l.b),
+        _ => None,
+    }
+}
+
 /// The [`fusable`] pair as one step.
 fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
     let (
-        StepKind::Gemm { product: Product::Packed { constant, activations, k_stride, .. }, shape, epilogue: expansion_epilogue, .. },
-        StepKind::Depthwise { weights, geometry, epilogue, .. },
+        StepKind::Gemm { product: Product::Packed { constant, activations, k_stride, .. }, shape, epilogue: expansion_epilogue, loops },
+        StepKind::Depthwise { weights, geometry, epilogue, images, .. },
     ) = (expansion.kind, depthwise.kind)
     else {
         unreachable!("a pair `fusable` accepted")
@@ -1253,7 +1271,9 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         let most_rows = (band_input_rows - w.kernel_height) / w.stride + 1;
         w.out_height.div_ceil(w.out_height.div_ceil(most_rows))
     };
-    let expansion = Expansion { constant, activations, k_stride, index_stride: 1, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e) };
+    let image_stride = per_image(&loops, images, geometry.image_in_len).expect("a pair `fusable` accepted");
+    let expansion =
+        Expansion { constant, activations, k_stride, index_stride: 1, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e), images, image_stride };
     Step {
         kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false },
         output: depthwise.output,
