@@ -38,8 +38,8 @@ onnxruntime (the baseline: one intra-op thread, only the outputs imgfeat uses) a
 $flops
 
 Batches (ms per image; the native executor runs a batch as one plan, tract with a concrete batch axis;
-the pipeline runs one image at a time, and only a one-image plan gets the banded, channels-last
-expansion blocks, so a batch plan is slower per image):
+a batch plan runs its expansion blocks image by image, banded, but keeps the tensors between blocks
+channels-first, so it is slower per image than the one-image plan the pipeline uses):
 
 | model | native, batch 1 | native, batch 8 | tract, batch 1 | tract, batch 8 |
 |---|---|---|---|---|
