@@ -15,7 +15,7 @@ const PRECISION_BITS: u32 = 22;
 /// outputs are antialiased rather than aliased.
 pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let mut out = vec![0u8; width as usize * height as usize * 3];
-    resize_into(image, width, height, |y, row| out[y * row.len()..][..row.len()].copy_from_slice(row));
+    resize_into(image, width, height, rows_into(&mut out));
     RgbImage::from_raw(width, height, out).expect("buffer of width*height*3 bytes")
 }
 
@@ -63,15 +63,20 @@ fn resize_body(image: &RgbImage, width: u32, height: u32, mut emit: impl FnMut(u
         (None, Some(vf), _) => vf.vertical(pixels, in_w, h, &mut emit),
         (Some(hf), Some(vf), true) => {
             let mut tall = vec![0u8; in_w * h * 3];
-            vf.vertical(pixels, in_w, h, &mut |y, row| tall[y * row.len()..][..row.len()].copy_from_slice(row));
+            vf.vertical(pixels, in_w, h, &mut rows_into(&mut tall));
             hf.horizontal(&tall, in_w, h, &mut emit)
         }
         (Some(hf), Some(vf), false) => {
             let mut wide = vec![0u8; w * in_h * 3];
-            hf.horizontal(pixels, in_w, in_h, &mut |y, row| wide[y * row.len()..][..row.len()].copy_from_slice(row));
+            hf.horizontal(pixels, in_w, in_h, &mut rows_into(&mut wide));
             vf.vertical(&wide, w, h, &mut emit)
         }
     }
+}
+
+/// An `emit` for [`resize_into`] and the passes that stores each row at its place in `buffer`.
+fn rows_into(buffer: &mut [u8]) -> impl FnMut(usize, &[u8]) + '_ {
+    |y, row| buffer[y * row.len()..][..row.len()].copy_from_slice(row)
 }
 
 /// Per output position, the first input position and the fixed-point weights of the `taps` inputs
@@ -350,7 +355,7 @@ mod tests {
             let pixels: Vec<u8> = (0..in_width * 3 * 2).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
             let filter = Filter::new(in_width, out_width);
             let mut scalar = vec![0u8; out_width * 3 * 2];
-            filter.horizontal_taps::<0>(&pixels, in_width, 2, &mut |y, row| scalar[y * row.len()..][..row.len()].copy_from_slice(row));
+            filter.horizontal_taps::<0>(&pixels, in_width, 2, &mut rows_into(&mut scalar));
             let gathered_filter = GatheredFilter::new(&filter);
             let mut row = vec![0u8; in_width * 3 + 4];
             let mut levels = vec![0u8; out_width * 3];
