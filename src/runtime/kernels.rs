@@ -661,10 +661,12 @@ mod avx512 {
         high: __m512,
         mut visit: impl FnMut(&mut [__m512; V], usize, usize),
     ) {
-        // Output columns whose windows lie inside the image horizontally.
+        // Output rows and columns whose windows lie inside the image.
+        let interior_rows = w.interior_along(w.pad_top, w.in_height, w.kernel_height, w.out_height);
         let interior_columns = w.interior_along(w.pad_left, w.in_width, w.kernel_width, w.out_width);
         for oy in 0..w.out_height {
-            let top = (oy * w.stride).checked_sub(w.pad_top).filter(|&top| top + w.kernel_height <= w.in_height);
+            // The first input row of an interior output row.
+            let top = interior_rows.contains(&oy).then(|| oy * w.stride - w.pad_top);
             let mut ox = 0;
             while ox < w.out_width {
                 // Interior pixels from ox on in this row: runs of P, then of 4, 2 and 1 at the row's
