@@ -188,11 +188,45 @@ def executor_pids():
     return sorted(int(pid) for pid in found.split())
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def busy_executor(ui_port):
+    """(executor id, app id) of an executor the driver has registered and given a task, from the driver's
+    REST API; None while there is none. Killing an executor before the driver knows it tests nothing: the
+    worker just starts another, and the driver never logs a loss."""
+    import urllib.request
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/{path}", timeout=5) as response:
+            return json.load(response)
+
+    try:
+        (app,) = get("applications")
+        executors = get(f"applications/{app['id']}/executors")
+    except (OSError, ValueError):  # the UI is not up yet, or the app is not registered
+        return None
+    busy = sorted(e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0)
+    return (busy[0], app["id"]) if busy else None
+
+
+def executor_pid(executor_id, app_id):
+    pattern = f"CoarseGrainedExecutorBackend.*--executor-id {executor_id} .*--app-id {app_id}"
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    assert len(found) == 1, f"one process expected for executor {executor_id} of {app_id}, saw {found}"
+    return int(found[0])
+
+
 @pytest.mark.parametrize("run", [1, 2, 3])
 def test_a_killed_executor_loses_and_duplicates_no_rows(inputs, cli_rows, spark, cluster, tmp_path, run):
     """An executor JVM killed (SIGKILL) mid-job: Spark reruns its tasks elsewhere and the output is the
     clean run's, row for row (the clean cluster run equals the CLI's, test above), without duplicates.
-    Three runs, each killing the first executor to come up, a different moment into the job."""
+    Three runs, each killing an executor that is running a task, a different moment into its work."""
     import signal
     import time
 
@@ -205,19 +239,22 @@ def test_a_killed_executor_loses_and_duplicates_no_rows(inputs, cli_rows, spark,
     while executor_pids() and time.time() < deadline:
         time.sleep(0.2)
     assert not executor_pids(), f"executors of an earlier job still running: {executor_pids()}"
+    ui_port = free_port()
     command = [str(Path(spark_env()["SPARK_HOME"]) / "bin/spark-submit"), *CLUSTER, "--conf", "spark.task.maxFailures=8",
+               "--conf", "spark.ui.enabled=true", "--conf", f"spark.ui.port={ui_port}",
                "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR), f"file://{folder}", str(out)]
     log = open(tmp_path / "driver.log", "w+")
     job = subprocess.Popen(command, env=spark_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
-        while len(executor_pids()) < 2 and job.poll() is None and time.time() < deadline:
+        busy = None
+        while busy is None and job.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        executors = executor_pids()
-        assert len(executors) == 2, f"two executors expected, saw {executors}"
-        time.sleep(3 + 3 * run)  # into the job: models loaded, tasks part-way through their photos
+            busy = busy_executor(ui_port)
+        assert busy, "no executor of the job ever ran a task"
+        time.sleep(2 * (run - 1))  # 0, 2 or 4 s into its task: loading the models, or part-way through photos
+        victim = executor_pid(*busy)
         assert job.poll() is None, "the job finished before the executor could be killed"
-        victim = executors[0]
         os.kill(victim, signal.SIGKILL)
         assert job.wait(timeout=600) == 0, "the job failed after losing an executor"
     finally:
