@@ -1073,7 +1073,7 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
         let StepKind::Gemm { product: Product::Packed { constant, k_stride, index_stride, .. }, shape, loops, .. } = &mut reader.kind else {
             continue;
         };
-        let reads_each_image = per_image(loops, images, shape.m * shape.n).is_some_and(|stride| images == 1 || stride == image_len);
+        let reads_each_image = image_loop(loops, shape.m * shape.n).is_some_and(|(n, stride)| n == images && (images == 1 || stride == image_len));
         if constant.side != ConstSide::Left || !reads_each_image || *index_stride != 1 || *k_stride != pixels || shape.k != channels || shape.n != pixels {
             continue;
         }
@@ -1094,32 +1094,36 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
 /// Channels first, each projection had to transpose the channels-last depthwise output into its
 /// panels, and each expansion copied its input into panels. A tensor stays channels first if any
 /// reader needs it so (a model output, a planar depthwise convolution, a pool, a reshape).
+/// In a batch, a product channels-last on both sides runs once over all the images' pixels, where
+/// channels first it ran image by image: short products over a 7x7 or 10x10 map fill its tiles.
 fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
     let buffer_of = |operand: &Operand| match operand {
         Operand::Buffer { id, .. } => Some(*id),
         Operand::Const(_) => None,
     };
     // Steps whose output has their input's layout: an element-wise op of two same-shaped operands
-    // (no broadcasting), and a depthwise convolution of one image (the interleaved kernel when
-    // channels-last).
+    // (no broadcasting), and a depthwise convolution (the interleaved kernel when channels-last).
     let follows_layout = |kind: &StepKind| match kind {
         StepKind::Binary { a_strides, b_strides, shape, .. } => a_strides == b_strides && *a_strides == contiguous_strides(shape),
-        StepKind::Depthwise { images: 1, geometry, .. } => geometry.channels_first,
+        StepKind::Depthwise { geometry, .. } => geometry.channels_first,
         _ => false,
     };
-    // The candidates, each as (channels, pixels): what a reader must read it as (a reshape aliases a
-    // buffer, so a reader may see the same values as another shape, which then stays channels first).
-    let mut candidates: HashMap<usize, (usize, usize)> = HashMap::new();
+    // The candidates, each as the (channels, pixels, images) a reader must read it as: images follow
+    // one another, each channels × pixels (a reshape aliases a buffer, so a reader may see the same
+    // values as another shape, which then stays channels first).
+    let mut candidates: HashMap<usize, Tensor> = HashMap::new();
     for step in steps.iter_mut() {
         let tensor = match &step.kind {
             StepKind::Gemm { product: Product::Packed { constant, .. }, loops, shape, .. }
-                if constant.side == ConstSide::Left && loops.is_empty() && shape.c_row == shape.n =>
+                if constant.side == ConstSide::Left && shape.c_row == shape.n =>
             {
-                Some((shape.m, shape.n))
+                image_loop(loops, shape.m * shape.n).map(|(images, _)| Tensor { channels: shape.m, pixels: shape.n, images })
             }
-            StepKind::Depthwise { images: 1, geometry: g, .. } if g.channels_first => Some((g.out_channels, g.window.out_height * g.window.out_width)),
+            StepKind::Depthwise { images, geometry: g, .. } if g.channels_first => {
+                Some(Tensor { channels: g.out_channels, pixels: g.window.out_height * g.window.out_width, images: *images })
+            }
             kind if follows_layout(kind) => {
-                let inputs: Vec<Option<(usize, usize)>> =
+                let inputs: Vec<Option<Tensor>> =
                     step.operands_mut().into_iter().map(|o| buffer_of(o).and_then(|id| candidates.get(&id).copied())).collect();
                 inputs.first().copied().flatten().filter(|first| inputs.iter().all(|input| *input == Some(*first)))
             }
@@ -1137,20 +1141,29 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
         }
         for step in steps.iter_mut() {
             let output = step.output;
-            // The (channels, pixels) this step reads its input as, where it could read it channels-last.
+            // The tensor this step reads its input as, where it could read it channels-last.
             let reads_as = match &step.kind {
                 StepKind::ExpandDepthwise { expansion: e, interleaved: true, geometry: g, .. } if e.index_stride == 1 => {
                     let pixels = g.window.in_height * g.window.in_width;
-                    (e.k_stride == pixels).then_some((e.k, pixels))
+                    (e.k_stride == pixels && (e.images == 1 || e.image_stride == e.k * pixels))
+                        .then_some(Tensor { channels: e.k, pixels, images: e.images })
                 }
                 // On the left, a product that stays channels-first transposes its activations
                 // into its panels: a cost for it, but the chain of blocks before it stays
                 // channels-last.
-                StepKind::Gemm { product: Product::Packed { constant, k_stride, index_stride: 1, .. }, loops, shape, .. } if loops.is_empty() => {
+                StepKind::Gemm { product: Product::Packed { constant, k_stride, index_stride: 1, .. }, loops, shape, .. } => {
                     let pixels = if constant.side == ConstSide::Left { shape.n } else { shape.m };
-                    (*k_stride == pixels).then_some((shape.k, pixels))
+                    let activations_stride = |l: &Loop| if constant.side == ConstSide::Left { l.b } else { l.a };
+                    let images = match &loops[..] {
+                        [] => Some(1),
+                        [l] if activations_stride(l) == shape.k * pixels => Some(l.extent),
+                        _ => None,
+                    };
+                    images.filter(|_| *k_stride == pixels).map(|images| Tensor { channels: shape.k, pixels, images })
                 }
-                StepKind::Depthwise { images: 1, geometry: g, .. } if g.channels_first => Some((g.in_channels, g.window.in_height * g.window.in_width)),
+                StepKind::Depthwise { images, geometry: g, .. } if g.channels_first => {
+                    Some(Tensor { channels: g.in_channels, pixels: g.window.in_height * g.window.in_width, images: *images })
+                }
                 StepKind::Binary { .. } if follows_layout(&step.kind) => candidates.get(&output).copied(),
                 _ => None,
             };
@@ -1171,17 +1184,26 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
     for step in steps.iter_mut() {
         let writes_channels_last = channels_last.contains(&step.output);
         match &mut step.kind {
-            StepKind::Gemm { product: Product::Packed { constant, activations, k_stride, index_stride }, shape, epilogue, .. } => {
+            StepKind::Gemm { product: Product::Packed { constant, activations, k_stride, index_stride }, shape, epilogue, loops } => {
                 if buffer_of(activations).is_some_and(|id| channels_last.contains(&id)) {
                     (*k_stride, *index_stride) = (1, shape.k);
                 }
                 if writes_channels_last {
                     // C[channels, pixels] = W·X becomes C[pixels, channels] = Xᵀ·Wᵀ; the activations'
-                    // strides name the same values on either side.
+                    // strides name the same values on either side, and move to the left.
                     *constant = constant.transposed();
                     (shape.m, shape.n, shape.c_row) = (shape.n, shape.m, shape.m);
                     if let Some((_, along)) = epilogue {
                         *along = ChannelsAlong::Columns;
+                    }
+                    loops.iter_mut().for_each(|l| (l.a, l.b) = (l.b, l.a));
+                    // Channels-last in and out, a batch's images are one matrix of all their pixels
+                    // (each image's right after the last): one product, taller by the number of images.
+                    if let [l] = &loops[..] {
+                        if *k_stride == 1 && *index_stride == shape.k && l.a == shape.m * shape.k {
+                            shape.m *= l.extent;
+                            loops.clear();
+                        }
                     }
                 }
             }
@@ -1194,6 +1216,27 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
             }
             _ => {}
         }
+    }
+}
+
+/// A tensor as [`channels_last_activations`] lays it out: `images` after one another, each
+/// `channels` × `pixels`, channels first or (each pixel's channels together) channels-last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tensor {
+    channels: usize,
+    pixels: usize,
+    images: usize,
+}
+
+/// The images a product repeated by `loops` runs over (one without loops), and the distance
+/// between two images' activations, when it writes `image_output` values per image right after the
+/// last and its weights (on the left) stay put: a product that runs image by image, as a fused or
+/// channels-last step can.
+fn image_loop(loops: &[Loop], image_output: usize) -> Option<(usize, usize)> {
+    match loops {
+        [] => Some((1, 0)),
+        [l] if l.a == 0 && l.c == image_output => Some((l.extent, l.b)),
+        _ => None,
     }
 }
 
@@ -1231,7 +1274,7 @@ fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) 
             *id == expansion.output
                 && readers.get(id) == Some(&1)
                 && constant.side == ConstSide::Left
-                && per_image(loops, *images, g.image_in_len).is_some()
+                && image_loop(loops, g.image_in_len).is_some_and(|(n, _)| n == *images)
                 && epilogue.as_ref().is_none_or(|(_, along)| *along == ChannelsAlong::Rows)
                 && g.channels_first
                 && shape.m == g.in_channels
@@ -1239,17 +1282,6 @@ fn fusable(expansion: &Step, depthwise: &Step, readers: &HashMap<usize, usize>) 
                 && shape.c_row == shape.n
         }
         _ => false,
-    }
-}
-
-/// The distance between two images' activations of a product repeated `images` times by `loops`
-/// (none for one image), each time writing `image_output` values right after the last: a product
-/// that runs image by image, as a fused or channels-last step can.
-fn per_image(loops: &[Loop], images: usize, image_output: usize) -> Option<usize> {
-    match loops {
-        [] if images == 1 => Some(0),
-        [l] if l.extent == images && l.a == 0 && l.c == image_output => Some(l.b),
-        _ => None,
     }
 }
 
@@ -1271,7 +1303,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         let most_rows = (band_input_rows - w.kernel_height) / w.stride + 1;
         w.out_height.div_ceil(w.out_height.div_ceil(most_rows))
     };
-    let image_stride = per_image(&loops, images, geometry.image_in_len).expect("a pair `fusable` accepted");
+    let (_, image_stride) = image_loop(&loops, geometry.image_in_len).expect("a pair `fusable` accepted");
     let expansion =
         Expansion { constant, activations, k_stride, index_stride: 1, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e), images, image_stride };
     Step {
