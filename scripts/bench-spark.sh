@@ -3,7 +3,9 @@
 # (scala-example ExtractJob) against the baseline a PySpark user would write, a pandas_udf around
 # onnxruntime (benches/spark_pandas_udf.py), over ../shared/data/imagenet-sample. Same input, same
 # partitions, same work per image, both writing Parquet; written to BENCHMARKS.md.
-#   scripts/bench-spark.sh     (builds the library and the jar first, so it measures the code as it is)
+#   scripts/bench-spark.sh [COPIES]   (builds the library and the jar first, so it measures the code as it is)
+# COPIES (default 1): the sample copied that many times into the input, to see the jobs' fixed costs
+# (JVM and Python start-up, listing, model loading) shrink against the photo work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/imagenet-sample
@@ -17,8 +19,10 @@ jvm-bindings/build.sh > /dev/null
 work=$(mktemp -d)
 cleanup() { scripts/spark-cluster.sh stop >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
-cp -r "$data" "$work/photos"
-n=$(ls "$work/photos" | wc -l)
+copies=${1:-1}
+mkdir "$work/photos"
+for copy in $(seq "$copies"); do cp -r "$data" "$work/photos/copy$copy"; done
+n=$(find "$work/photos" -type f | wc -l)
 
 SPARK_HOME=$(.venv/bin/python -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))')
 export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1 SPARK_CONF_DIR=$PWD/jvm-bindings/spark-conf
@@ -59,10 +63,16 @@ read -r t_udf rss_udf < "$work/udf.time"
 grep -q "imgfeat: $n rows" "$work/imgfeat.out" || { cat "$work/imgfeat.out" >&2; exit 1; }
 grep -q "pandas_udf: $n rows" "$work/udf.out" || { cat "$work/udf.out" >&2; exit 1; }
 
+if [ "$copies" = 1 ]; then
+  title="Spark: imgfeat transformer vs pandas_udf + onnxruntime ($n photos)" command="scripts/bench-spark.sh"
+else
+  title="Spark, the sample $copies times: imgfeat transformer vs pandas_udf + onnxruntime ($n photos)"
+  command="scripts/bench-spark.sh $copies"
+fi
 section=$(cat <<MD
-## Spark: imgfeat transformer vs pandas_udf + onnxruntime ($n photos)
+## $title
 
-Command: \`scripts/bench-spark.sh\` ($(date -u +%Y-%m-%d)); standalone cluster on 127.0.0.1, 2 workers ×
+Command: \`$command\` ($(date -u +%Y-%m-%d)); standalone cluster on 127.0.0.1, 2 workers ×
 1 core, 1 GiB executors, 4 partitions (2 per core) for both; wall time of spark-submit (JVM start-up included, about 10 s for
 either). Baseline: \`benches/spark_pandas_udf.py\`, a pandas_udf running the tuned Python pipeline
 (onnxruntime, Pillow, NumPy; models loaded once per Python worker).
