@@ -126,7 +126,7 @@ enum ConvWeights {
     Packed(PackedConst),
     /// OIHW, i.e. row-major O×K.
     Plain(Arc<Vec<f32>>),
-    /// Tap-major ([KH·KW][I][O]) for [`kernels::conv_interleaved`]: channels-last stems.
+    /// Tap-major ([KH·KW][I][O]) for [`kernels::conv_interleaved`]: stems (RGB in, channels-last out).
     Direct(Vec<f32>),
 }
 
@@ -328,7 +328,7 @@ impl Step {
                 let input = input.slice(buffers);
                 for image in 0..*images {
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
-                    kernels::conv_interleaved(&input[image * g.image_in_len..], g.in_channels, weights, epilogue, out, &g.window);
+                    kernels::conv_interleaved(&input[image * g.image_in_len..], g.in_channels, g.strides, weights, epilogue, out, &g.window);
                 }
             }
             StepKind::Conv { input, weights, images, geometry: g, epilogue } => {
@@ -879,15 +879,7 @@ impl Lowering<'_> {
             let field = in_channels * taps;
             let weights = match (self.packs, channels_first) {
                 _ if !channels_first && kernels::conv_interleaved_takes(in_channels, out_channels) => {
-                    let mut tap_major = vec![0.0; kernel_values.len()];
-                    for o in 0..out_channels {
-                        for i in 0..in_channels {
-                            for t in 0..taps {
-                                tap_major[(t * in_channels + i) * out_channels + o] = kernel_values[(o * in_channels + i) * taps + t];
-                            }
-                        }
-                    }
-                    ConvWeights::Direct(tap_major)
+                    ConvWeights::Direct(dense_tap_major(&kernel_values, in_channels, taps))
                 }
                 (false, _) => ConvWeights::Plain(kernel_values),
                 (true, true) => ConvWeights::Packed(PackedConst::pack(ConstSide::Left, &kernel_values, field, 1, out_channels, field, 0)),
@@ -1093,7 +1085,10 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
 /// heads, the next projection) broadcast each pixel's channels where they lie, with no panel packed.
 /// Channels first, each projection had to transpose the channels-last depthwise output into its
 /// panels, and each expansion copied its input into panels. A tensor stays channels first if any
-/// reader needs it so (a model output, a planar depthwise convolution, a pool, a reshape).
+/// reader needs it so (a model output, a planar depthwise convolution, a pool, a reshape). A dense
+/// convolution writes channels-last too: a stem of a channels-first model then runs as a
+/// channels-last model's does, straight from its input planes, and its block's depthwise
+/// vectorises across channels.
 /// In a batch, a product channels-last on both sides runs once over all the images' pixels, where
 /// channels first it ran image by image: short products over a 7x7 or 10x10 map fill its tiles.
 fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
@@ -1119,7 +1114,9 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
             {
                 image_loop(loops, shape.m * shape.n).map(|(images, _)| Tensor { channels: shape.m, pixels: shape.n, images })
             }
-            StepKind::Depthwise { images, geometry: g, .. } if g.channels_first => {
+            StepKind::Depthwise { images, geometry: g, .. } | StepKind::Conv { weights: ConvWeights::Packed(_), images, geometry: g, .. }
+                if g.channels_first =>
+            {
                 Some(Tensor { channels: g.out_channels, pixels: g.window.out_height * g.window.out_width, images: *images })
             }
             kind if follows_layout(kind) => {
@@ -1214,6 +1211,18 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
                 *weights = tap_major(weights, geometry.window.kernel_height * geometry.window.kernel_width);
                 geometry.channels_first = false;
             }
+            StepKind::Conv { weights, geometry: g, .. } if writes_channels_last => {
+                let ConvWeights::Packed(constant) = weights else { unreachable!("a candidate") };
+                *weights = if kernels::conv_interleaved_takes(g.in_channels, g.out_channels) {
+                    // A stem: straight from its input planes, as a channels-last one is.
+                    let taps = g.window.kernel_height * g.window.kernel_width;
+                    ConvWeights::Direct(dense_tap_major(&constant.lines(), g.in_channels, taps))
+                } else {
+                    // C[out channels, pixels] = W·columns becomes C[pixels, out channels] = columnsᵀ·Wᵀ.
+                    ConvWeights::Packed(constant.transposed())
+                };
+                g.channels_first = false;
+            }
             _ => {}
         }
     }
@@ -1238,6 +1247,21 @@ fn image_loop(loops: &[Loop], image_output: usize) -> Option<(usize, usize)> {
         [l] if l.a == 0 && l.c == image_output => Some((l.extent, l.b)),
         _ => None,
     }
+}
+
+/// Dense convolution weights OIHW laid out [taps][I][O], as [`kernels::conv_interleaved`] reads
+/// them.
+fn dense_tap_major(weights: &[f32], in_channels: usize, taps: usize) -> Vec<f32> {
+    let out_channels = weights.len() / (in_channels * taps);
+    let mut laid_out = vec![0.0; weights.len()];
+    for o in 0..out_channels {
+        for i in 0..in_channels {
+            for t in 0..taps {
+                laid_out[(t * in_channels + i) * out_channels + o] = weights[(o * in_channels + i) * taps + t];
+            }
+        }
+    }
+    laid_out
 }
 
 /// Depthwise weights [C][taps] laid out [taps][C], as the interleaved kernel reads them.

@@ -69,23 +69,31 @@ impl PackedConst {
     /// Cᵀ = Xᵀ·Wᵀ, the same numbers with C laid out the other way round (the executor moves an
     /// expansion to channels-last output after its weights were packed).
     pub fn transposed(&self) -> PackedConst {
-        let width = match self.side {
-            ConstSide::Left => MR,
-            ConstSide::Right => NR,
-        };
-        // Row i of a left W (m×k), or column i of a right one (k×n), at i·k.
-        let mut lines = vec![0.0; self.outer * self.k];
-        for (i, line) in lines.chunks_exact_mut(self.k).enumerate() {
-            for (kk, value) in line.iter_mut().enumerate() {
-                *value = self.panels[((i / width) * self.k + kk) * width + i % width];
-            }
-        }
+        let lines = self.lines();
         match self.side {
             // Wᵀ (k×m) on the right: element (kk, i) at i·k + kk.
             ConstSide::Left => PackedConst::pack(ConstSide::Right, &lines, 1, self.k, 0, self.k, self.outer),
             // Wᵀ (n×k) on the left: element (i, kk) at i·k + kk.
             ConstSide::Right => PackedConst::pack(ConstSide::Left, &lines, self.k, 1, self.outer, self.k, 0),
         }
+    }
+}
+
+impl PackedConst {
+    /// The matrix unpacked: row i of a left W (m×k), or column i of a right one (k×n), at i·k (for
+    /// a left W, the row-major matrix it was packed from).
+    pub fn lines(&self) -> Vec<f32> {
+        let width = match self.side {
+            ConstSide::Left => MR,
+            ConstSide::Right => NR,
+        };
+        let mut lines = vec![0.0; self.outer * self.k];
+        for (i, line) in lines.chunks_exact_mut(self.k).enumerate() {
+            for (kk, value) in line.iter_mut().enumerate() {
+                *value = self.panels[((i / width) * self.k + kk) * width + i % width];
+            }
+        }
+        lines
     }
 }
 
