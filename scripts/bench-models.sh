@@ -38,8 +38,10 @@ onnxruntime (the baseline: one intra-op thread, only the outputs imgfeat uses) a
 $flops
 
 Batches (ms per image; the native executor runs a batch as one plan, tract with a concrete batch axis;
-a batch plan runs its expansion blocks image by image, banded, but keeps the tensors between blocks
-channels-first, so it is slower per image than the one-image plan the pipeline uses):
+a batch plan runs its expansion blocks image by image, banded, and each product that reads and writes
+channels-last once over all the batch's pixels. Those taller products run no faster per image on the
+small maps, where one image's already fill the register tiles, and lose the cache on the large ones,
+where eight images' tensors no longer fit, so the pipeline keeps to one-image plans):
 
 | model | native, batch 1 | native, batch 8 | tract, batch 1 | tract, batch 8 |
 |---|---|---|---|---|
