@@ -1,4 +1,4 @@
-//! Model compute on one thread: the native executor against tract, for both shipped model kinds, at
+//! Model compute on one thread: the native executor (f32 and int8) against tract, for both shipped model kinds, at
 //! batch 1 and batch 8, on an input already resized and laid out (the model alone, as onnxruntime is
 //! timed by `benches/model_flops.py`; `scripts/bench-models.sh` runs both and writes BENCHMARKS.md).
 //!
@@ -9,19 +9,21 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use imgfeat::config::{EngineConfig, Executor, GemmChoice, InputSpec};
+use imgfeat::config::{EngineConfig, Executor, GemmChoice, InputSpec, Precision};
 use imgfeat::decode::decode;
 use imgfeat::preprocess::write_input;
 use imgfeat::runtime::OnnxModel;
 use imgfeat::Config;
 
 fn engines() -> Vec<(&'static str, EngineConfig)> {
+    let native = EngineConfig { executor: Executor::Native, ..EngineConfig::default() };
     let mut engines = vec![
-        ("tract", EngineConfig { executor: Executor::Tract, gemm: GemmChoice::Portable }),
-        ("native-portable", EngineConfig { executor: Executor::Native, gemm: GemmChoice::Portable }),
+        ("tract", EngineConfig { executor: Executor::Tract, ..EngineConfig::default() }),
+        ("native-portable", native.clone()),
+        ("native-int8", EngineConfig { precision: Precision::Int8, ..native.clone() }),
     ];
     if cfg!(feature = "mkl") {
-        engines.push(("native-mkl", EngineConfig { executor: Executor::Native, gemm: GemmChoice::Mkl }));
+        engines.push(("native-mkl", EngineConfig { gemm: GemmChoice::Mkl, ..native }));
     }
     engines
 }

@@ -97,7 +97,7 @@ fn embedder_matches_tract() {
 fn mkl_backend_matches_tract() {
     use imgfeat::config::GemmChoice;
     let images = photos(8);
-    let engine = EngineConfig { executor: Executor::Native, gemm: GemmChoice::Mkl };
+    let engine = EngineConfig { executor: Executor::Native, gemm: GemmChoice::Mkl, ..EngineConfig::default() };
     let detector = DetectorSpec::preset("coco").unwrap();
     let outputs = [detector.boxes_output.as_str(), detector.scores_output.as_str()];
     compare_with(engine.clone(), detector.model.to_str().unwrap(), &detector.input, &outputs, 8, &images);

@@ -8,6 +8,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod native;
 pub mod packed;
+pub mod quantized;
 
 use std::path::Path;
 
@@ -71,7 +72,7 @@ impl OnnxModel {
             .and_then(|typed| typed.into_decluttered())
             .map_err(|e| model_error(format!("{e:#}")))?;
         let engine = match engine.executor {
-            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm)) {
+            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm), engine.precision) {
                 Ok(native) => Engine::Native(native),
                 Err(why) => {
                     eprintln!("imgfeat: {name} runs on tract, not the native executor: {why}");

@@ -27,6 +27,8 @@ use super::buffer::{whole_lines, AlignedBuffer};
 use super::gemm::{GemmBackend, MatMut, MatRef};
 use super::kernels::{self, BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
 use super::packed::{self, ConstSide, PackedConst};
+use super::quantized::{self, QuantizedConst};
+use crate::config::Precision;
 
 /// Why a graph cannot run natively (it then runs on tract).
 pub type Unsupported = String;
@@ -101,6 +103,9 @@ enum StepKind {
 #[derive(Debug)]
 enum Product {
     Packed { constant: PackedConst, activations: Operand, k_stride: usize, index_stride: usize },
+    /// C[pixels, channels] = X·W in int8 (see [`quantize_products`]): X, channels-last, is
+    /// quantised into the scratch first.
+    Quantized { constant: QuantizedConst, activations: Operand },
     Backend { a: Operand, b: Operand },
 }
 
@@ -118,6 +123,16 @@ struct Expansion {
     /// Images in the batch, and the distance between two images' activations.
     images: usize,
     image_stride: usize,
+    /// The weights in int8 when the product runs so ([`quantize_products`]).
+    quantized: Option<QuantizedConst>,
+}
+
+impl Expansion {
+    /// Scratch floats the int8 product needs: its column factors and one image's quantised input.
+    fn quantized_scratch(&self, geometry: &ConvGeometry) -> usize {
+        let pixels = geometry.window.in_height * geometry.window.in_width;
+        self.quantized.as_ref().map_or(0, |q| q.scratch_floats() + (pixels * self.k).div_ceil(4))
+    }
 }
 
 /// A dense convolution's kernel as the product wants it.
@@ -176,8 +191,9 @@ const WHOLE_EXPANSION_FLOATS: usize = 256 * 1024;
 const EPILOGUE_BLOCK_FLOATS: usize = 64 * 1024;
 
 impl NativeModel {
-    /// Lowers a decluttered, fully typed graph with one image input of concrete shape.
-    pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>) -> Result<NativeModel, Unsupported> {
+    /// Lowers a decluttered, fully typed graph with one image input of concrete shape, in
+    /// `precision` where the CPU runs it.
+    pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>, precision: Precision) -> Result<NativeModel, Unsupported> {
         let packs = gemm.packs_constants() && packed::available();
         let mut lowering =
             Lowering { model, packs, values: Default::default(), buffers: Vec::new(), steps: Vec::new(), fused: Default::default() };
@@ -204,6 +220,9 @@ impl NativeModel {
         let mut steps = fuse_expansions(lowering.steps, &outputs);
         interleave_expansions(&mut steps, &outputs);
         channels_last_activations(&mut steps, &outputs);
+        if precision == Precision::Int8 && quantized::available() {
+            quantize_products(&mut steps);
+        }
         let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &lowering.buffers, input_logical);
         Ok(NativeModel {
@@ -261,14 +280,15 @@ impl Step {
                 whole_lines(w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width) + packed::PANEL_FLOATS
             }
             StepKind::Gemm { product: Product::Packed { .. }, .. } => packed::PANEL_FLOATS,
+            StepKind::Gemm { product: Product::Quantized { constant, .. }, shape, .. } => constant.scratch_floats() + (shape.m * shape.k).div_ceil(4),
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
                 geometry.window.planar_scratch_len()
             }
-            StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: true, .. } => {
+            StepKind::ExpandDepthwise { expansion, geometry: g, band_rows, interleaved: true, .. } => {
                 // Later bands are no taller than the first once padded.
                 let padded = g.window.band(0..*band_rows).0.padded();
                 let padded_len = if pads(&g.window) { padded.in_height * padded.in_width * g.in_channels } else { 0 };
-                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + padded_len
+                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + padded_len + expansion.quantized_scratch(g)
             }
             StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: false, .. } => {
                 // Bands after the first may be as tall, but never need more phase-plane room.
@@ -281,7 +301,7 @@ impl Step {
     fn operands_mut(&mut self) -> Vec<&mut Operand> {
         match &mut self.kind {
             StepKind::Gemm { product: Product::Backend { a, b }, .. } | StepKind::Binary { a, b, .. } => vec![a, b],
-            StepKind::Gemm { product: Product::Packed { activations, .. }, .. } => vec![activations],
+            StepKind::Gemm { product: Product::Packed { activations, .. } | Product::Quantized { activations, .. }, .. } => vec![activations],
             StepKind::ExpandDepthwise { expansion, .. } => vec![&mut expansion.activations],
             StepKind::Conv { input, .. }
             | StepKind::Depthwise { input, .. }
@@ -313,6 +333,14 @@ impl Step {
                         Product::Backend { a, b } => {
                             let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
                             gemm_with_epilogue(gemm, s, a, b, &mut output[oc..], epilogue);
+                        }
+                        Product::Quantized { constant, activations } => {
+                            let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
+                            // SAFETY: any bytes are valid u8s, and the scratch's floats hold 4 each.
+                            let bytes = unsafe { std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, rest.len() * 4) };
+                            let levels = quantized::quantize(&activations.slice(buffers)[oa..][..s.m * s.k], bytes);
+                            let epilogue = epilogue.map(|(e, _)| e);
+                            quantized::gemm(s.m, constant, bytes, levels, &mut output[oc..], s.c_row, epilogue, factors);
                         }
                     }
                     for axis in (0..loops.len()).rev() {
@@ -377,19 +405,31 @@ impl Step {
             StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved } => {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
+                // The int8 product's scratch at the end, the rest from the start.
+                let quantized_len = e.quantized_scratch(g);
+                let (scratch, quantized_scratch) = scratch.split_at_mut(scratch.len() - quantized_len);
+                let (factors, quantized_bytes) = quantized_scratch.split_at_mut(e.quantized.as_ref().map_or(0, QuantizedConst::scratch_floats));
+                // SAFETY: any bytes are valid u8s, and the scratch's floats hold 4 each.
+                let quantized_input = unsafe { std::slice::from_raw_parts_mut(quantized_bytes.as_mut_ptr() as *mut u8, quantized_bytes.len() * 4) };
                 let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
                 // The product's panel, then the phase planes or (interleaved) the padded band.
                 let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
                 for image in 0..e.images {
                     let activations = &e.activations.slice(buffers)[image * e.image_stride..];
                     let output = &mut output[image * g.image_out_len..];
+                    let levels = e.quantized.as_ref().map(|_| quantized::quantize(&activations[..w.in_height * w.in_width * e.k], quantized_input));
                     for start in (0..w.out_height).step_by(*band_rows) {
                         let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
                         let pixels = input_rows.len() * w.in_width;
                         let band_activations = &activations[input_rows.start * w.in_width * e.index_stride..];
                         if *interleaved {
-                            let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
-                            packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
+                            if let (Some(constant), Some(levels)) = (&e.quantized, levels) {
+                                let band_input = &quantized_input[input_rows.start * w.in_width * e.k..];
+                                quantized::gemm(pixels, constant, band_input, levels, expanded, channels, e.epilogue.as_ref(), factors);
+                            } else {
+                                let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
+                                packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
+                            }
                             let out = &mut output[start * w.out_width * channels..];
                             let expanded = &expanded[..pixels * channels];
                             if pads(w) {
@@ -1249,6 +1289,31 @@ fn image_loop(loops: &[Loop], image_output: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// Runs in int8 ([`quantized`]) each packed product that reads channels-last activations with its
+/// weights on the right (the 1x1 convolutions between channels-last tensors, and the expansions
+/// fused with their depthwise convolution that read such a tensor): the bulk of both models'
+/// multiply-adds. Products reading channels-first activations and the dense and depthwise
+/// convolutions stay f32.
+fn quantize_products(steps: &mut [Step]) {
+    for step in steps.iter_mut() {
+        if let StepKind::ExpandDepthwise { expansion: e, interleaved: true, geometry: g, .. } = &mut step.kind {
+            if e.k_stride == 1 && e.index_stride == e.k && (e.images == 1 || e.image_stride == e.k * g.window.in_height * g.window.in_width) {
+                e.quantized = QuantizedConst::new(&e.constant.lines(), e.k, g.in_channels);
+            }
+            continue;
+        }
+        let StepKind::Gemm { product, shape, epilogue, .. } = &mut step.kind else { continue };
+        let Product::Packed { constant, activations, k_stride: 1, index_stride } = product else { continue };
+        let columns_epilogue = epilogue.as_ref().is_none_or(|(_, along)| *along == ChannelsAlong::Columns);
+        if constant.side != ConstSide::Right || *index_stride != shape.k || !columns_epilogue {
+            continue;
+        }
+        if let Some(quantized) = QuantizedConst::new(&constant.lines(), shape.k, shape.n) {
+            *product = Product::Quantized { constant: quantized, activations: activations.clone() };
+        }
+    }
+}
+
 /// Dense convolution weights OIHW laid out [taps][I][O], as [`kernels::conv_interleaved`] reads
 /// them.
 fn dense_tap_major(weights: &[f32], in_channels: usize, taps: usize) -> Vec<f32> {
@@ -1329,7 +1394,17 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
     };
     let (_, image_stride) = image_loop(&loops, geometry.image_in_len).expect("a pair `fusable` accepted");
     let expansion =
-        Expansion { constant, activations, k_stride, index_stride: 1, k: shape.k, epilogue: expansion_epilogue.map(|(e, _)| e), images, image_stride };
+        Expansion {
+        constant,
+        activations,
+        k_stride,
+        index_stride: 1,
+        k: shape.k,
+        epilogue: expansion_epilogue.map(|(e, _)| e),
+        images,
+        image_stride,
+        quantized: None,
+    };
     Step {
         kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false },
         output: depthwise.output,
@@ -1439,7 +1514,7 @@ mod tests {
 
     #[test]
     fn lowers_a_product_with_its_epilogue_fused() {
-        let native = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(tract_onnx::tract_core::ops::nn::Sigmoid {}), None))), Box::new(Portable)).unwrap();
+        let native = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(tract_onnx::tract_core::ops::nn::Sigmoid {}), None))), Box::new(Portable), Precision::F32).unwrap();
         // The product, one fused epilogue, then the sigmoid: two steps.
         assert_eq!(native.steps.len(), 2, "{:?}", native.steps);
         let out = native.run(|input| input.copy_from_slice(&[1.0, 2.0, 3.0, 4.0]));
@@ -1452,7 +1527,7 @@ mod tests {
 
     #[test]
     fn refuses_an_operator_outside_the_subset_and_names_it() {
-        let why = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(math::Exp {}), None))), Box::new(Portable)).unwrap_err();
+        let why = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(math::Exp {}), None))), Box::new(Portable), Precision::F32).unwrap_err();
         assert!(why.contains("\"last\"") && why.contains("Exp"), "{why}");
     }
 }
