@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use imgfeat::codes::{self, FitReport};
-use imgfeat::config::{DetectorSpec, EmbedMode};
+use imgfeat::config::{DetectorSpec, EmbedMode, Precision};
 use imgfeat::crop::PixelRect;
 use imgfeat::output::ParquetSink;
 use imgfeat::report::ReportOptions;
@@ -154,16 +154,20 @@ struct Settings {
     #[arg(long)]
     bits: Option<usize>,
     /// Which embeddings rows carry: object, whole or both.
-    #[arg(long, value_parser = parse_embed_mode)]
+    #[arg(long, value_parser = by_name::<EmbedMode>)]
     embed: Option<EmbedMode>,
     /// Minimum detection score.
     #[arg(long)]
     score_threshold: Option<f32>,
+    /// Arithmetic of the models' 1x1 convolutions: f32, or int8 (about twice the speed on CPUs with
+    /// AVX-512 VNNI, features within ~1 % of f32's).
+    #[arg(long, value_parser = by_name::<Precision>)]
+    precision: Option<Precision>,
 }
 
-fn parse_embed_mode(s: &str) -> Result<EmbedMode, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("{s:?} is not one of object, whole, both"))
+/// A configuration enum from its name in the JSON configuration.
+fn by_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
 }
 
 impl Settings {
@@ -189,6 +193,9 @@ impl Settings {
         }
         if let Some(threshold) = self.score_threshold {
             config.score_threshold = threshold;
+        }
+        if let Some(precision) = self.precision {
+            config.engine.precision = precision;
         }
         config.validate()?;
         Ok(config)

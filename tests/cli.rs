@@ -94,6 +94,10 @@ fn show_prints_the_detection_and_codes() {
     assert!(stdout.contains("main object: cat"), "{stdout}");
     let code_line = stdout.lines().find(|l| l.starts_with("code:")).unwrap();
     assert_eq!(code_line.split_whitespace().nth(1).unwrap().len(), 64, "256 bits in hex");
+    // int8 (f32 on a CPU without AVX-512 VNNI, with a line saying so) finds the same cat.
+    let run = imgfeat().args(["show", "--threads", "1", "--precision", "int8"]).arg(fixtures().join("chelsea.jpg")).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("main object: cat"));
 }
 
 #[test]
@@ -101,6 +105,9 @@ fn bad_configuration_and_missing_inputs_fail_with_a_message() {
     let run = imgfeat().args(["extract", "--detector", "yolo", "x"]).output().unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("unknown detector preset \"yolo\""));
+    let run = imgfeat().args(["extract", "--precision", "int4", "x"]).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("expected `f32` or `int8`"));
     let run = imgfeat().args(["extract", "/nonexistent/photos"]).output().unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/photos"));

@@ -19,6 +19,7 @@ def main():
     parser.add_argument("--detector", default="coco")
     parser.add_argument("--bits", type=int, default=256)
     parser.add_argument("--model-dir", default="")
+    parser.add_argument("--precision", choices=["f32", "int8"], default="f32")
     args = parser.parse_args()
 
     spark = SparkSession.builder.appName("imgfeat-extract-py").getOrCreate()
@@ -26,7 +27,7 @@ def main():
              .select("path", "content"))
     partitions = args.partitions or 2 * spark.sparkContext.defaultParallelism
     extractor = ImageFeatureExtractor(outputCol="features", batchSize=args.batch_size, detector=args.detector,
-                                      codeBits=args.bits, modelDir=args.model_dir)
+                                      codeBits=args.bits, modelDir=args.model_dir, precision=args.precision)
     features = extractor.transform(files.repartition(partitions, col("path"))).select("path", "features.*")
     features.write.mode("overwrite").parquet(args.output)
 

@@ -11,6 +11,7 @@ import scala.util.Try
   * {{{
   * spark-submit --class ai.imgfeat.example.ExtractJob --jars imgfeat-spark.jar imgfeat-example.jar \
   *   INPUT OUTPUT [--partitions N] [--batch-size N] [--detector coco|oidv4] [--bits 256] [--model-dir DIR]
+  *   [--precision f32|int8]
   * }}}
   *
   * INPUT is any path Spark's `binaryFile` source reads (file://, hdfs://, s3a://), walked recursively.
@@ -21,7 +22,8 @@ import scala.util.Try
 object ExtractJob {
   def main(args: Array[String]): Unit = {
     val (positional, options) = parse(args.toList)
-    require(positional.size == 2, "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR]")
+    require(positional.size == 2,
+      "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR] [--precision f32|int8]")
     val Seq(input, output) = positional
     val spark = SparkSession.builder().appName("imgfeat-extract").getOrCreate()
 
@@ -37,6 +39,7 @@ object ExtractJob {
       .setDetector(options.getOrElse("detector", "coco"))
       .setCodeBits(options.get("bits").map(_.toInt).getOrElse(256))
       .setModelDir(options.getOrElse("model-dir", ""))
+      .setPrecision(options.getOrElse("precision", "f32"))
     val features = extractor.transform(files.repartition(partitions, col("path")))
       .select(col("path"), col("features.*"))
     features.write.mode("overwrite").parquet(output)

@@ -15,7 +15,7 @@ use std::path::Path;
 use image::RgbImage;
 use tract_onnx::prelude::*;
 
-use crate::config::{EngineConfig, Executor, GemmChoice, InputDtype, InputSpec, Layout};
+use crate::config::{EngineConfig, Executor, GemmChoice, InputDtype, InputSpec, Layout, Precision};
 use crate::error::{Error, ImageError};
 use crate::preprocess::write_input;
 use native::NativeModel;
@@ -71,6 +71,9 @@ impl OnnxModel {
             .into_typed()
             .and_then(|typed| typed.into_decluttered())
             .map_err(|e| model_error(format!("{e:#}")))?;
+        if engine.precision == Precision::Int8 && engine.executor == Executor::Native && !quantized::available() {
+            eprintln!("imgfeat: {name} runs in f32: int8 products need AVX-512 VNNI, which this CPU lacks");
+        }
         let engine = match engine.executor {
             Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm), engine.precision) {
                 Ok(native) => Engine::Native(native),
@@ -88,8 +91,9 @@ impl OnnxModel {
     pub fn executor_description(&self) -> String {
         match &self.engine {
             Engine::Native(native) => format!(
-                "native executor ({} GEMM, {} KiB of buffers per concurrent run)",
+                "native executor ({} GEMM{}, {} KiB of buffers per concurrent run)",
                 native.gemm_name(),
+                if native.runs_int8() { ", int8 1x1 convolutions" } else { "" },
                 native.workspace_bytes() / 1024
             ),
             Engine::Tract(_) => "tract".into(),

@@ -242,6 +242,15 @@ impl NativeModel {
         self.gemm.name()
     }
 
+    /// Whether some of its products run in int8 ([`quantize_products`]), for logs.
+    pub fn runs_int8(&self) -> bool {
+        self.steps.iter().any(|step| match &step.kind {
+            StepKind::Gemm { product: Product::Quantized { .. }, .. } => true,
+            StepKind::ExpandDepthwise { expansion, .. } => expansion.quantized.is_some(),
+            _ => false,
+        })
+    }
+
     /// Bytes of intermediate buffers one concurrent run holds.
     pub fn workspace_bytes(&self) -> usize {
         (self.buffer_sizes.iter().sum::<usize>() + self.scratch_len) * 4

@@ -133,6 +133,27 @@ def test_scala_example_in_local_mode(inputs, cli_rows, spark, tmp_path):
     assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
 
 
+def test_int8_in_spark_gives_the_rows_the_cli_gives_in_int8(spark, tmp_path):
+    """`--precision int8` reaches the native pipeline through the JVM params: the rows equal the CLI's
+    with `--precision int8`, and differ from f32's (on a CPU without AVX-512 VNNI both run f32)."""
+    folder = tmp_path / "photos"
+    shutil.copytree(ROOT / "tests/fixtures/photos", folder)
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    cli_out = tmp_path / "cli.parquet"
+    subprocess.run([str(CLI), "extract", "--threads", "1", "--precision", "int8", "-o", str(cli_out), str(folder)],
+                   check=True, capture_output=True)
+    out = tmp_path / "out"
+    spark_submit(LOCAL, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
+                 "--precision", "int8", f"file://{folder}", str(out))
+    cli_rows = rows_by_path(spark, cli_out, strip_scheme=False)
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+    f32_out = tmp_path / "f32.parquet"
+    subprocess.run([str(CLI), "extract", "--threads", "1", "-o", str(f32_out), str(folder)], check=True, capture_output=True)
+    f32_rows = rows_by_path(spark, f32_out, strip_scheme=False)
+    vnni = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
+    assert any(f32_rows[f]["whole_feature"] != cli_rows[f]["whole_feature"] for f in files) == vnni
+
+
 def test_scala_example_on_a_standalone_cluster(inputs, cli_rows, spark, cluster, tmp_path):
     folder, files = inputs
     out = tmp_path / "out"
