@@ -1,7 +1,7 @@
 """How close each model runs to this machine's GEMM peak, and to onnxruntime: the models' FLOPs per
 image (counted from the ONNX graphs with concrete shapes) against a measured single-thread SGEMM rate.
 
-    python benches/model_flops.py --native-ms 13.1 6.9 --tract-ms 29.1 20.5
+    python benches/model_flops.py --native-ms 13.1 6.9 --tract-ms 29.1 20.5 [--int8-ms 4.0 2.0]
 
 The times are imgfeat's per image on one thread, detector then embedder (from `cargo bench --bench
 executor`; scripts/bench-models.sh passes them); the script times onnxruntime on the same models in
@@ -82,12 +82,23 @@ MODELS_MEASURED = [
 ]
 
 
-def ort_ms_per_model():
-    """onnxruntime's ms per image for each model, in MODELS_MEASURED's order."""
+def ort_ms_per_model(quantized=False):
+    """onnxruntime's ms per image for each model, in MODELS_MEASURED's order; `quantized`: after
+    onnxruntime's own dynamic int8 quantisation (quantize_dynamic: s8 weights, u8 activations
+    quantised at run time, as imgfeat's int8 does)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     times = []
-    for _, file, shape, dtype, name, outputs in MODELS_MEASURED:
-        feed = {name: (np.random.rand(*shape) * 255).astype(dtype)}
-        times.append(ort_ms(MODELS / file, feed, outputs))
+    with tempfile.TemporaryDirectory() as scratch:
+        for _, file, shape, dtype, name, outputs in MODELS_MEASURED:
+            feed = {name: (np.random.rand(*shape) * 255).astype(dtype)}
+            path = MODELS / file
+            if quantized:
+                path = Path(scratch) / file
+                quantize_dynamic(MODELS / file, path, weight_type=QuantType.QInt8)
+            times.append(ort_ms(path, feed, outputs))
     return times
 
 
@@ -99,6 +110,8 @@ def main():
                         help="imgfeat's native executor, ms per image")
     parser.add_argument("--tract-ms", type=float, nargs=2, metavar=("DETECTOR", "EMBEDDER"),
                         help="tract, ms per image")
+    parser.add_argument("--int8-ms", type=float, nargs=2, metavar=("DETECTOR", "EMBEDDER"),
+                        help="imgfeat's native executor in int8, ms per image")
     parser.add_argument("--ort-ms-earlier", type=float, nargs=2, metavar=("DETECTOR", "EMBEDDER"),
                         help="onnxruntime timed before imgfeat's runs (--measure-ort): the faster of the two "
                              "timings is the baseline, so a slower machine during one of them does not flatter imgfeat")
@@ -110,6 +123,7 @@ def main():
         parser.error("--native-ms and --tract-ms are required")
     peak = sgemm_peak()
     ort_later = ort_ms_per_model()
+    ort_int8 = ort_ms_per_model(quantized=True) if args.int8_ms else None
     earlier = args.ort_ms_earlier or ort_later
     print(f"SGEMM peak, one thread (OpenBLAS via NumPy, 2048²): {peak / 1e9:.0f} GFLOP/s")
     print()
@@ -118,10 +132,16 @@ def main():
     for index, (label, file, shape, _, _, _) in enumerate(MODELS_MEASURED):
         count = flops(MODELS / file, shape)
         theirs_ms = min(earlier[index], ort_later[index])
-        for engine, ms in [("onnxruntime (baseline)", theirs_ms), ("imgfeat native executor", args.native_ms[index]),
-                           ("tract 0.23", args.tract_ms[index])]:
+        engines = [("onnxruntime (baseline)", theirs_ms), ("imgfeat native executor", args.native_ms[index]),
+                   ("tract 0.23", args.tract_ms[index])]
+        if args.int8_ms:
+            engines += [("imgfeat native executor, int8", args.int8_ms[index]),
+                        ("onnxruntime int8 (quantize_dynamic)", ort_int8[index])]
+        for engine, ms in engines:
             rate = count / (ms / 1000)
-            print(f"| {label} | {count / 1e9:.2f} | {engine} | {ms:.1f} | {rate / 1e9:.0f} | {100 * rate / peak:.0f} % "
+            # int8 multiply-adds are not f32 FLOPs: no share of the SGEMM peak for them.
+            share = "—" if "int8" in engine else f"{100 * rate / peak:.0f} %"
+            print(f"| {label} | {count / 1e9:.2f} | {engine} | {ms:.1f} | {rate / 1e9:.0f} | {share} "
                   f"| {theirs_ms / ms:.2f} |")
     print()
     timings = "; ".join(f"{label}: {a:.2f} then {b:.2f} ms" for (label, *_), a, b in zip(MODELS_MEASURED, earlier, ort_later))

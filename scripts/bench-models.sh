@@ -19,13 +19,14 @@ median_ms() {
 }
 declare -A ms
 for kind in detector embedder; do
-  for engine in native-portable tract; do
+  for engine in native-portable native-int8 tract; do
     ms[$kind/$engine/1]=$(median_ms "${kind}_${engine}" batch1 1)
     ms[$kind/$engine/8]=$(median_ms "${kind}_${engine}" batch8 8)
   done
 done
 flops=$(.venv/bin/python benches/model_flops.py --native-ms "${ms[detector/native-portable/1]}" "${ms[embedder/native-portable/1]}" \
-  --tract-ms "${ms[detector/tract/1]}" "${ms[embedder/tract/1]}" --ort-ms-earlier $ort_earlier)
+  --tract-ms "${ms[detector/tract/1]}" "${ms[embedder/tract/1]}" --ort-ms-earlier $ort_earlier \
+  --int8-ms "${ms[detector/native-int8/1]}" "${ms[embedder/native-int8/1]}")
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 section=$(cat <<MD
 ## Model compute: native executor vs onnxruntime and tract
@@ -33,7 +34,10 @@ section=$(cat <<MD
 Command: \`scripts/bench-models.sh\` ($(date -u +%Y-%m-%d), $cpu, one thread). The model alone, on an
 input already resized and laid out: imgfeat from \`cargo bench --bench executor\` (criterion medians),
 onnxruntime (the baseline: one intra-op thread, only the outputs imgfeat uses) and the GEMM peak from
-\`benches/model_flops.py\`, in the same run. FLOPs count convolutions and matrix products.
+\`benches/model_flops.py\`, in the same run. FLOPs count convolutions and matrix products (int8
+multiply-adds count as two operations each, shown as GFLOP/s but not as a share of the f32 peak).
+int8 (\`"precision": "int8"\`): the 1x1 convolutions as u8×s8 products on AVX-512 VNNI; onnxruntime's
+own int8 is its dynamic quantisation of the same models (\`quantize_dynamic\`, ConvInteger), timed too.
 
 $flops
 
@@ -43,10 +47,10 @@ channels-last once over all the batch's pixels. Those taller products run no fas
 small maps, where one image's already fill the register tiles, and lose the cache on the large ones,
 where eight images' tensors no longer fit, so the pipeline keeps to one-image plans):
 
-| model | native, batch 1 | native, batch 8 | tract, batch 1 | tract, batch 8 |
-|---|---|---|---|---|
-| SSD MobileNetV2 (COCO) | ${ms[detector/native-portable/1]} | ${ms[detector/native-portable/8]} | ${ms[detector/tract/1]} | ${ms[detector/tract/8]} |
-| EfficientNet-Lite0 | ${ms[embedder/native-portable/1]} | ${ms[embedder/native-portable/8]} | ${ms[embedder/tract/1]} | ${ms[embedder/tract/8]} |
+| model | native, batch 1 | native, batch 8 | native int8, batch 1 | native int8, batch 8 | tract, batch 1 | tract, batch 8 |
+|---|---|---|---|---|---|---|
+| SSD MobileNetV2 (COCO) | ${ms[detector/native-portable/1]} | ${ms[detector/native-portable/8]} | ${ms[detector/native-int8/1]} | ${ms[detector/native-int8/8]} | ${ms[detector/tract/1]} | ${ms[detector/tract/8]} |
+| EfficientNet-Lite0 | ${ms[embedder/native-portable/1]} | ${ms[embedder/native-portable/8]} | ${ms[embedder/native-int8/1]} | ${ms[embedder/native-int8/8]} | ${ms[embedder/tract/1]} | ${ms[embedder/tract/8]} |
 MD
 )
 echo "$section" | python3 scripts/splice-benchmarks.py

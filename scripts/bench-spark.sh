@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Spark benchmark on a standalone cluster on 127.0.0.1 (2 workers × 1 core): imgfeat's transformer
-# (scala-example ExtractJob) against the baseline a PySpark user would write, a pandas_udf around
-# onnxruntime (benches/spark_pandas_udf.py), over ../shared/data/imagenet-sample. Same input, same
-# partitions, same work per image, both writing Parquet; written to BENCHMARKS.md.
+# (scala-example ExtractJob, f32 and int8) against the baseline a PySpark user would write, a
+# pandas_udf around onnxruntime (benches/spark_pandas_udf.py), over ../shared/data/imagenet-sample.
+# Same input, same partitions, same work per image, all writing Parquet; written to BENCHMARKS.md.
 #   scripts/bench-spark.sh [COPIES]   (builds the library and the jar first, so it measures the code as it is)
-# COPIES (default 1): the sample copied that many times into the input, to see the jobs' fixed costs
-# (JVM and Python start-up, listing, model loading) shrink against the photo work.
+# Every job runs twice: on the sample (700 photos) and on the sample copied COPIES times (default 4).
+# The difference between the two sizes is what the extra photos cost each job, without the fixed
+# costs (JVM and Python start-up, executors, listing, model loading) that dominate a 700-photo job:
+# the per-photo ratio a long job tends to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/imagenet-sample
 [ -d "$data" ] || { echo "bench-spark: $data is absent; nothing to measure" >&2; exit 1; }
+copies=${1:-4}
+[ "$copies" -ge 2 ] || { echo "bench-spark: COPIES must be at least 2" >&2; exit 1; }
 # A jar left from an older build would carry an older native library.
 cargo build --release --quiet
 jvm-bindings/build.sh > /dev/null
@@ -19,10 +23,11 @@ jvm-bindings/build.sh > /dev/null
 work=$(mktemp -d)
 cleanup() { scripts/spark-cluster.sh stop >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
-copies=${1:-1}
-mkdir "$work/photos"
-for copy in $(seq "$copies"); do cp -r "$data" "$work/photos/copy$copy"; done
-n=$(find "$work/photos" -type f | wc -l)
+mkdir -p "$work/small" "$work/large"
+cp -r "$data" "$work/small/copy1"
+for copy in $(seq "$copies"); do cp -r "$data" "$work/large/copy$copy"; done
+n_small=$(find "$work/small" -type f | wc -l)
+n_large=$(find "$work/large" -type f | wc -l)
 
 SPARK_HOME=$(.venv/bin/python -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))')
 export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1 SPARK_CONF_DIR=$PWD/jvm-bindings/spark-conf
@@ -54,33 +59,53 @@ run() { # label, command...; prints "<wall seconds> <peak RSS MiB per worker>"
   echo "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') $(cat "$work/rss")"
 }
 
-run imgfeat "${submit[@]}" --class ai.imgfeat.example.ExtractJob \
-  --jars target/jvm/imgfeat-spark.jar target/jvm/imgfeat-example.jar "file://$work/photos" "$work/imgfeat.parquet" > "$work/imgfeat.time"
-run udf "${submit[@]}" --conf "spark.executorEnv.IMGFEAT_MODEL_DIR=$PWD/models" --py-files benches/python_pipeline.py \
-  benches/spark_pandas_udf.py "file://$work/photos" "$work/udf.parquet" > "$work/udf.time"
-read -r t_imgfeat rss_imgfeat < "$work/imgfeat.time"
-read -r t_udf rss_udf < "$work/udf.time"
-grep -q "imgfeat: $n rows" "$work/imgfeat.out" || { cat "$work/imgfeat.out" >&2; exit 1; }
-grep -q "pandas_udf: $n rows" "$work/udf.out" || { cat "$work/udf.out" >&2; exit 1; }
+# job name, size, expected rows: runs the job on that size's folder, checks its row count and keeps
+# "<wall seconds> <peak RSS MiB>" in $work/<job>-<size>.time.
+job() {
+  local input="file://$work/$2" output="$work/$1-$2.parquet" times="$work/$1-$2.time" summary
+  local extractor=(--class ai.imgfeat.example.ExtractJob --jars target/jvm/imgfeat-spark.jar target/jvm/imgfeat-example.jar)
+  case $1 in
+    imgfeat) run "$1-$2" "${submit[@]}" "${extractor[@]}" "$input" "$output" > "$times"; summary="imgfeat: $3 rows" ;;
+    int8) run "$1-$2" "${submit[@]}" "${extractor[@]}" --precision int8 "$input" "$output" > "$times"; summary="imgfeat: $3 rows" ;;
+    udf) run "$1-$2" "${submit[@]}" --conf "spark.executorEnv.IMGFEAT_MODEL_DIR=$PWD/models" --py-files benches/python_pipeline.py \
+           benches/spark_pandas_udf.py "$input" "$output" > "$times"; summary="pandas_udf: $3 rows" ;;
+  esac
+  grep -q "$summary" "$work/$1-$2.out" || { cat "$work/$1-$2.out" >&2; exit 1; }
+}
 
-if [ "$copies" = 1 ]; then
-  title="Spark: imgfeat transformer vs pandas_udf + onnxruntime ($n photos)" command="scripts/bench-spark.sh"
-else
-  title="Spark, the sample $copies times: imgfeat transformer vs pandas_udf + onnxruntime ($n photos)"
-  command="scripts/bench-spark.sh $copies"
-fi
+declare -A wall rss
+for size in small large; do
+  count=$([ $size = small ] && echo "$n_small" || echo "$n_large")
+  for name in imgfeat int8 udf; do
+    job $name $size "$count"
+    read -r "wall[$name/$size]" "rss[$name/$size]" < "$work/$name-$size.time"
+  done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t }'; }
+extra() { awk -v a="${wall[$1/large]}" -v b="${wall[$1/small]}" 'BEGIN { printf "%.1f", a - b }'; }
+row() { # label, job name
+  local d; d=$(extra "$2")
+  echo "| $1 | ${wall[$2/small]} | $(ratio "${wall[udf/small]}" "${wall[$2/small]}") | ${wall[$2/large]} | $(ratio "${wall[udf/large]}" "${wall[$2/large]}") | $d | $(rate $((n_large - n_small)) "$d") | $(ratio "$(extra udf)" "$d") | ${rss[$2/large]} |"
+}
 section=$(cat <<MD
-## $title
+## Spark: imgfeat transformer vs pandas_udf + onnxruntime ($n_small and $n_large photos)
 
-Command: \`$command\` ($(date -u +%Y-%m-%d)); standalone cluster on 127.0.0.1, 2 workers ×
-1 core, 1 GiB executors, 4 partitions (2 per core) for both; wall time of spark-submit (JVM start-up included, about 10 s for
-either). Baseline: \`benches/spark_pandas_udf.py\`, a pandas_udf running the tuned Python pipeline
-(onnxruntime, Pillow, NumPy; models loaded once per Python worker).
+Command: \`scripts/bench-spark.sh $copies\` ($(date -u +%Y-%m-%d)); standalone cluster on 127.0.0.1, 2
+workers × 1 core, 1 GiB executors, 4 partitions (2 per core) for every job; wall time of spark-submit
+(JVM start-up included, about 10 s for any job). Baseline: \`benches/spark_pandas_udf.py\`, a
+pandas_udf running the tuned Python pipeline (onnxruntime, Pillow, NumPy; models loaded once per
+Python worker). Each job ran on the $n_small photos of the sample and on the sample copied $copies
+times ($n_large photos); "extra photos" is the difference, the cost of $((n_large - n_small)) more
+photos without the fixed costs every job pays once (start-up, executors, listing, model loading):
+the ratio a long job tends to.
 
-| job | wall s | images/s | imgfeat × baseline | peak RSS per worker MiB (executor JVM + Python workers) |
-|---|---|---|---|---|
-| pandas_udf + onnxruntime (baseline) | $t_udf | $(awk -v n="$n" -v t="$t_udf" 'BEGIN { printf "%.1f", n / t }') | 1.00 | $rss_udf |
-| imgfeat ImageFeatureExtractor | $t_imgfeat | $(awk -v n="$n" -v t="$t_imgfeat" 'BEGIN { printf "%.1f", n / t }') | $(awk -v a="$t_udf" -v b="$t_imgfeat" 'BEGIN { printf "%.2f", a / b }') | $rss_imgfeat |
+| job | $n_small photos: wall s | × baseline | $n_large photos: wall s | × baseline | extra photos: s | images/s | × baseline | peak RSS per worker MiB (executor JVM + Python workers) |
+|---|---|---|---|---|---|---|---|---|
+$(row "pandas_udf + onnxruntime (baseline)" udf)
+$(row "imgfeat ImageFeatureExtractor" imgfeat)
+$(row "imgfeat ImageFeatureExtractor, \`setPrecision(\"int8\")\`" int8)
 MD
 )
 echo "$section" | python3 scripts/splice-benchmarks.py

@@ -34,6 +34,10 @@ measure ./target/release/imgfeat extract --threads 1 -o "$work/t1.parquet" "$wor
 rate_i1=$(imgfeat_rate)
 measure ./target/release/imgfeat extract --threads 2 -o "$work/t2.parquet" "$work/photos" > "$work/m"; read -r _ rss_i2 < "$work/m"
 rate_i2=$(imgfeat_rate); summary2=$(cat "$work/out")
+measure ./target/release/imgfeat extract --threads 1 --precision int8 -o "$work/q1.parquet" "$work/photos" > "$work/m"; read -r _ rss_q1 < "$work/m"
+rate_q1=$(imgfeat_rate)
+measure ./target/release/imgfeat extract --threads 2 --precision int8 -o "$work/q2.parquet" "$work/photos" > "$work/m"; read -r _ rss_q2 < "$work/m"
+rate_q2=$(imgfeat_rate)
 measure .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 1 > "$work/m"; read -r _ rss_p1 < "$work/m"
 rate_p1=$(python_rate)
 measure .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 2 > "$work/m"; read -r _ rss_p2 < "$work/m"
@@ -54,8 +58,10 @@ process per thread), the same work per image, with the same number of threads.
 |---|---|---|---|---|---|
 | 1 | $rate_p1 | $rate_i1 | $(ratio "$rate_i1" "$rate_p1") | $rss_p1 | $rss_i1 |
 | 2 | $rate_p2 | $rate_i2 | $(ratio "$rate_i2" "$rate_p2") | $rss_p2 | $rss_i2 |
+| 1, imgfeat \`--precision int8\` | $rate_p1 | $rate_q1 | $(ratio "$rate_q1" "$rate_p1") | $rss_p1 | $rss_q1 |
+| 2, imgfeat \`--precision int8\` | $rate_p2 | $rate_q2 | $(ratio "$rate_q2" "$rate_p2") | $rss_p2 | $rss_q2 |
 
-- imgfeat scaling, 2 threads over 1: $(ratio "$rate_i2" "$rate_i1")×.
+- imgfeat scaling, 2 threads over 1: $(ratio "$rate_i2" "$rate_i1")× (int8: $(ratio "$rate_q2" "$rate_q1")×).
 - Photos with a detected object (COCO, score ≥ 0.3): $detected of $n ($(awk -v d="$detected" -v n="$n" 'BEGIN { printf "%.0f", 100 * d / n }') %).
 - imgfeat's own summary: \`$summary2\`
 - Models run on the native executor (default config); its model-only speed against onnxruntime is in "Model compute" below.
