@@ -28,7 +28,9 @@ def main():
     partitions = args.partitions or 2 * spark.sparkContext.defaultParallelism
     extractor = ImageFeatureExtractor(outputCol="features", batchSize=args.batch_size, detector=args.detector,
                                       codeBits=args.bits, modelDir=args.model_dir, precision=args.precision)
-    features = extractor.transform(files.repartition(partitions, col("path"))).select("path", "features.*")
+    # As ExtractJob: merge binaryFile's partitions rather than shuffle every photo's bytes.
+    spread = files.coalesce(partitions) if files.rdd.getNumPartitions() >= partitions else files.repartition(partitions, col("path"))
+    features = extractor.transform(spread).select("path", "features.*")
     features.write.mode("overwrite").parquet(args.output)
 
     written = spark.read.parquet(args.output)

@@ -16,8 +16,8 @@ import scala.util.Try
   *
   * INPUT is any path Spark's `binaryFile` source reads (file://, hdfs://, s3a://), walked recursively.
   * OUTPUT gets one Parquet row per input file: `path` plus the feature fields, one file per partition.
-  * `--partitions` (default: 2 × the default parallelism) spreads the files evenly over the tasks;
-  * photos are a few hundred KB, so this keeps every core busy without tiny tasks.
+  * `--partitions` (default: 2 × the default parallelism) is the number of tasks the files are
+  * spread over; photos are a few hundred KB, so this keeps every core busy without tiny tasks.
   */
 object ExtractJob {
   def main(args: Array[String]): Unit = {
@@ -40,7 +40,12 @@ object ExtractJob {
       .setCodeBits(options.get("bits").map(_.toInt).getOrElse(256))
       .setModelDir(options.getOrElse("model-dir", ""))
       .setPrecision(options.getOrElse("precision", "f32"))
-    val features = extractor.transform(files.repartition(partitions, col("path")))
+    // binaryFile lists the files into partitions of balanced size; merging them into fewer tasks reads
+    // each photo where its task runs, where repartition would shuffle every photo's bytes (a quarter
+    // of a 2800-photo job's time, BENCHMARKS.md). Too few of them, and the files are spread out.
+    val spread =
+      if (files.rdd.getNumPartitions >= partitions) files.coalesce(partitions) else files.repartition(partitions, col("path"))
+    val features = extractor.transform(spread)
       .select(col("path"), col("features.*"))
     features.write.mode("overwrite").parquet(output)
 
