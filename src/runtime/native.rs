@@ -893,7 +893,7 @@ impl Lowering<'_> {
             pad_left: padding.1,
         };
         let image_strides = if channels_first {
-            ImageStrides { channel: in_height * in_width, row: in_width, column: 1 }
+            planar_strides(&window)
         } else {
             ImageStrides { channel: 1, row: in_width * in_channels, column: in_channels }
         };
@@ -1210,6 +1210,10 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
                 StepKind::Depthwise { images, geometry: g, .. } if g.channels_first => {
                     Some(Tensor { channels: g.in_channels, pixels: g.window.in_height * g.window.in_width, images: *images })
                 }
+                // A dense convolution gathers its windows through the input's strides, either layout.
+                StepKind::Conv { images, geometry: g, .. } if g.strides == planar_strides(&g.window) => {
+                    Some(Tensor { channels: g.in_channels, pixels: g.window.in_height * g.window.in_width, images: *images })
+                }
                 StepKind::Binary { .. } if follows_layout(&step.kind) => candidates.get(&output).copied(),
                 _ => None,
             };
@@ -1260,7 +1264,13 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
                 *weights = tap_major(weights, geometry.window.kernel_height * geometry.window.kernel_width);
                 geometry.channels_first = false;
             }
-            StepKind::Conv { weights, geometry: g, .. } if writes_channels_last => {
+            StepKind::Conv { input, weights, geometry: g, .. } => {
+                if buffer_of(input).is_some_and(|id| channels_last.contains(&id)) {
+                    g.strides = ImageStrides { channel: 1, row: g.window.in_width * g.in_channels, column: g.in_channels };
+                }
+                if !writes_channels_last {
+                    continue;
+                }
                 let ConvWeights::Packed(constant) = weights else { unreachable!("a candidate") };
                 *weights = if kernels::conv_interleaved_takes(g.in_channels, g.out_channels) {
                     // A stem: straight from its input planes, as a channels-last one is.
@@ -1348,6 +1358,11 @@ fn tap_major(weights: &[f32], taps: usize) -> Vec<f32> {
         }
     }
     laid_out
+}
+
+/// The strides of a channels-first image as `window` reads it.
+fn planar_strides(window: &Window) -> ImageStrides {
+    ImageStrides { channel: window.in_height * window.in_width, row: window.in_width, column: 1 }
 }
 
 /// Row-major strides of `shape`.
