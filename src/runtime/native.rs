@@ -143,6 +143,9 @@ enum ConvWeights {
     Plain(Arc<Vec<f32>>),
     /// Tap-major ([KH·KW][I][O]) for [`kernels::conv_interleaved`]: stems (RGB in, channels-last out).
     Direct(Vec<f32>),
+    /// int8, channels-last in and out ([`quantize_products`]): each output pixel's window gathered as
+    /// one row of (tap, channel) u8 values, times the weights with their depth in that order.
+    Quantized(QuantizedConst),
 }
 
 /// One matrix product's sizes and strides (C's column stride is always 1).
@@ -247,6 +250,7 @@ impl NativeModel {
         self.steps.iter().any(|step| match &step.kind {
             StepKind::Gemm { product: Product::Quantized { .. }, .. } => true,
             StepKind::ExpandDepthwise { expansion, .. } => expansion.quantized.is_some(),
+            StepKind::Conv { weights: ConvWeights::Quantized(_), .. } => true,
             _ => false,
         })
     }
@@ -284,6 +288,11 @@ impl Step {
     fn scratch_len(&self) -> usize {
         match &self.kind {
             StepKind::Conv { weights: ConvWeights::Direct(_), .. } => 0,
+            StepKind::Conv { weights: ConvWeights::Quantized(constant), geometry: g, .. } => {
+                let w = &g.window;
+                let rows = w.out_height * w.out_width * g.in_channels * w.kernel_height * w.kernel_width;
+                constant.scratch_floats() + (g.image_in_len + rows).div_ceil(4)
+            }
             StepKind::Conv { geometry, .. } => {
                 let w = &geometry.window;
                 whole_lines(w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width) + packed::PANEL_FLOATS
@@ -368,6 +377,20 @@ impl Step {
                     kernels::conv_interleaved(&input[image * g.image_in_len..], g.in_channels, g.strides, weights, epilogue, out, &g.window);
                 }
             }
+            StepKind::Conv { input, weights: ConvWeights::Quantized(constant), images, geometry: g, epilogue } => {
+                let input = input.slice(buffers);
+                let w = &g.window;
+                let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
+                // SAFETY: any bytes are valid u8s, and the scratch's floats hold 4 each.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, rest.len() * 4) };
+                let (quantized_input, rows) = bytes.split_at_mut(g.image_in_len);
+                for image in 0..*images {
+                    let levels = quantized::quantize(&input[image * g.image_in_len..][..g.image_in_len], quantized_input);
+                    quantized::window_rows(quantized_input, g.in_channels, w, levels.zero as u8, rows);
+                    let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
+                    quantized::gemm(w.out_height * w.out_width, constant, rows, levels, out, g.out_channels, Some(epilogue), factors);
+                }
+            }
             StepKind::Conv { input, weights, images, geometry: g, epilogue } => {
                 let input = input.slice(buffers);
                 let w = &g.window;
@@ -384,7 +407,7 @@ impl Step {
                         false => (pixels, g.out_channels, ChannelsAlong::Columns),
                     };
                     match weights {
-                        ConvWeights::Direct(_) => unreachable!("run above"),
+                        ConvWeights::Direct(_) | ConvWeights::Quantized(_) => unreachable!("run above"),
                         ConvWeights::Packed(constant) => {
                             packed::gemm(m, field, n, constant, columns, pixels, 1, out, n, Some((epilogue, along)), panel)
                         }
@@ -1310,11 +1333,22 @@ fn image_loop(loops: &[Loop], image_output: usize) -> Option<(usize, usize)> {
 
 /// Runs in int8 ([`quantized`]) each packed product that reads channels-last activations with its
 /// weights on the right (the 1x1 convolutions between channels-last tensors, and the expansions
-/// fused with their depthwise convolution that read such a tensor): the bulk of both models'
-/// multiply-adds. Products reading channels-first activations and the dense and depthwise
-/// convolutions stay f32.
+/// fused with their depthwise convolution that read such a tensor), and the dense convolutions
+/// channels-last in and out: the bulk of both models' multiply-adds. Products reading
+/// channels-first activations, the stems and the depthwise convolutions stay f32.
 fn quantize_products(steps: &mut [Step]) {
     for step in steps.iter_mut() {
+        if let StepKind::Conv { weights, geometry: g, .. } = &mut step.kind {
+            let channels_last_in = g.strides == ImageStrides { channel: 1, row: g.window.in_width * g.in_channels, column: g.in_channels };
+            if let (ConvWeights::Packed(constant), false, true) = (&*weights, g.channels_first, channels_last_in) {
+                // The packed columns are each output channel's weights, OIHW.
+                let taps = g.window.kernel_height * g.window.kernel_width;
+                if let Some(quantized) = QuantizedConst::for_windows(&constant.lines(), g.in_channels, taps) {
+                    *weights = ConvWeights::Quantized(quantized);
+                }
+            }
+            continue;
+        }
         if let StepKind::ExpandDepthwise { expansion: e, interleaved: true, geometry: g, .. } = &mut step.kind {
             if e.k_stride == 1 && e.index_stride == e.k && (e.images == 1 || e.image_stride == e.k * g.window.in_height * g.window.in_width) {
                 e.quantized = QuantizedConst::new(&e.constant.lines(), e.k, g.in_channels);

@@ -61,8 +61,15 @@ impl QuantizedConst {
         Some(QuantizedConst { k, n, panels, scales, sums })
     }
 
-    pub fn depth(&self) -> usize {
-        self.k
+    /// A dense convolution's kernel (OIHW, each output channel's `channels` × `taps` weights after
+    /// the last) for rows gathered by [`window_rows`], whose depth runs tap by tap.
+    pub fn for_windows(kernel: &[f32], channels: usize, taps: usize) -> Option<QuantizedConst> {
+        let field = channels * taps;
+        let columns: Vec<f32> = kernel
+            .chunks_exact(field)
+            .flat_map(|column| (0..field).map(move |k| column[(k % channels) * taps + k / channels]))
+            .collect();
+        QuantizedConst::new(&columns, field, kernel.len() / field)
     }
 
     /// f32 scratch values [`gemm`] needs: the per-column factors.
@@ -91,6 +98,24 @@ pub fn quantize(values: &[f32], out: &mut [u8]) -> Levels {
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("available() is false")
+}
+
+/// Gathers each output pixel's window of a channels-last image (H×W×C u8) into one row of `rows`:
+/// its taps in order, each tap's C channels, `pad` (the quantised zero) where the window hangs over
+/// the border. A dense convolution's im2col, pixel-major, for [`gemm`].
+pub fn window_rows(image: &[u8], channels: usize, w: &super::kernels::Window, pad: u8, rows: &mut [u8]) {
+    let field = w.kernel_height * w.kernel_width * channels;
+    for (pixel, row) in rows[..w.out_height * w.out_width * field].chunks_exact_mut(field).enumerate() {
+        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+        for (tap, values) in row.chunks_exact_mut(channels).enumerate() {
+            let iy = (oy * w.stride + tap / w.kernel_width).checked_sub(w.pad_top).filter(|&y| y < w.in_height);
+            let ix = (ox * w.stride + tap % w.kernel_width).checked_sub(w.pad_left).filter(|&x| x < w.in_width);
+            match (iy, ix) {
+                (Some(y), Some(x)) => values.copy_from_slice(&image[(y * w.in_width + x) * channels..][..channels]),
+                _ => values.fill(pad),
+            }
+        }
+    }
 }
 
 /// C (m×n, row stride `c_row`) = dequantised(A·W), then `epilogue` along C's columns. A is m×k u8,
@@ -320,6 +345,61 @@ mod tests {
                     assert!((got - exact.clamp(-2.0, 6.0)).abs() < 0.05 * (k as f32).sqrt(), "{m}x{k}x{n} at ({i}, {j}): {got} vs f32 {exact}");
                 }
                 assert!(c[i * c_row + n..(i + 1) * c_row].iter().all(|v| v.is_nan()), "stores stay inside the columns");
+            }
+        }
+    }
+
+    #[test]
+    fn an_int8_convolution_over_gathered_windows_is_near_the_f32_one() {
+        if !available() {
+            eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
+            return;
+        }
+        use super::super::kernels::Window;
+        let (channels, out_channels) = (8, 24);
+        for (kernel, stride, pad, size) in [(3, 2, 1, 5), (3, 1, 1, 4), (3, 2, 0, 7)] {
+            let out_size = (size + 2 * pad - kernel) / stride + 1;
+            let w = Window {
+                in_height: size,
+                in_width: size + 1,
+                out_height: out_size,
+                out_width: (size + 1 + 2 * pad - kernel) / stride + 1,
+                kernel_height: kernel,
+                kernel_width: kernel,
+                stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let taps = kernel * kernel;
+            let image = pseudo_random(w.in_height * w.in_width * channels, 7); // HWC
+            let weights = pseudo_random(out_channels * channels * taps, 8); // OIHW
+            let constant = QuantizedConst::for_windows(&weights, channels, taps).unwrap();
+            let mut quantized = vec![0u8; image.len()];
+            let levels = quantize(&image, &mut quantized);
+            let pixels = w.out_height * w.out_width;
+            let mut rows = vec![0u8; pixels * taps * channels];
+            window_rows(&quantized, channels, &w, levels.zero as u8, &mut rows);
+            let mut out = vec![0.0; pixels * out_channels];
+            let mut factors = vec![0.0; constant.scratch_floats()];
+            gemm(pixels, &constant, &rows, levels, &mut out, out_channels, None, &mut factors);
+            for pixel in 0..pixels {
+                let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+                for o in 0..out_channels {
+                    let mut expected = 0.0;
+                    for ky in 0..kernel {
+                        for kx in 0..kernel {
+                            let (iy, ix) = ((oy * stride + ky) as isize - pad as isize, (ox * stride + kx) as isize - pad as isize);
+                            if iy < 0 || ix < 0 || iy as usize >= w.in_height || ix as usize >= w.in_width {
+                                continue;
+                            }
+                            for i in 0..channels {
+                                expected += image[(iy as usize * w.in_width + ix as usize) * channels + i] * weights[((o * channels + i) * kernel + ky) * kernel + kx];
+                            }
+                        }
+                    }
+                    let got = out[pixel * out_channels + o];
+                    assert!((got - expected).abs() < 0.05, "{kernel}x{kernel}/{stride} pad {pad} at ({oy}, {ox}, {o}): {got} vs {expected}");
+                }
             }
         }
     }
