@@ -1192,8 +1192,46 @@ pub fn reduce_sum(input: &[f32], shape: &[usize], output: &mut [f32], output_str
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A square kernel's sweep over an `in_height`×`in_width` image.
+    pub(crate) fn test_window(kernel: usize, stride: usize, pad: usize, in_height: usize, in_width: usize) -> Window {
+        Window {
+            in_height,
+            in_width,
+            out_height: (in_height + 2 * pad - kernel) / stride + 1,
+            out_width: (in_width + 2 * pad - kernel) / stride + 1,
+            kernel_height: kernel,
+            kernel_width: kernel,
+            stride,
+            pad_top: pad,
+            pad_left: pad,
+        }
+    }
+
+    /// Straightforward dense convolution of a channels-last image (OIHW weights, no bias), its output
+    /// channels-last, for comparison.
+    pub(crate) fn dense_reference(input: &[f32], in_channels: usize, weights: &[f32], out_channels: usize, w: &Window) -> Vec<f32> {
+        let mut out = vec![0.0; w.out_height * w.out_width * out_channels];
+        for (pixel, values) in out.chunks_exact_mut(out_channels).enumerate() {
+            let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+            for (o, value) in values.iter_mut().enumerate() {
+                for ky in 0..w.kernel_height {
+                    for kx in 0..w.kernel_width {
+                        let iy = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height);
+                        let ix = (ox * w.stride + kx).checked_sub(w.pad_left).filter(|&x| x < w.in_width);
+                        let (Some(iy), Some(ix)) = (iy, ix) else { continue };
+                        for i in 0..in_channels {
+                            *value += input[(iy * w.in_width + ix) * in_channels + i]
+                                * weights[((o * in_channels + i) * w.kernel_height + ky) * w.kernel_width + kx];
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
 
     /// Straightforward depthwise convolution, channel-planar, for comparison.
     fn depthwise_reference(input: &[f32], weights: &[f32], bias: &[f32], w: &Window, channels: usize) -> Vec<f32> {
@@ -1219,7 +1257,7 @@ mod tests {
         out
     }
 
-    fn pseudo_random(n: usize, seed: usize) -> Vec<f32> {
+    pub(crate) fn pseudo_random(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0).collect()
     }
 
@@ -1228,18 +1266,7 @@ mod tests {
         for channels in [5, 32, 64, 80, 144] {
         // Sizes from 7 to 21: outputs narrower and wider than the interleaved kernel's runs of 8 pixels.
         for (kernel, stride, pad, in_size) in [(3, 1, 1, 9), (3, 2, 0, 10), (5, 2, 2, 11), (5, 1, 2, 7), (3, 2, 1, 8), (3, 2, 1, 21), (5, 1, 2, 21)] {
-            let out_size = (in_size + 2 * pad - kernel) / stride + 1;
-            let w = Window {
-                in_height: in_size,
-                in_width: in_size + 1,
-                out_height: out_size,
-                out_width: (in_size + 1 + 2 * pad - kernel) / stride + 1,
-                kernel_height: kernel,
-                kernel_width: kernel,
-                stride,
-                pad_top: pad,
-                pad_left: pad,
-            };
+            let w = test_window(kernel, stride, pad, in_size, in_size + 1);
             let input = pseudo_random(channels * w.in_height * w.in_width, 1);
             let weights = pseudo_random(channels * kernel * kernel, 2);
             let mut epilogue = Epilogue::new(channels);
@@ -1317,18 +1344,7 @@ mod tests {
         }
         for (in_channels, out_channels) in [(3, 32), (1, 16), (2, 48), (4, 64)] {
             for (kernel, stride, pad, in_size) in [(3, 2, 1, 21), (3, 1, 1, 9), (5, 2, 2, 30), (3, 2, 0, 16)] {
-                let out_size = (in_size + 2 * pad - kernel) / stride + 1;
-                let w = Window {
-                    in_height: in_size,
-                    in_width: in_size + 3,
-                    out_height: out_size,
-                    out_width: (in_size + 3 + 2 * pad - kernel) / stride + 1,
-                    kernel_height: kernel,
-                    kernel_width: kernel,
-                    stride,
-                    pad_top: pad,
-                    pad_left: pad,
-                };
+                let w = test_window(kernel, stride, pad, in_size, in_size + 3);
                 let taps = kernel * kernel;
                 let input = pseudo_random(in_channels * w.in_height * w.in_width, 4); // HWC
                 let weights = pseudo_random(out_channels * in_channels * taps, 5); // OIHW
@@ -1350,32 +1366,14 @@ mod tests {
                     (&input, ImageStrides { channel: 1, row: w.in_width * in_channels, column: in_channels }),
                     (&planar, ImageStrides { channel: plane, row: w.in_width, column: 1 }),
                 ];
+                let sums = dense_reference(&input, in_channels, &weights, out_channels, &w);
                 for (source, strides) in layouts {
-                let mut output = vec![f32::NAN; w.out_height * w.out_width * out_channels];
-                conv_interleaved(source, in_channels, strides, &tap_major, &epilogue, &mut output, &w);
-                for oy in 0..w.out_height {
-                    for ox in 0..w.out_width {
-                        for o in 0..out_channels {
-                            let mut expected = epilogue.bias[o];
-                            for ky in 0..kernel {
-                                for kx in 0..kernel {
-                                    let iy = (oy * stride + ky) as isize - pad as isize;
-                                    let ix = (ox * stride + kx) as isize - pad as isize;
-                                    if iy < 0 || ix < 0 || iy as usize >= w.in_height || ix as usize >= w.in_width {
-                                        continue;
-                                    }
-                                    for i in 0..in_channels {
-                                        expected += input[(iy as usize * w.in_width + ix as usize) * in_channels + i]
-                                            * weights[((o * in_channels + i) * kernel + ky) * kernel + kx];
-                                    }
-                                }
-                            }
-                            let got = output[(oy * w.out_width + ox) * out_channels + o];
-                            let expected = expected.clamp(-1.5, 6.0);
-                            assert!((got - expected).abs() < 1e-4, "{in_channels}->{out_channels} {kernel}x{kernel}/{stride} {strides:?} at ({oy}, {ox}, {o}): {got} vs {expected}");
-                        }
+                    let mut output = vec![f32::NAN; w.out_height * w.out_width * out_channels];
+                    conv_interleaved(source, in_channels, strides, &tap_major, &epilogue, &mut output, &w);
+                    for (j, (got, sum)) in output.iter().zip(&sums).enumerate() {
+                        let expected = (sum + epilogue.bias[j % out_channels]).clamp(-1.5, 6.0);
+                        assert!((got - expected).abs() < 1e-4, "{in_channels}->{out_channels} {kernel}x{kernel}/{stride} {strides:?} at {j}: {got} vs {expected}");
                     }
-                }
                 }
             }
         }
