@@ -354,8 +354,7 @@ impl Step {
                         }
                         Product::Quantized { constant, activations } => {
                             let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
-                            // SAFETY: any bytes are valid u8s, and the scratch's floats hold 4 each.
-                            let bytes = unsafe { std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, rest.len() * 4) };
+                            let bytes = quantized::as_bytes(rest);
                             let levels = quantized::quantize(&activations.slice(buffers)[oa..][..s.m * s.k], bytes);
                             let epilogue = epilogue.map(|(e, _)| e);
                             quantized::gemm(s.m, constant, bytes, levels, &mut output[oc..], s.c_row, epilogue, factors);
@@ -381,9 +380,7 @@ impl Step {
                 let input = input.slice(buffers);
                 let w = &g.window;
                 let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
-                // SAFETY: any bytes are valid u8s, and the scratch's floats hold 4 each.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, rest.len() * 4) };
-                let (quantized_input, rows) = bytes.split_at_mut(g.image_in_len);
+                let (quantized_input, rows) = quantized::as_bytes(rest).split_at_mut(g.image_in_len);
                 for image in 0..*images {
                     let levels = quantized::quantize(&input[image * g.image_in_len..][..g.image_in_len], quantized_input);
                     quantized::window_rows(quantized_input, g.in_channels, w, levels.zero as u8, rows);
@@ -441,8 +438,7 @@ impl Step {
                 let quantized_len = e.quantized_scratch(g);
                 let (scratch, quantized_scratch) = scratch.split_at_mut(scratch.len() - quantized_len);
                 let (factors, quantized_bytes) = quantized_scratch.split_at_mut(e.quantized.as_ref().map_or(0, QuantizedConst::scratch_floats));
-                // SAFETY: any bytes are valid u8s, and the scratch's floats hold 4 each.
-                let quantized_input = unsafe { std::slice::from_raw_parts_mut(quantized_bytes.as_mut_ptr() as *mut u8, quantized_bytes.len() * 4) };
+                let quantized_input = quantized::as_bytes(quantized_bytes);
                 let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
                 // The product's panel, then the phase planes or (interleaved) the padded band.
                 let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
