@@ -186,9 +186,9 @@ pub struct EngineConfig {
     pub precision: Precision,
 }
 
-/// The own executor's arithmetic. int8 runs the 1x1 convolutions between channels-last tensors as
-/// u8×s8 products on AVX-512 VNNI, about four times the multiply-adds per instruction, at the cost of
-/// rounding their inputs to 256 levels (features within ~1 % of f32's; BENCHMARKS.md); on a CPU
+/// The own executor's arithmetic. int8 runs the 1x1 and dense convolutions between channels-last
+/// tensors as u8×s8 products on AVX-512 VNNI, about four times the multiply-adds per instruction, at
+/// the cost of rounding their inputs to 256 levels (features within ~1 % of f32's; README); on a CPU
 /// without VNNI it is f32.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

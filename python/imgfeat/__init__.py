@@ -36,7 +36,7 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol):
     modelDir = Param(Params._dummy(), "modelDir", "folder with the models on every node; empty means the jar's",
                      typeConverter=TypeConverters.toString)
     precision = Param(Params._dummy(), "precision",
-                      "arithmetic of the 1x1 convolutions: f32, or int8 (about twice the speed with AVX-512 VNNI)",
+                      "arithmetic of the 1x1 and dense convolutions: f32, or int8 (about twice the speed with AVX-512 VNNI)",
                       typeConverter=TypeConverters.toString)
 
     @keyword_only

@@ -93,7 +93,7 @@ impl OnnxModel {
             Engine::Native(native) => format!(
                 "native executor ({} GEMM{}, {} KiB of buffers per concurrent run)",
                 native.gemm_name(),
-                if native.runs_int8() { ", int8 1x1 convolutions" } else { "" },
+                if native.runs_int8() { ", int8 convolutions" } else { "" },
                 native.workspace_bytes() / 1024
             ),
             Engine::Tract(_) => "tract".into(),

@@ -77,9 +77,7 @@ impl PackedConst {
             ConstSide::Right => PackedConst::pack(ConstSide::Left, &lines, self.k, 1, self.outer, self.k, 0),
         }
     }
-}
 
-impl PackedConst {
     /// The matrix unpacked: row i of a left W (m×k), or column i of a right one (k×n), at i·k (for
     /// a left W, the row-major matrix it was packed from).
     pub fn lines(&self) -> Vec<f32> {

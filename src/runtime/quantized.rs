@@ -1,4 +1,4 @@
-//! int8 matrix products for the 1x1 convolutions that read and write channels-last
+//! int8 matrix products for the 1x1 and dense convolutions that read and write channels-last
 //! (`"engine": {"precision": "int8"}`): weights quantised once per output channel (symmetric, s8),
 //! activations once per product at run time (asymmetric u8 over the tensor's range), multiplied with
 //! AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32

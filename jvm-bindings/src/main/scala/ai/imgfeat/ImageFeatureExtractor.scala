@@ -36,7 +36,7 @@ class ImageFeatureExtractor(override val uid: String)
   final val modelDir = new Param[String](this, "modelDir",
     "folder with the models on every node; empty means the models inside the jar")
   final val precision = new Param[String](this, "precision",
-    "arithmetic of the 1x1 convolutions: f32, or int8 (about twice the speed with AVX-512 VNNI)",
+    "arithmetic of the 1x1 and dense convolutions: f32, or int8 (about twice the speed with AVX-512 VNNI)",
     ParamValidators.inArray(Array("f32", "int8")))
 
   setDefault(inputCol -> "content", pathCol -> "path", outputCol -> "features", batchSize -> 32, threads -> 0,
