@@ -69,9 +69,11 @@ fn int8_rows_stay_close_to_f32_rows() {
     );
     // Measured on the 204 photos: cosine min 0.994, median 0.998; Hamming median 0, max 7; 196 of
     // 204 with the same detection, box IoU median 0.991 (a close second object can win either way).
+    // On the 4 fixtures alone: cosine min 0.996, Hamming 7 on most of them (codes of unrelated photos
+    // differ by ~128 bits).
     assert!(n >= 4, "every fixture gives a row");
     assert!(cosines[0] >= 0.985 && cosines[n / 2] >= 0.995, "int8 features drift from f32's");
-    assert!(distances[n / 2] <= 4 && distances[n - 1] <= 24, "int8 codes drift from f32's");
+    assert!(distances[n - 1] <= 16, "int8 codes drift from f32's: {} bits of 256", distances[n - 1]);
     assert!(same_detection as f32 >= 0.9 * n as f32, "int8 changes the main object of {} of {n} photos", n - same_detection);
     assert!(ious.is_empty() || ious[ious.len() / 2] >= 0.95, "int8 moves the boxes");
 }
