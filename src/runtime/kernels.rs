@@ -1185,6 +1185,19 @@ pub fn reduce_sum(input: &[f32], shape: &[usize], output: &mut [f32], output_str
         }
         return;
     }
+    if let ([outer, pixels, channels], [row, 0, 1]) = (shape, output_strides) {
+        if row == channels {
+            // A pool over the pixels of a channels-last tensor: each pixel's channels added to the
+            // sums in one pass, pixel after pixel (the order the channels-first case adds them in).
+            for (sums, image) in output.chunks_exact_mut(*channels).zip(input.chunks_exact(pixels * channels)).take(*outer) {
+                sums.fill(0.0);
+                for pixel in image.chunks_exact(*channels) {
+                    sums.iter_mut().zip(pixel).for_each(|(sum, value)| *sum += value);
+                }
+            }
+            return;
+        }
+    }
     output.fill(0.0);
     for_each_index(shape, |index, linear| {
         output[index.iter().zip(output_strides).map(|(i, s)| i * s).sum::<usize>()] += input[linear];
@@ -1399,6 +1412,21 @@ pub(crate) mod tests {
         sigmoid(&mut extremes);
         assert!(extremes[0] < 1e-30 && extremes[2] < 1e-30, "{extremes:?}");
         assert!(extremes[1] == 1.0 && extremes[3] == 1.0, "{extremes:?}");
+    }
+
+    #[test]
+    fn a_pool_sums_the_same_in_either_layout() {
+        let (images, channels, pixels) = (3, 40, 49);
+        let planar = pseudo_random(images * channels * pixels, 3);
+        let mut channels_last = vec![0.0; planar.len()];
+        strided_copy(&planar, &[channels * pixels, 1, pixels], &mut channels_last, &[images, pixels, channels]);
+        let mut expected = vec![f32::NAN; images * channels];
+        reduce_sum(&planar, &[images * channels, pixels], &mut expected, &[1, 0]);
+        let mut sums = vec![f32::NAN; images * channels];
+        reduce_sum(&channels_last, &[images, pixels, channels], &mut sums, &[channels, 0, 1]);
+        assert_eq!(sums, expected);
+        let last_channel: f32 = planar[(images * channels - 1) * pixels..].iter().sum();
+        assert_eq!(sums[images * channels - 1], last_channel);
     }
 
     #[test]

@@ -1153,7 +1153,9 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
 /// heads, the next projection) broadcast each pixel's channels where they lie, with no panel packed.
 /// Channels first, each projection had to transpose the channels-last depthwise output into its
 /// panels, and each expansion copied its input into panels. A tensor stays channels first if any
-/// reader needs it so (a model output, a planar depthwise convolution, a pool, a reshape). A dense
+/// reader needs it so (a model output, a planar depthwise convolution, a reshape); the embedder's
+/// global pool sums each channel's pixels in either layout, so its last convolution runs channels-last
+/// (and in int8) too. A dense
 /// convolution writes channels-last too: a stem of a channels-first model then runs as a
 /// channels-last model's does, straight from its input planes, and its block's depthwise
 /// vectorises across channels.
@@ -1234,6 +1236,13 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
                     Some(Tensor { channels: g.in_channels, pixels: g.window.in_height * g.window.in_width, images: *images })
                 }
                 StepKind::Binary { .. } if follows_layout(&step.kind) => candidates.get(&output).copied(),
+                // A pool over each channel's pixels sums them where they lie.
+                StepKind::ReduceSum { input, shape, output_strides } => match (&shape[..], &output_strides[..]) {
+                    ([outer, pixels], [1, 0]) => buffer_of(input)
+                        .and_then(|id| candidates.get(&id).copied())
+                        .filter(|t| t.channels * t.images == *outer && t.pixels == *pixels),
+                    _ => None,
+                },
                 _ => None,
             };
             let inputs: Vec<usize> = step.operands_mut().into_iter().filter_map(|o| buffer_of(o)).collect();
@@ -1278,6 +1287,12 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
             }
             StepKind::ExpandDepthwise { expansion, .. } if buffer_of(&expansion.activations).is_some_and(|id| channels_last.contains(&id)) => {
                 (expansion.k_stride, expansion.index_stride) = (1, expansion.k);
+            }
+            StepKind::ReduceSum { input, shape, output_strides } => {
+                if let Some(tensor) = buffer_of(input).filter(|id| channels_last.contains(id)).map(|id| candidates[&id]) {
+                    *shape = vec![tensor.images, tensor.pixels, tensor.channels];
+                    *output_strides = vec![tensor.channels, 0, 1];
+                }
             }
             StepKind::Depthwise { weights, geometry, .. } if writes_channels_last => {
                 *weights = tap_major(weights, geometry.window.kernel_height * geometry.window.kernel_width);
