@@ -85,9 +85,11 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t }'; }
 extra() { awk -v a="${wall[$1/large]}" -v b="${wall[$1/small]}" 'BEGIN { printf "%.1f", a - b }'; }
+# What a job costs besides its photos: the small job's wall time less its photos at the extra photos' rate.
+fixed() { awk -v s="${wall[$1/small]}" -v d="$(extra "$1")" -v n="$n_small" -v e=$((n_large - n_small)) 'BEGIN { printf "%.1f", s - d * n / e }'; }
 row() { # label, job name
   local d; d=$(extra "$2")
-  echo "| $1 | ${wall[$2/small]} | $(ratio "${wall[udf/small]}" "${wall[$2/small]}") | ${wall[$2/large]} | $(ratio "${wall[udf/large]}" "${wall[$2/large]}") | $d | $(rate $((n_large - n_small)) "$d") | $(ratio "$(extra udf)" "$d") | ${rss[$2/large]} |"
+  echo "| $1 | ${wall[$2/small]} | $(ratio "${wall[udf/small]}" "${wall[$2/small]}") | ${wall[$2/large]} | $(ratio "${wall[udf/large]}" "${wall[$2/large]}") | $d | $(rate $((n_large - n_small)) "$d") | $(ratio "$(extra udf)" "$d") | $(fixed "$2") | ${rss[$2/large]} |"
 }
 section=$(cat <<MD
 ## Spark: imgfeat transformer vs pandas_udf + onnxruntime ($n_small and $n_large photos)
@@ -98,11 +100,12 @@ workers × 1 core, 1 GiB executors, 4 partitions (2 per core) for every job; wal
 pandas_udf running the tuned Python pipeline (onnxruntime, Pillow, NumPy; models loaded once per
 Python worker). Each job ran on the $n_small photos of the sample and on the sample copied $copies
 times ($n_large photos); "extra photos" is the difference, the cost of $((n_large - n_small)) more
-photos without the fixed costs every job pays once (start-up, executors, listing, model loading):
-the ratio a long job tends to.
+photos without the fixed costs every job pays once (start-up, executors, listing, the first tasks'
+warm-up, the write's commit): the ratio a long job tends to. "Fixed costs" is the $n_small-photo job's
+wall time less its photos at that rate: a job of N photos takes about fixed + N / rate seconds.
 
-| job | $n_small photos: wall s | × baseline | $n_large photos: wall s | × baseline | extra photos: s | images/s | × baseline | peak RSS per worker MiB (executor JVM + Python workers) |
-|---|---|---|---|---|---|---|---|---|
+| job | $n_small photos: wall s | × baseline | $n_large photos: wall s | × baseline | extra photos: s | images/s | × baseline | fixed costs s | peak RSS per worker MiB (executor JVM + Python workers) |
+|---|---|---|---|---|---|---|---|---|---|
 $(row "pandas_udf + onnxruntime (baseline)" udf)
 $(row "imgfeat ImageFeatureExtractor" imgfeat)
 $(row "imgfeat ImageFeatureExtractor, \`setPrecision(\"int8\")\`" int8)
