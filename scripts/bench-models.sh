@@ -36,7 +36,7 @@ input already resized and laid out: imgfeat from \`cargo bench --bench executor\
 onnxruntime (the baseline: one intra-op thread, only the outputs imgfeat uses) and the GEMM peak from
 \`benches/model_flops.py\`, in the same run. FLOPs count convolutions and matrix products (int8
 multiply-adds count as two operations each, shown as GFLOP/s but not as a share of the f32 peak).
-int8 (\`"precision": "int8"\`): the 1x1 convolutions as u8×s8 products on AVX-512 VNNI; onnxruntime's
+int8 (\`"precision": "int8"\`): the 1x1 and dense convolutions as u8×s8 products on AVX-512 VNNI; onnxruntime's
 own int8 is its dynamic quantisation of the same models (\`quantize_dynamic\`, ConvInteger), timed too.
 
 $flops
