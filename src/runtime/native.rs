@@ -1154,11 +1154,10 @@ fn interleave_expansions(steps: &mut [Step], outputs: &[Operand]) {
 /// Channels first, each projection had to transpose the channels-last depthwise output into its
 /// panels, and each expansion copied its input into panels. A tensor stays channels first if any
 /// reader needs it so (a model output, a planar depthwise convolution, a reshape); the embedder's
-/// global pool sums each channel's pixels in either layout, so its last convolution runs channels-last
-/// (and in int8) too. A dense
-/// convolution writes channels-last too: a stem of a channels-first model then runs as a
-/// channels-last model's does, straight from its input planes, and its block's depthwise
-/// vectorises across channels.
+/// global pool sums each channel's pixels in either layout, so its last convolution writes
+/// channels-last (and runs in int8 when asked). A dense convolution writes channels-last too: a stem
+/// of a channels-first model then runs as a channels-last model's does, straight from its input
+/// planes, and its block's depthwise vectorises across channels.
 /// In a batch, a product channels-last on both sides runs once over all the images' pixels, where
 /// channels first it ran image by image: short products over a 7x7 or 10x10 map fill its tiles.
 fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
