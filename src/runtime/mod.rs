@@ -40,37 +40,8 @@ impl OnnxModel {
     /// (in that order) and prepares the executor `engine` asks for.
     pub fn load(path: &Path, input: &InputSpec, outputs: &[&str], engine: &EngineConfig, batch: usize) -> Result<OnnxModel, Error> {
         let model_error = |message: String| Error::Model { path: path.to_path_buf(), message };
-        if !path.is_file() {
-            return Err(model_error("file not found (set model_dir or IMGFEAT_MODEL_DIR)".into()));
-        }
+        let typed = typed_model(path, input, outputs, batch)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(|e| model_error(format!("{e:#}")))?;
-        let input_names: Vec<String> = model
-            .input_outlets()
-            .map_err(|e| model_error(e.to_string()))?
-            .iter()
-            .map(|outlet| model.node(outlet.node).name.clone())
-            .collect();
-        let Some(input_index) = input_names.iter().position(|name| *name == input.name) else {
-            return Err(model_error(format!("no input named {:?}; the model's inputs: {input_names:?}", input.name)));
-        };
-        let (h, w) = (input.height as usize, input.width as usize);
-        let shape: [usize; 4] = match input.layout {
-            Layout::Nhwc => [batch, h, w, 3],
-            Layout::Nchw => [batch, 3, h, w],
-        };
-        let dtype = match input.dtype {
-            InputDtype::U8 => DatumType::U8,
-            InputDtype::F32 => DatumType::F32,
-        };
-        model
-            .set_input_fact(input_index, InferenceFact::dt_shape(dtype, shape))
-            .map_err(|e| model_error(format!("{e:#}")))?;
-        model.select_outputs_by_name(outputs).map_err(|e| model_error(format!("{e:#}")))?;
-        let typed = model
-            .into_typed()
-            .and_then(|typed| typed.into_decluttered())
-            .map_err(|e| model_error(format!("{e:#}")))?;
         if engine.precision == Precision::Int8 && engine.executor == Executor::Native && !quantized::available() {
             eprintln!("imgfeat: {name} runs in f32: int8 products need AVX-512 VNNI, which this CPU lacks");
         }
@@ -169,6 +140,42 @@ impl OnnxModel {
             }
         }
     }
+}
+
+/// `path` as tract's typed, decluttered graph: its image input fixed to `batch` images of `input`'s
+/// shape, only `outputs` kept (in that order).
+pub(crate) fn typed_model(path: &Path, input: &InputSpec, outputs: &[&str], batch: usize) -> Result<TypedModel, Error> {
+    let model_error = |message: String| Error::Model { path: path.to_path_buf(), message };
+    if !path.is_file() {
+        return Err(model_error("file not found (set model_dir or IMGFEAT_MODEL_DIR)".into()));
+    }
+    let mut model = tract_onnx::onnx().model_for_path(path).map_err(|e| model_error(format!("{e:#}")))?;
+    let input_names: Vec<String> = model
+        .input_outlets()
+        .map_err(|e| model_error(e.to_string()))?
+        .iter()
+        .map(|outlet| model.node(outlet.node).name.clone())
+        .collect();
+    let Some(input_index) = input_names.iter().position(|name| *name == input.name) else {
+        return Err(model_error(format!("no input named {:?}; the model's inputs: {input_names:?}", input.name)));
+    };
+    let (h, w) = (input.height as usize, input.width as usize);
+    let shape: [usize; 4] = match input.layout {
+        Layout::Nhwc => [batch, h, w, 3],
+        Layout::Nchw => [batch, 3, h, w],
+    };
+    let dtype = match input.dtype {
+        InputDtype::U8 => DatumType::U8,
+        InputDtype::F32 => DatumType::F32,
+    };
+    model
+        .set_input_fact(input_index, InferenceFact::dt_shape(dtype, shape))
+        .map_err(|e| model_error(format!("{e:#}")))?;
+    model.select_outputs_by_name(outputs).map_err(|e| model_error(format!("{e:#}")))?;
+    model
+        .into_typed()
+        .and_then(|typed| typed.into_decluttered())
+        .map_err(|e| model_error(format!("{e:#}")))
 }
 
 fn tract_plan(typed: TypedModel) -> TractResult<std::sync::Arc<TypedRunnableModel>> {

@@ -1594,6 +1594,26 @@ mod tests {
     }
 
     #[test]
+    fn every_product_of_the_embedder_reads_and_writes_channels_last() {
+        // int8 runs only the products that read and write channels-last (weights on the right); the
+        // global pool once kept the last one channels first.
+        let config = crate::Config::default();
+        let embedder = &config.embedder;
+        let typed = super::super::typed_model(&config.resolve(&embedder.model), &embedder.input, &[embedder.features_output.as_str()], 1).unwrap();
+        let native = NativeModel::lower(&typed, Box::new(Portable), Precision::F32).unwrap();
+        let products: Vec<bool> = native
+            .steps
+            .iter()
+            .filter_map(|step| match &step.kind {
+                StepKind::Gemm { product: Product::Packed { constant, .. }, .. } => Some(constant.side == ConstSide::Right),
+                StepKind::ExpandDepthwise { interleaved, .. } => Some(*interleaved),
+                _ => None,
+            })
+            .collect();
+        assert!(products.len() >= 30 && products.iter().all(|&channels_last| channels_last), "{products:?}");
+    }
+
+    #[test]
     fn refuses_an_operator_outside_the_subset_and_names_it() {
         let why = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(math::Exp {}), None))), Box::new(Portable), Precision::F32).unwrap_err();
         assert!(why.contains("\"last\"") && why.contains("Exp"), "{why}");
