@@ -998,6 +998,18 @@ pub struct ImageStrides {
     pub column: usize,
 }
 
+impl ImageStrides {
+    /// A channels-first image as `window` reads it: channel planes one after another.
+    pub fn planar(window: &Window) -> ImageStrides {
+        ImageStrides { channel: window.in_height * window.in_width, row: window.in_width, column: 1 }
+    }
+
+    /// A channels-last image of `channels` as `window` reads it: each pixel's channels together.
+    pub fn channels_last(window: &Window, channels: usize) -> ImageStrides {
+        ImageStrides { channel: 1, row: window.in_width * channels, column: channels }
+    }
+}
+
 /// Lays out the receptive fields of a dense convolution as `columns`, a (channel, kernel row, kernel
 /// column) × output pixel matrix, zero where the window hangs over the border, so the convolution
 /// becomes one matrix product with the OIHW kernel. K-major, so each output row of it is a strided copy
@@ -1376,8 +1388,8 @@ pub(crate) mod tests {
                 let plane = w.in_height * w.in_width;
                 let planar: Vec<f32> = (0..in_channels * plane).map(|j| input[(j % plane) * in_channels + j / plane]).collect();
                 let layouts = [
-                    (&input, ImageStrides { channel: 1, row: w.in_width * in_channels, column: in_channels }),
-                    (&planar, ImageStrides { channel: plane, row: w.in_width, column: 1 }),
+                    (&input, ImageStrides::channels_last(&w, in_channels)),
+                    (&planar, ImageStrides::planar(&w)),
                 ];
                 let sums = dense_reference(&input, in_channels, &weights, out_channels, &w);
                 for (source, strides) in layouts {

@@ -912,9 +912,9 @@ impl Lowering<'_> {
             pad_left: padding.1,
         };
         let image_strides = if channels_first {
-            planar_strides(&window)
+            ImageStrides::planar(&window)
         } else {
-            ImageStrides { channel: 1, row: in_width * in_channels, column: in_channels }
+            ImageStrides::channels_last(&window, in_channels)
         };
         let geometry = ConvGeometry {
             window,
@@ -1231,7 +1231,7 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
                     Some(Tensor { channels: g.in_channels, pixels: g.window.in_height * g.window.in_width, images: *images })
                 }
                 // A dense convolution gathers its windows through the input's strides, either layout.
-                StepKind::Conv { images, geometry: g, .. } if g.strides == planar_strides(&g.window) => {
+                StepKind::Conv { images, geometry: g, .. } if g.strides == ImageStrides::planar(&g.window) => {
                     Some(Tensor { channels: g.in_channels, pixels: g.window.in_height * g.window.in_width, images: *images })
                 }
                 StepKind::Binary { .. } if follows_layout(&step.kind) => candidates.get(&output).copied(),
@@ -1299,7 +1299,7 @@ fn channels_last_activations(steps: &mut [Step], outputs: &[Operand]) {
             }
             StepKind::Conv { input, weights, geometry: g, .. } => {
                 if buffer_of(input).is_some_and(|id| channels_last.contains(&id)) {
-                    g.strides = ImageStrides { channel: 1, row: g.window.in_width * g.in_channels, column: g.in_channels };
+                    g.strides = ImageStrides::channels_last(&g.window, g.in_channels);
                 }
                 if !writes_channels_last {
                     continue;
@@ -1349,7 +1349,7 @@ fn image_loop(loops: &[Loop], image_output: usize) -> Option<(usize, usize)> {
 fn quantize_products(steps: &mut [Step]) {
     for step in steps.iter_mut() {
         if let StepKind::Conv { weights, geometry: g, .. } = &mut step.kind {
-            let channels_last_in = g.strides == ImageStrides { channel: 1, row: g.window.in_width * g.in_channels, column: g.in_channels };
+            let channels_last_in = g.strides == ImageStrides::channels_last(&g.window, g.in_channels);
             if let (ConvWeights::Packed(constant), false, true) = (&*weights, g.channels_first, channels_last_in) {
                 // The packed columns are each output channel's weights, OIHW.
                 let taps = g.window.kernel_height * g.window.kernel_width;
@@ -1402,11 +1402,6 @@ fn tap_major(weights: &[f32], taps: usize) -> Vec<f32> {
         }
     }
     laid_out
-}
-
-/// The strides of a channels-first image as `window` reads it.
-fn planar_strides(window: &Window) -> ImageStrides {
-    ImageStrides { channel: window.in_height * window.in_width, row: window.in_width, column: 1 }
 }
 
 /// Row-major strides of `shape`.
