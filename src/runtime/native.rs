@@ -1456,8 +1456,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         w.out_height.div_ceil(w.out_height.div_ceil(most_rows))
     };
     let (_, image_stride) = image_loop(&loops, geometry.image_in_len).expect("a pair `fusable` accepted");
-    let expansion =
-        Expansion {
+    let expansion = Expansion {
         constant,
         activations,
         k_stride,

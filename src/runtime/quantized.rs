@@ -4,7 +4,7 @@
 //! AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
 //! FMA's. On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
 //! against ~265 GFLOP/s in f32. The results differ from f32 by the rounding of the activations to 256
-//! levels (tests/executor.rs bounds it on both models).
+//! levels (tests/int8.rs bounds it over real photos, rows against f32's).
 
 use super::kernels::Epilogue;
 
