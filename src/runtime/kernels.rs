@@ -5,6 +5,8 @@
 
 use std::sync::OnceLock;
 
+use super::quantized::Levels;
+
 /// The widest instruction set this CPU offers, detected once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -446,7 +448,7 @@ fn accumulate_taps<M: MulAdd>(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Epilogue, ImageStrides, Window, LANES};
+    use super::{DepthwiseOutput, Epilogue, ImageStrides, Levels, Window, LANES};
 
     /// Lanes `0..count` of a 16-lane vector.
     fn mask(count: usize) -> __mmask16 {
@@ -572,18 +574,22 @@ mod avx512 {
         input: &[f32],
         weights: &[f32],
         epilogue: &Epilogue,
-        output: &mut [f32],
+        mut output: DepthwiseOutput,
         window: &Window,
         channels: usize,
     ) {
         let w = window;
         let group = V * LANES;
         let (kernel_height, kernel_width) = (w.kernel_height, w.kernel_width);
+        let output_len = match &output {
+            DepthwiseOutput::Floats(out) => out.len(),
+            DepthwiseOutput::Bytes(out, _) => out.len(),
+        };
         assert!(
             channels.is_multiple_of(group)
                 && input.len() >= w.in_height * w.in_width * channels
                 && weights.len() >= kernel_height * kernel_width * channels
-                && output.len() >= w.out_height * w.out_width * channels
+                && output_len >= w.out_height * w.out_width * channels
                 && epilogue.bias.len() >= channels
         );
         let (low, high) = (_mm512_set1_ps(epilogue.low), _mm512_set1_ps(epilogue.high));
@@ -592,10 +598,15 @@ mod avx512 {
             let bias: [__m512; V] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(epilogue.bias.as_ptr().add(first + v * LANES)) });
             let (source, taps) = (input[first..].as_ptr(), weights[first..].as_ptr());
             // SAFETY: the sweep passes pixels inside the image and taps < KH·KW (sizes asserted above).
-            unsafe {
-                sweep::<V, 8>(w, &mut output[first..], channels, bias, low, high, |acc, tap, pixel| {
-                    accumulate(acc, source.add(pixel * channels), taps.add(tap * channels))
-                })
+            let visit = |acc: &mut [__m512; V], tap: usize, pixel: usize| unsafe {
+                accumulate(acc, source.add(pixel * channels), taps.add(tap * channels))
+            };
+            // SAFETY (each arm): the stores hold every output pixel (asserted above).
+            match &mut output {
+                DepthwiseOutput::Floats(out) => unsafe { sweep::<V, 8>(w, bias, clamped::<V>(&mut out[first..], channels, low, high), visit) },
+                DepthwiseOutput::Bytes(out, levels) => unsafe {
+                    sweep::<V, 8>(w, bias, quantized::<V>(&mut out[first..], channels, low, high, *levels), visit)
+                },
             }
         }
     }
@@ -674,26 +685,23 @@ mod avx512 {
             }
         };
         // SAFETY: as above. (Four pixels at once: eight spill the registers.)
-        unsafe { sweep::<V, 4>(w, output, channels, bias, low, high, accumulate_pixel) }
+        unsafe { sweep::<V, 4>(w, bias, clamped::<V>(output, channels, low, high), accumulate_pixel) }
     }
 
-    /// Computes every output pixel of `w` (V·16 channels each, `pixel_stride` values apart) from
-    /// `bias` and the taps `visit(acc, tap, input pixel)` adds, then clamps it to `low..high`. Runs of `P`
-    /// interior pixels are computed at once, with fixed tap offsets: each pixel has its own chains
-    /// of multiply-adds, and one pixel's few chains leave the FMA units idle (a step of a chain
-    /// waits four cycles for the one before). The border pixels take [`Window::visit_taps`].
+    /// Computes every output pixel of `w` from `bias` and the taps `visit(acc, tap, input pixel)`
+    /// adds, and hands each to `store(output pixel, acc)` (V·16 channels). Runs of `P` interior pixels
+    /// are computed at once, with fixed tap offsets: each pixel has its own chains of multiply-adds,
+    /// and one pixel's few chains leave the FMA units idle (a step of a chain waits four cycles for
+    /// the one before). The border pixels take [`Window::visit_taps`].
     ///
     /// # Safety
-    /// AVX-512; `output` holds (OH·OW - 1)·`pixel_stride` + V·16 values.
+    /// AVX-512; `store` takes every output pixel of `w`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn sweep<const V: usize, const P: usize>(
         w: &Window,
-        output: &mut [f32],
-        pixel_stride: usize,
         bias: [__m512; V],
-        low: __m512,
-        high: __m512,
+        mut store: impl FnMut(usize, &[__m512; V]),
         mut visit: impl FnMut(&mut [__m512; V], usize, usize),
     ) {
         // Output rows and columns whose windows lie inside the image.
@@ -711,21 +719,21 @@ mod avx512 {
                     _ => 0,
                 };
                 let run = [P, 4, 2, 1].into_iter().find(|&run| run <= interior && run <= P).unwrap_or(0);
-                let pixels = Pixels { w, top: top.unwrap_or(0), oy, ox, pixel_stride, low, high };
+                let pixels = Pixels { w, top: top.unwrap_or(0), oy, ox };
                 // SAFETY (each arm): the run's pixels are interior (their windows lie inside the
-                // input), and `output` holds every pixel (the caller's contract).
+                // input).
                 match run {
                     0 => {
                         let mut acc = bias;
                         w.visit_taps(oy, ox, |tap, pixel| visit(&mut acc, tap, pixel));
-                        unsafe { pixels.store(output, 0, &acc) };
+                        store(oy * w.out_width + ox, &acc);
                         ox += 1;
                         continue;
                     }
-                    r if r == P => unsafe { pixels.run::<V, P>(output, bias, &mut visit) },
-                    4 => unsafe { pixels.run::<V, 4>(output, bias, &mut visit) },
-                    2 => unsafe { pixels.run::<V, 2>(output, bias, &mut visit) },
-                    _ => unsafe { pixels.run::<V, 1>(output, bias, &mut visit) },
+                    r if r == P => unsafe { pixels.run::<V, P>(bias, &mut store, &mut visit) },
+                    4 => unsafe { pixels.run::<V, 4>(bias, &mut store, &mut visit) },
+                    2 => unsafe { pixels.run::<V, 2>(bias, &mut store, &mut visit) },
+                    _ => unsafe { pixels.run::<V, 1>(bias, &mut store, &mut visit) },
                 }
                 ox += run;
             }
@@ -739,9 +747,6 @@ mod avx512 {
         top: usize,
         oy: usize,
         ox: usize,
-        pixel_stride: usize,
-        low: __m512,
-        high: __m512,
     }
 
     impl Pixels<'_> {
@@ -749,13 +754,13 @@ mod avx512 {
         /// offsets.
         ///
         /// # Safety
-        /// AVX-512; the pixels are interior and `output` holds them.
+        /// AVX-512; the pixels are interior.
         #[target_feature(enable = "avx512f")]
         #[inline]
         unsafe fn run<const V: usize, const Q: usize>(
             &self,
-            output: &mut [f32],
             bias: [__m512; V],
+            store: &mut impl FnMut(usize, &[__m512; V]),
             visit: &mut impl FnMut(&mut [__m512; V], usize, usize),
         ) {
             let w = self.w;
@@ -770,23 +775,56 @@ mod avx512 {
                 }
             }
             for (p, a) in acc.iter().enumerate() {
-                // SAFETY: the caller's contract.
-                unsafe { self.store(output, p, a) };
+                store(self.oy * w.out_width + self.ox + p, a);
             }
         }
+    }
 
-        /// Clamps and stores pixel `ox + p`.
-        ///
-        /// # Safety
-        /// AVX-512; `output` holds the pixel.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        unsafe fn store<const V: usize>(&self, output: &mut [f32], p: usize, acc: &[__m512; V]) {
-            let pixel = self.oy * self.w.out_width + self.ox + p;
-            let out = &mut output[pixel * self.pixel_stride..][..V * LANES];
+    /// A store for [`sweep`]: each pixel's V·16 values clamped to `low..high`, `pixel_stride` values
+    /// apart in `output`.
+    ///
+    /// # Safety
+    /// AVX-512; `output` holds every pixel the sweep stores.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn clamped<const V: usize>(
+        output: &mut [f32],
+        pixel_stride: usize,
+        low: __m512,
+        high: __m512,
+    ) -> impl FnMut(usize, &[__m512; V]) + '_ {
+        move |pixel, acc| {
+            let out = &mut output[pixel * pixel_stride..][..V * LANES];
             for (v, a) in acc.iter().enumerate() {
                 // SAFETY: `out` holds V·16 values.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), _mm512_min_ps(_mm512_max_ps(*a, self.low), self.high)) };
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), _mm512_min_ps(_mm512_max_ps(*a, low), high)) };
+            }
+        }
+    }
+
+    /// A store for [`sweep`]: each pixel's V·16 values clamped to `low..high` and quantised to u8 with
+    /// `levels` (as [`crate::runtime::quantized::quantize`] rounds), `pixel_stride` bytes apart in
+    /// `output`.
+    ///
+    /// # Safety
+    /// AVX-512; `output` holds every pixel the sweep stores.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn quantized<const V: usize>(
+        output: &mut [u8],
+        pixel_stride: usize,
+        low: __m512,
+        high: __m512,
+        levels: Levels,
+    ) -> impl FnMut(usize, &[__m512; V]) + '_ {
+        let (inverse, zero) = (_mm512_set1_ps(1.0 / levels.scale), _mm512_set1_ps(levels.zero as f32));
+        move |pixel, acc| {
+            let out = &mut output[pixel * pixel_stride..][..V * LANES];
+            for (v, a) in acc.iter().enumerate() {
+                let clamped = _mm512_min_ps(_mm512_max_ps(*a, low), high);
+                let q = _mm512_cvtps_epi32(_mm512_fmadd_ps(clamped, inverse, zero));
+                // SAFETY: `out` holds V·16 bytes.
+                unsafe { _mm_storeu_si128(out.as_mut_ptr().add(v * LANES) as *mut __m128i, _mm512_cvtusepi32_epi8(q)) };
             }
         }
     }
@@ -846,6 +884,67 @@ mod avx512 {
     }
 }
 
+/// Where the interleaved depthwise kernel writes: f32 values, or those quantised to u8 with fixed
+/// levels for the int8 product that reads them next (which then need not quantise a tensor it would
+/// first have to read whole for its range).
+pub enum DepthwiseOutput<'a> {
+    Floats(&'a mut [f32]),
+    Bytes(&'a mut [u8], Levels),
+}
+
+/// [`depthwise_interleaved`] with its values clamped to the epilogue's range, then quantised to u8
+/// with `levels` (rounded as [`super::quantized::quantize`] rounds).
+///
+/// # Panics
+/// Unless the CPU has AVX-512 and `channels` is a multiple of 16 (what [`channels_quantize`] checks).
+pub fn depthwise_interleaved_quantized(
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    levels: Levels,
+    output: &mut [u8],
+    window: &Window,
+    channels: usize,
+) {
+    let done = depthwise_interleaved_avx512(input, weights, epilogue, DepthwiseOutput::Bytes(output, levels), window, channels);
+    assert!(done, "a quantised depthwise output needs AVX-512 and channels in groups of 16, not {channels}");
+}
+
+/// Whether [`depthwise_interleaved_quantized`] takes `channels` on this CPU.
+pub fn channels_quantize(channels: usize) -> bool {
+    isa() == Isa::Avx512 && channels.is_multiple_of(LANES)
+}
+
+/// The AVX-512 interleaved depthwise kernel, in the widest groups of 16 channels that divide
+/// `channels`; `false`, with nothing written, on a CPU without AVX-512 or for other channel counts.
+fn depthwise_interleaved_avx512(
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: DepthwiseOutput,
+    window: &Window,
+    channels: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        // SAFETY (each arm): the CPU has AVX-512 (checked just above).
+        unsafe {
+            match channels {
+                64 => avx512::depthwise_interleaved::<4>(input, weights, epilogue, output, window, channels),
+                // Wider groups first: three vectors a pixel beat one or two by 10 % on the expanded
+                // blocks (96 to 1152 channels, every one a multiple of 48).
+                c if c % 48 == 0 => avx512::depthwise_interleaved::<3>(input, weights, epilogue, output, window, channels),
+                c if c % 32 == 0 => avx512::depthwise_interleaved::<2>(input, weights, epilogue, output, window, channels),
+                c if c % 16 == 0 => avx512::depthwise_interleaved::<1>(input, weights, epilogue, output, window, channels),
+                _ => return false,
+            }
+        }
+        return true;
+    }
+    let _ = (input, weights, epilogue, output, window, channels);
+    false
+}
+
 multiversion! {
     /// Depthwise convolution of channel-interleaved data (H×W×C in, OH×OW×C out), vectorised across
     /// channels. `weights` are laid out tap-major: [KH·KW][C].
@@ -864,18 +963,8 @@ fn depthwise_interleaved_body<M: MulAdd>(
     window: &Window,
     channels: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx512 {
-        // SAFETY (each arm): the CPU has AVX-512 (checked just above).
-        match channels {
-            64 => return unsafe { avx512::depthwise_interleaved::<4>(input, weights, epilogue, output, window, channels) },
-            // Wider groups first: three vectors a pixel beat one or two by 10 % on the expanded
-            // blocks (96 to 1152 channels, every one a multiple of 48).
-            c if c % 48 == 0 => return unsafe { avx512::depthwise_interleaved::<3>(input, weights, epilogue, output, window, channels) },
-            c if c % 32 == 0 => return unsafe { avx512::depthwise_interleaved::<2>(input, weights, epilogue, output, window, channels) },
-            c if c % 16 == 0 => return unsafe { avx512::depthwise_interleaved::<1>(input, weights, epilogue, output, window, channels) },
-            _ => {}
-        }
+    if depthwise_interleaved_avx512(input, weights, epilogue, DepthwiseOutput::Floats(&mut *output), window, channels) {
+        return;
     }
     match channels {
         16 => depthwise_interleaved_blocks::<M, 1>(input, weights, epilogue, output, window),
@@ -1354,6 +1443,17 @@ pub(crate) mod tests {
                     assert!((a - b).abs() < 1e-5, "interleaved {kernel}x{kernel}/{stride}: {a} vs {b}");
                     let a = from_padded[p * channels + c];
                     assert!((a - b).abs() < 1e-5, "interleaved, padded {kernel}x{kernel}/{stride}: {a} vs {b}");
+                }
+            }
+            // Quantised as it is stored: the bytes an int8 product would get from quantising the
+            // f32 output with the same levels (rounded to nearest even, as `cvtps2dq` rounds).
+            if channels_quantize(channels) {
+                let levels = Levels::spanning(0.0, 6.0);
+                let mut bytes = vec![0u8; expected.len()];
+                depthwise_interleaved_quantized(&hwc, &tap_major, &epilogue, levels, &mut bytes, &w, channels);
+                for (&q, &x) in bytes.iter().zip(&interleaved) {
+                    let level = x.mul_add(1.0 / levels.scale, levels.zero as f32).round_ties_even();
+                    assert_eq!(q as f32, level, "quantised {kernel}x{kernel}/{stride}, {channels} channels: {x}");
                 }
             }
         }

@@ -27,7 +27,7 @@ use super::buffer::{whole_lines, AlignedBuffer};
 use super::gemm::{GemmBackend, MatMut, MatRef};
 use super::kernels::{self, BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
 use super::packed::{self, ConstSide, PackedConst};
-use super::quantized::{self, QuantizedConst};
+use super::quantized::{self, Levels, QuantizedConst};
 use crate::config::Precision;
 
 /// Why a graph cannot run natively (it then runs on tract).
@@ -83,14 +83,23 @@ enum StepKind {
     Gemm { product: Product, shape: GemmShape, loops: Vec<Loop>, epilogue: Option<(Epilogue, ChannelsAlong)> },
     /// A dense convolution: im2col per image, then one product with the kernel.
     Conv { input: Operand, weights: ConvWeights, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
-    Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
+    /// `quantized_output`: see [`quantize_depthwise_outputs`] (also for the next variant).
+    Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue, quantized_output: Option<Levels> },
     /// A 1x1 expansion and the channels-first depthwise convolution it alone feeds (MobileNet's
     /// inverted residual), image by image, `band_rows` output rows at a time: the expanded
     /// channels of a band stay in L2, where the whole expanded tensor (up to 8.6 MB in the SSD)
     /// would be written to memory and read back. `interleaved`: the band is expanded channels-last
     /// and the depthwise output stays so (see [`interleave_expansions`]); else both are channels
     /// first, with the depthwise weights [C][KH·KW] rather than tap-major.
-    ExpandDepthwise { expansion: Expansion, weights: Vec<f32>, geometry: ConvGeometry, epilogue: Epilogue, band_rows: usize, interleaved: bool },
+    ExpandDepthwise {
+        expansion: Expansion,
+        weights: Vec<f32>,
+        geometry: ConvGeometry,
+        epilogue: Epilogue,
+        band_rows: usize,
+        interleaved: bool,
+        quantized_output: Option<Levels>,
+    },
     Binary { op: BinaryOp, a: Operand, a_strides: Vec<usize>, b: Operand, b_strides: Vec<usize>, shape: Vec<usize> },
     Sigmoid { input: Operand },
     Concat { inputs: Vec<(Operand, usize)>, outer: usize },
@@ -104,8 +113,9 @@ enum StepKind {
 enum Product {
     Packed { constant: PackedConst, activations: Operand, k_stride: usize, index_stride: usize },
     /// C[pixels, channels] = X·W in int8 (see [`quantize_products`]): X, channels-last, is
-    /// quantised into the scratch first.
-    Quantized { constant: QuantizedConst, activations: Operand },
+    /// quantised into the scratch first, or arrives quantised with `levels` (see
+    /// [`quantize_depthwise_outputs`]).
+    Quantized { constant: QuantizedConst, activations: Operand, levels: Option<Levels> },
     Backend { a: Operand, b: Operand },
 }
 
@@ -225,6 +235,7 @@ impl NativeModel {
         channels_last_activations(&mut steps, &outputs);
         if precision == Precision::Int8 && quantized::available() {
             quantize_products(&mut steps);
+            quantize_depthwise_outputs(&mut steps, &outputs);
         }
         let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &lowering.buffers, input_logical);
@@ -352,10 +363,16 @@ impl Step {
                             let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
                             gemm_with_epilogue(gemm, s, a, b, &mut output[oc..], epilogue);
                         }
-                        Product::Quantized { constant, activations } => {
+                        Product::Quantized { constant, activations, levels } => {
                             let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
-                            let bytes = quantized::as_bytes(rest);
-                            let levels = quantized::quantize(&activations.slice(buffers)[oa..][..s.m * s.k], bytes);
+                            let (bytes, levels) = match levels {
+                                Some(levels) => (&quantized::bytes_of(activations.slice(buffers))[oa..], *levels),
+                                None => {
+                                    let bytes = quantized::as_bytes(rest);
+                                    let levels = quantized::quantize(&activations.slice(buffers)[oa..][..s.m * s.k], bytes);
+                                    (&*bytes, levels)
+                                }
+                            };
                             let epilogue = epilogue.map(|(e, _)| e);
                             quantized::gemm(s.m, constant, bytes, levels, &mut output[oc..], s.c_row, epilogue, factors);
                         }
@@ -419,19 +436,25 @@ impl Step {
                     }
                 }
             }
-            StepKind::Depthwise { input, weights, images, geometry: g, epilogue } => {
+            StepKind::Depthwise { input, weights, images, geometry: g, epilogue, quantized_output } => {
                 let input = input.slice(buffers);
                 for image in 0..*images {
                     let source = &input[image * g.image_in_len..(image + 1) * g.image_in_len];
-                    let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
-                    if g.channels_first {
-                        kernels::depthwise_planar(source, weights, epilogue, out, g.image_out_len / g.out_channels, &g.window, scratch);
-                    } else {
-                        kernels::depthwise_interleaved(source, weights, epilogue, out, &g.window, g.in_channels);
+                    let out = image * g.image_out_len..(image + 1) * g.image_out_len;
+                    match (quantized_output, g.channels_first) {
+                        (Some(levels), _) => {
+                            let out = &mut quantized::as_bytes(output)[out];
+                            kernels::depthwise_interleaved_quantized(source, weights, epilogue, *levels, out, &g.window, g.in_channels)
+                        }
+                        (None, true) => {
+                            let plane = g.image_out_len / g.out_channels;
+                            kernels::depthwise_planar(source, weights, epilogue, &mut output[out], plane, &g.window, scratch)
+                        }
+                        (None, false) => kernels::depthwise_interleaved(source, weights, epilogue, &mut output[out], &g.window, g.in_channels),
                     }
                 }
             }
-            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved } => {
+            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved, quantized_output } => {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
                 // The int8 product's scratch at the end, the rest from the start.
@@ -444,7 +467,8 @@ impl Step {
                 let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
                 for image in 0..e.images {
                     let activations = &e.activations.slice(buffers)[image * e.image_stride..];
-                    let output = &mut output[image * g.image_out_len..];
+                    // Where the image's output starts, in values (or bytes, when it is quantised).
+                    let image_out = image * g.image_out_len;
                     let levels = e.quantized.as_ref().map(|_| quantized::quantize(&activations[..w.in_height * w.in_width * e.k], quantized_input));
                     for start in (0..w.out_height).step_by(*band_rows) {
                         let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
@@ -458,20 +482,27 @@ impl Step {
                                 let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
                                 packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);
                             }
-                            let out = &mut output[start * w.out_width * channels..];
                             let expanded = &expanded[..pixels * channels];
-                            if pads(w) {
+                            let (input, window) = if pads(w) {
                                 let padded_window = band.padded();
                                 let padded = &mut rest[..padded_window.in_height * padded_window.in_width * channels];
                                 kernels::pad_interleaved(expanded, channels, &band, padded);
-                                kernels::depthwise_interleaved(padded, weights, epilogue, out, &padded_window, channels);
+                                (&*padded, padded_window)
                             } else {
-                                kernels::depthwise_interleaved(expanded, weights, epilogue, out, &band, channels);
+                                (expanded, band)
+                            };
+                            let first = image_out + start * w.out_width * channels;
+                            match quantized_output {
+                                Some(levels) => {
+                                    let out = &mut quantized::as_bytes(output)[first..];
+                                    kernels::depthwise_interleaved_quantized(input, weights, epilogue, *levels, out, &window, channels)
+                                }
+                                None => kernels::depthwise_interleaved(input, weights, epilogue, &mut output[first..], &window, channels),
                             }
                         } else {
                             let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
                             packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, pixels, expansion_epilogue, panel);
-                            let out = &mut output[start * w.out_width..];
+                            let out = &mut output[image_out + start * w.out_width..];
                             kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, rest);
                         }
                     }
@@ -956,7 +987,7 @@ impl Lowering<'_> {
             StepKind::Conv { input: input.operand, weights, images, geometry, epilogue }
         } else if conv.group == in_channels && in_channels == out_channels && kernel.shape == [out_channels, 1, window.kernel_height, window.kernel_width] {
             let weights = if channels_first { kernel_values.to_vec() } else { tap_major(&kernel_values, taps) };
-            StepKind::Depthwise { input: input.operand, weights, images, geometry, epilogue }
+            StepKind::Depthwise { input: input.operand, weights, images, geometry, epilogue, quantized_output: None }
         } else {
             return Err(format!("group {} of {in_channels} channels (only dense and depthwise)", conv.group));
         };
@@ -1345,7 +1376,8 @@ fn image_loop(loops: &[Loop], image_output: usize) -> Option<(usize, usize)> {
 /// weights on the right (the 1x1 convolutions between channels-last tensors, and the expansions
 /// fused with their depthwise convolution that read such a tensor), and the dense convolutions
 /// channels-last in and out: the bulk of both models' multiply-adds. Products reading
-/// channels-first activations, the stems and the depthwise convolutions stay f32.
+/// channels-first activations, the stems and the depthwise convolutions stay f32 (the depthwise
+/// ones may still store their output in u8: [`quantize_depthwise_outputs`]).
 fn quantize_products(steps: &mut [Step]) {
     for step in steps.iter_mut() {
         if let StepKind::Conv { weights, geometry: g, .. } = &mut step.kind {
@@ -1372,7 +1404,45 @@ fn quantize_products(steps: &mut [Step]) {
             continue;
         }
         if let Some(quantized) = QuantizedConst::new(&constant.lines(), shape.k, shape.n) {
-            *product = Product::Quantized { constant: quantized, activations: activations.clone() };
+            *product = Product::Quantized { constant: quantized, activations: activations.clone(), levels: None };
+        }
+    }
+}
+
+/// Has each channels-last depthwise convolution whose output only an int8 product reads (a
+/// MobileNet block's projection) write that output as u8, quantised with fixed levels over its
+/// clamp's range (ReLU6: 0 to 6 in 255 steps, as TFLite's quantised MobileNets do), rather than
+/// f32 that the product would read twice more (for its range, then to convert it). On 204 photos
+/// this moved the int8 rows no further from f32's than per-tensor ranges did (tests/int8.rs).
+fn quantize_depthwise_outputs(steps: &mut [Step], outputs: &[Operand]) {
+    let readers = readers(steps, outputs);
+    // The buffers int8 products read as their activations: which step reads each.
+    let int8_readers: HashMap<usize, usize> = steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| match &step.kind {
+            StepKind::Gemm { product: Product::Quantized { activations: Operand::Buffer { id, .. }, .. }, .. } => Some((*id, i)),
+            _ => None,
+        })
+        .collect();
+    for i in 0..steps.len() {
+        let output = steps[i].output;
+        let Some(&reader) = int8_readers.get(&output).filter(|_| readers.get(&output) == Some(&1)) else { continue };
+        let (g, epilogue, quantized_output) = match &mut steps[i].kind {
+            StepKind::Depthwise { geometry: g, epilogue, quantized_output, .. } if !g.channels_first => (&*g, &*epilogue, quantized_output),
+            StepKind::ExpandDepthwise { geometry: g, epilogue, quantized_output, interleaved: true, .. } => (&*g, &*epilogue, quantized_output),
+            _ => continue,
+        };
+        // A finite clamp that holds 0 (ReLU6), which the levels then span.
+        let (low, high) = (epilogue.low, epilogue.high);
+        let clamps = low.is_finite() && high.is_finite() && low <= 0.0 && high > 0.0;
+        if !(clamps && kernels::channels_quantize(g.in_channels)) {
+            continue;
+        }
+        let levels = Levels::spanning(low, high);
+        *quantized_output = Some(levels);
+        if let StepKind::Gemm { product: Product::Quantized { levels: read_as, .. }, .. } = &mut steps[reader].kind {
+            *read_as = Some(levels);
         }
     }
 }
@@ -1468,7 +1538,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         quantized: None,
     };
     Step {
-        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false },
+        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false, quantized_output: None },
         output: depthwise.output,
         output_len: depthwise.output_len,
     }
@@ -1605,6 +1675,36 @@ mod tests {
             })
             .collect();
         assert!(products.len() >= 30 && products.iter().all(|&channels_last| channels_last), "{products:?}");
+    }
+
+    #[test]
+    fn in_int8_every_depthwise_hands_its_projection_bytes() {
+        if !quantized::available() {
+            eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
+            return;
+        }
+        let config = crate::Config::default();
+        for (model, input, outputs) in [
+            (&config.detector.model, &config.detector.input, vec![config.detector.boxes_output.as_str(), config.detector.scores_output.as_str()]),
+            (&config.embedder.model, &config.embedder.input, vec![config.embedder.features_output.as_str()]),
+        ] {
+            let typed = super::super::typed_model(&config.resolve(model), input, &outputs, 1).unwrap();
+            let native = NativeModel::lower(&typed, Box::new(Portable), Precision::Int8).unwrap();
+            let (mut depthwise, mut writes_bytes, mut reads_bytes) = (0, 0, 0);
+            for step in &native.steps {
+                match &step.kind {
+                    StepKind::Depthwise { quantized_output, .. } | StepKind::ExpandDepthwise { quantized_output, .. } => {
+                        depthwise += 1;
+                        writes_bytes += quantized_output.is_some() as usize;
+                    }
+                    StepKind::Gemm { product: Product::Quantized { levels: Some(_), .. }, .. } => reads_bytes += 1,
+                    _ => {}
+                }
+            }
+            // MobileNetV2's 17 blocks and EfficientNet-Lite0's 16, each with its depthwise and
+            // projection (the SSD's extra layers' depthwise convolutions are dense here).
+            assert!(depthwise >= 16 && writes_bytes == depthwise && reads_bytes == depthwise, "{}: {depthwise} depthwise, {writes_bytes} write u8, {reads_bytes} products read it", model.display());
+        }
     }
 
     #[test]

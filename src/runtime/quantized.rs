@@ -1,6 +1,8 @@
 //! int8 matrix products for the 1x1 and dense convolutions that read and write channels-last
 //! (`"engine": {"precision": "int8"}`): weights quantised once per output channel (symmetric, s8),
-//! activations once per product at run time (asymmetric u8 over the tensor's range), multiplied with
+//! activations once per product at run time (asymmetric u8 over the tensor's range; a depthwise
+//! convolution's output arrives quantised over its ReLU6 range instead, `quantize_depthwise_outputs`
+//! in native.rs), multiplied with
 //! AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
 //! FMA's. On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
 //! against ~265 GFLOP/s in f32. The results differ from f32 by the rounding of the activations to 256
@@ -85,11 +87,26 @@ pub struct Levels {
     pub zero: i32,
 }
 
+impl Levels {
+    /// 256 levels from `min` to `max` (`min` ≤ 0 ≤ `max`, so that 0 is a level).
+    pub fn spanning(min: f32, max: f32) -> Levels {
+        let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
+        Levels { scale, zero: (-min / scale).round().clamp(0.0, 255.0) as i32 }
+    }
+}
+
 /// f32 scratch as bytes: the executor's scratch buffers are f32, and an int8 product keeps its
 /// quantised activations there.
 pub fn as_bytes(floats: &mut [f32]) -> &mut [u8] {
     // SAFETY: the bytes lie within the slice, any byte is a valid u8, and the borrow carries over.
     unsafe { std::slice::from_raw_parts_mut(floats.as_mut_ptr() as *mut u8, std::mem::size_of_val(floats)) }
+}
+
+/// f32 buffer holding quantised activations as bytes (what a depthwise convolution writes for the
+/// int8 product that reads it).
+pub fn bytes_of(floats: &[f32]) -> &[u8] {
+    // SAFETY: the bytes lie within the slice, any byte is a valid u8, and the borrow carries over.
+    unsafe { std::slice::from_raw_parts(floats.as_ptr() as *const u8, std::mem::size_of_val(floats)) }
 }
 
 /// Quantises `values` to u8 over their range (widened to include 0, so zero is exact).
@@ -181,8 +198,7 @@ mod avx512 {
         for &v in tail {
             (min, max) = (min.min(v), max.max(v));
         }
-        let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
-        let zero = (-min / scale).round().clamp(0.0, 255.0) as i32;
+        let Levels { scale, zero } = Levels::spanning(min, max);
         let (inverse, zero_f) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(zero as f32));
         for (i, chunk) in chunks.enumerate() {
             // SAFETY: a chunk holds 16 values and `out` 16 bytes from i·16 (the caller's contract).
