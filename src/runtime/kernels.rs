@@ -601,7 +601,8 @@ mod avx512 {
             let visit = |acc: &mut [__m512; V], tap: usize, pixel: usize| unsafe {
                 accumulate(acc, source.add(pixel * channels), taps.add(tap * channels))
             };
-            // SAFETY (each arm): the stores hold every output pixel (asserted above).
+            // SAFETY (each arm): AVX-512, as this function (the stores' slices hold every output
+            // pixel, asserted above).
             match &mut output {
                 DepthwiseOutput::Floats(out) => unsafe { sweep::<V, 8>(w, bias, clamped::<V>(&mut out[first..], channels, low, high), visit) },
                 DepthwiseOutput::Bytes(out, levels) => unsafe {
@@ -695,7 +696,7 @@ mod avx512 {
     /// the one before). The border pixels take [`Window::visit_taps`].
     ///
     /// # Safety
-    /// AVX-512; `store` takes every output pixel of `w`.
+    /// AVX-512.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn sweep<const V: usize, const P: usize>(
@@ -781,10 +782,10 @@ mod avx512 {
     }
 
     /// A store for [`sweep`]: each pixel's V·16 values clamped to `low..high`, `pixel_stride` values
-    /// apart in `output`.
+    /// apart in `output` (a pixel outside it panics).
     ///
     /// # Safety
-    /// AVX-512; `output` holds every pixel the sweep stores.
+    /// AVX-512.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn clamped<const V: usize>(
@@ -804,10 +805,10 @@ mod avx512 {
 
     /// A store for [`sweep`]: each pixel's V·16 values clamped to `low..high` and quantised to u8 with
     /// `levels` (as [`crate::runtime::quantized::quantize`] rounds), `pixel_stride` bytes apart in
-    /// `output`.
+    /// `output` (a pixel outside it panics).
     ///
     /// # Safety
-    /// AVX-512; `output` holds every pixel the sweep stores.
+    /// AVX-512.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn quantized<const V: usize>(
