@@ -1,7 +1,8 @@
 """The baseline a Python user would write for imgfeat's job, tuned: onnxruntime + Pillow + NumPy, one
 process per thread (each with single-threaded onnxruntime sessions, which beats intra-op threads on
 these small models), vectorised box decoding and NMS, and the crop and the whole image embedded in
-one batch of two. Same models, thresholds and outputs as `imgfeat extract` (docs/PIPELINE.md).
+one batch of two (or once, when the crop is the whole image, as imgfeat does). Same models,
+thresholds and outputs as `imgfeat extract` (docs/PIPELINE.md).
 
     python benches/python_pipeline.py PHOTOS_DIR --threads 2
 
@@ -110,21 +111,25 @@ def extract_bytes(data):
             detections += [(s[m], anchor_idx[m], c + 1, boxes[m]) for m in members[nms(boxes[members], s[members])]]
         detections.sort(key=lambda d: (-d[0], d[1], d[2]))
         detections = detections[:MAX_DETECTIONS]
-    crop = image
+    crop, box = image, (0, 0, w, h)
     if detections:
         ymin, xmin, ymax, xmax = detections[0][3]
         dx, dy = (xmax - xmin) * w * MARGIN, (ymax - ymin) * h * MARGIN
         left = int(np.floor(max(0, xmin * w - dx) + 1e-3)); top = int(np.floor(max(0, ymin * h - dy) + 1e-3))
         right = int(np.ceil(min(w, xmax * w + dx) - 1e-3)); bottom = int(np.ceil(min(h, ymax * h + dy) - 1e-3))
-        crop = image.crop((min(left, w - 1), min(top, h - 1), max(right, left + 1), max(bottom, top + 1)))
-    batch = np.stack([np.asarray(im.resize((224, 224), Image.BILINEAR), dtype=np.float32) for im in (crop, image)])
+        box = (min(left, w - 1), min(top, h - 1), max(right, left + 1), max(bottom, top + 1))
+        crop = image.crop(box)
+    # A crop that is the whole image (no detection, or a box that fills it) is embedded once, as
+    # imgfeat does.
+    images = (image,) if box == (0, 0, w, h) else (crop, image)
+    batch = np.stack([np.asarray(im.resize((224, 224), Image.BILINEAR), dtype=np.float32) for im in images])
     batch = ((batch - 127.0) / 128.0).transpose(0, 3, 1, 2)
     features = embedder.run(["features"], {"input": np.ascontiguousarray(batch)})[0]
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     mean, directions = _worker["projection"]
     codes = np.packbits((features - mean) @ directions > 0, axis=1)
     return {"detected": bool(detections), "feature": features[0], "code": codes[0].tobytes(),
-            "whole_feature": features[1], "whole_code": codes[1].tobytes()}
+            "whole_feature": features[-1], "whole_code": codes[-1].tobytes()}
 
 
 def ready(_):

@@ -91,6 +91,14 @@ for round in $(seq "$rounds"); do
   done
 done
 
+# The same work: the baseline must find the same main objects as imgfeat (it embeds the crop only
+# when there is one).
+detected() { .venv/bin/python -c 'import sys, pyarrow.compute as pc, pyarrow.parquet as pq; print(pc.sum(pq.read_table(sys.argv[1], columns=["detected"])["detected"]).as_py())' "$1"; }
+for size in small large; do
+  d_udf=$(detected "$work/udf-$size.parquet") d_imgfeat=$(detected "$work/imgfeat-$size.parquet")
+  [ "$d_udf" = "$d_imgfeat" ] || { echo "bench-spark: on $size the baseline detected $d_udf photos, imgfeat $d_imgfeat: not the same work" >&2; exit 1; }
+done
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t }'; }
 extra() { awk -v a="${wall[$1/large]}" -v b="${wall[$1/small]}" 'BEGIN { printf "%.1f", a - b }'; }
