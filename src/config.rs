@@ -208,8 +208,8 @@ pub enum Executor {
     Tract,
 }
 
-/// The own executor's matrix product. Portable is the default because it measured fastest on the AMD
-/// EPYC we build on (BENCHMARKS.md); MKL is for Intel Xeons and needs `--features mkl`.
+/// The own executor's matrix product. Portable is the default because whole models ran fastest on it
+/// on both an AMD EPYC and an Intel Xeon (BENCHMARKS.md); MKL needs `--features mkl`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GemmChoice {
