@@ -111,7 +111,7 @@ row() { # label, job name
 section=$(cat <<MD
 ## Spark: imgfeat transformer vs pandas_udf + onnxruntime ($n_small and $n_large photos)
 
-Command: \`scripts/bench-spark.sh $copies $rounds\` ($(date -u +%Y-%m-%d)); standalone cluster on 127.0.0.1, 2
+Command: \`scripts/bench-spark.sh $copies $rounds\` ($(date -u +%Y-%m-%d), $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')); standalone cluster on 127.0.0.1, 2
 workers × 1 core, 1 GiB executors, 4 partitions (2 per core) for every job; wall time of spark-submit
 (JVM start-up included), the fastest of $rounds runs of each job. Baseline: \`benches/spark_pandas_udf.py\`, a
 pandas_udf running the tuned Python pipeline (onnxruntime, Pillow, NumPy; models loaded once per
