@@ -53,8 +53,6 @@ for round in $(seq "$rounds"); do
   bench_run p1 python_rate .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 1
   bench_run p2 python_rate .venv/bin/python benches/python_pipeline.py "$work/photos" --threads 2
 done
-rate_i1=${rate[i1]} rate_i2=${rate[i2]} rate_q1=${rate[q1]} rate_q2=${rate[q2]} rate_p1=${rate[p1]} rate_p2=${rate[p2]}
-rss_i1=${rss[i1]} rss_i2=${rss[i2]} rss_q1=${rss[q1]} rss_q2=${rss[q2]} rss_p1=${rss[p1]} rss_p2=${rss[p2]}
 detected=$(echo "$summary2" | sed -n 's/.*ok (\([0-9]*\) with a detected object).*/\1/p')
 # The same work: the baseline must find the same main objects (it embeds the crop only when there is one).
 detected_p=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["detected"])' "$work/out")
@@ -72,12 +70,12 @@ process per thread), the same work per image, with the same number of threads.
 
 | threads | Python baseline images/s | imgfeat images/s | imgfeat × baseline | peak RSS MiB, Python (largest process) | peak RSS MiB, imgfeat |
 |---|---|---|---|---|---|
-| 1 | $rate_p1 | $rate_i1 | $(ratio "$rate_i1" "$rate_p1") | $rss_p1 | $rss_i1 |
-| 2 | $rate_p2 | $rate_i2 | $(ratio "$rate_i2" "$rate_p2") | $rss_p2 | $rss_i2 |
-| 1, imgfeat \`--precision int8\` | $rate_p1 | $rate_q1 | $(ratio "$rate_q1" "$rate_p1") | $rss_p1 | $rss_q1 |
-| 2, imgfeat \`--precision int8\` | $rate_p2 | $rate_q2 | $(ratio "$rate_q2" "$rate_p2") | $rss_p2 | $rss_q2 |
+| 1 | ${rate[p1]} | ${rate[i1]} | $(ratio "${rate[i1]}" "${rate[p1]}") | ${rss[p1]} | ${rss[i1]} |
+| 2 | ${rate[p2]} | ${rate[i2]} | $(ratio "${rate[i2]}" "${rate[p2]}") | ${rss[p2]} | ${rss[i2]} |
+| 1, imgfeat \`--precision int8\` | ${rate[p1]} | ${rate[q1]} | $(ratio "${rate[q1]}" "${rate[p1]}") | ${rss[p1]} | ${rss[q1]} |
+| 2, imgfeat \`--precision int8\` | ${rate[p2]} | ${rate[q2]} | $(ratio "${rate[q2]}" "${rate[p2]}") | ${rss[p2]} | ${rss[q2]} |
 
-- imgfeat scaling, 2 threads over 1: $(ratio "$rate_i2" "$rate_i1")× (int8: $(ratio "$rate_q2" "$rate_q1")×).
+- imgfeat scaling, 2 threads over 1: $(ratio "${rate[i2]}" "${rate[i1]}")× (int8: $(ratio "${rate[q2]}" "${rate[q1]}")×).
 - Photos with a detected object (COCO, score ≥ 0.3), by imgfeat and by the baseline alike: $detected of $n ($(awk -v d="$detected" -v n="$n" 'BEGIN { printf "%.0f", 100 * d / n }') %).
 - imgfeat's own summary: \`$summary2\`
 - Models run on the native executor (default config); its model-only speed against onnxruntime is in "Model compute" below.
