@@ -22,7 +22,7 @@ fi
 .venv/bin/python tests/hostile/generate_corpus.py target/hostile-corpus
 cargo test --release
 cargo build --release          # the cdylib for the jar and the CLI; everything else is already built
-.venv/bin/python -m pytest -v tests/report
+.venv/bin/python -m pytest -v -rs tests/report
 
 jvm-bindings/build.sh
-.venv/bin/python -m pytest -v tests/spark
+.venv/bin/python -m pytest -v -rs tests/spark

@@ -2,6 +2,8 @@
 //! batch of eight: every output value within 1e-4, absolute for values within ±1 and relative beyond
 //! (the oidv4 detector's raw logits reach ±10, where both executors' f32 sums differ in the 5th digit).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -27,7 +29,7 @@ fn photos(count: usize) -> Vec<RgbImage> {
             more.sort();
             paths.extend(more);
         }
-        Err(_) => eprintln!("SKIPPED part: {} is absent; comparing on the fixtures only", shared.display()),
+        Err(_) => common::skipped(format_args!(" part: {} is absent; comparing on the fixtures only", shared.display())),
     }
     paths.sort_by_key(|p| !p.starts_with(&fixtures));
     let limits = Config::default().limits;

@@ -3,6 +3,8 @@
 //! shapes): every input gives a row or an error that says what was wrong, none panics, none hangs.
 //! scripts/test.sh generates the corpus into target/hostile-corpus before `cargo test`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -19,11 +21,11 @@ fn corpus() -> Option<Vec<PathBuf>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/hostile-corpus"));
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!(
-            "SKIPPED: no hostile corpus at {}; generate it with `python tests/hostile/generate_corpus.py {}`",
+        common::skipped(format_args!(
+            ": no hostile corpus at {}; generate it with `python tests/hostile/generate_corpus.py {}`",
             dir.display(),
             dir.display()
-        );
+        ));
         return None;
     };
     let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();

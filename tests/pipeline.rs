@@ -1,5 +1,7 @@
 //! The pipeline on real photos: the committed fixtures (always) and `../shared/data` (when present).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -175,7 +177,7 @@ fn shared_data(sub: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} is absent (shared test photos are not part of the repository)", dir.display());
+        common::skipped(format_args!(": {} is absent (shared test photos are not part of the repository)", dir.display()));
         None
     }
 }

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -51,12 +52,12 @@ def inputs(tmp_path_factory):
     if sample.is_dir():
         shutil.copytree(sample, folder / "imagenet-sample")
     else:
-        print(f"SKIPPED part: {sample} is absent; using the committed fixture photos", file=sys.stderr)
+        warnings.warn(f"SKIPPED part: {sample} is absent; using the committed fixture photos")
         shutil.copytree(ROOT / "tests/fixtures/photos", folder / "fixtures")
     if (SHARED / "formats").is_dir():
         shutil.copytree(SHARED / "formats", folder / "formats")
     else:
-        print(f"SKIPPED part: {SHARED / 'formats'} is absent; no odd formats in the Spark input", file=sys.stderr)
+        warnings.warn(f"SKIPPED part: {SHARED / 'formats'} is absent; no odd formats in the Spark input")
     files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     return folder, files
 
