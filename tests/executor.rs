@@ -29,7 +29,7 @@ fn photos(count: usize) -> Vec<RgbImage> {
             more.sort();
             paths.extend(more);
         }
-        Err(_) => common::skipped(format_args!(" part: {} is absent; comparing on the fixtures only", shared.display())),
+        Err(_) => common::skipped(format_args!("SKIPPED part: {} is absent; comparing on the fixtures only", shared.display())),
     }
     paths.sort_by_key(|p| !p.starts_with(&fixtures));
     let limits = Config::default().limits;

@@ -22,7 +22,7 @@ fn corpus() -> Option<Vec<PathBuf>> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/hostile-corpus"));
     let Ok(entries) = std::fs::read_dir(&dir) else {
         common::skipped(format_args!(
-            ": no hostile corpus at {}; generate it with `python tests/hostile/generate_corpus.py {}`",
+            "SKIPPED: no hostile corpus at {}; generate it with `python tests/hostile/generate_corpus.py {}`",
             dir.display(),
             dir.display()
         ));

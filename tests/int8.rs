@@ -19,7 +19,7 @@ fn photos() -> Vec<PathBuf> {
             more.sort();
             paths.extend(more.into_iter().take(200));
         }
-        Err(_) => common::skipped(format_args!(" part: ../shared/data/imagenet-sample is absent; comparing on the fixtures only")),
+        Err(_) => common::skipped(format_args!("SKIPPED part: ../shared/data/imagenet-sample is absent; comparing on the fixtures only")),
     }
     paths
 }
@@ -35,7 +35,7 @@ fn hamming(a: &[u8], b: &[u8]) -> u32 {
 #[test]
 fn int8_rows_stay_close_to_f32_rows() {
     if !quantized::available() {
-        common::skipped(format_args!(": int8 products need AVX-512 VNNI, which this CPU lacks (the pipeline runs f32 there)"));
+        common::skipped(format_args!("SKIPPED: int8 products need AVX-512 VNNI, which this CPU lacks (the pipeline runs f32 there)"));
         return;
     }
     let f32_pipeline = Pipeline::new(Config::from_json(r#"{"threads": 1}"#).unwrap()).unwrap();

@@ -177,7 +177,7 @@ fn shared_data(sub: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        common::skipped(format_args!(": {} is absent (shared test photos are not part of the repository)", dir.display()));
+        common::skipped(format_args!("SKIPPED: {} is absent (shared test photos are not part of the repository)", dir.display()));
         None
     }
 }
