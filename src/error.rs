@@ -43,6 +43,9 @@ pub enum Error {
     Fit(String),
     #[error("writing output: {0}")]
     Output(String),
+    /// A features table that cannot be read: missing, damaged, or not one.
+    #[error("cannot read features table {path}: {message}")]
+    Read { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Image { path: PathBuf, source: ImageError },
 }
@@ -59,5 +62,18 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
+    }
+}
+
+// Arrow and Parquet errors outside reading (which names its file, `Error::Read`) come from writing.
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Error {
+        Error::Output(e.to_string())
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Error {
+        Error::Output(e.to_string())
     }
 }

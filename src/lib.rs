@@ -29,6 +29,7 @@ pub mod codes;
 pub mod search;
 pub mod report;
 pub mod pipeline;
+pub mod features;
 pub mod output;
 pub mod jni;
 

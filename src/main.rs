@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use imgfeat::codes::{self, FitReport};
 use imgfeat::config::{DetectorSpec, EmbedMode, Precision};
 use imgfeat::crop::PixelRect;
-use imgfeat::output::ParquetSink;
+use imgfeat::features::{ExtractOutput, FeaturesReader, Provenance};
 use imgfeat::report::ReportOptions;
 use imgfeat::search::{Index, Query};
 use imgfeat::{Config, Error, ImageError, Pipeline, Record};
@@ -26,12 +26,19 @@ struct Cli {
 enum Command {
     /// Extract a feature row for every file under the given folders (recursively) and files.
     Extract {
-        /// Folders and image files; hidden files (names starting with '.') in folders are skipped.
+        /// Folders and image files; hidden files (names starting with '.') in folders are skipped,
+        /// symlinks followed, and a file reached twice is one row.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Output Parquet file.
+        /// Output Parquet file. It is replaced only once the new table is complete; until then rows are
+        /// committed batch by batch to OUTPUT.parts/, and a run killed part-way is resumed by running
+        /// the same command again (only the batches in flight are redone).
         #[arg(short, long, default_value = "features.parquet")]
         output: PathBuf,
+        /// Keep the rows of an existing output and add only the files it does not have yet (a
+        /// catalogue that grows). The table must have been made with the same settings.
+        #[arg(long)]
+        append: bool,
         /// Images read and processed together (the granularity of the progress bar).
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
@@ -57,9 +64,13 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Print the detections, crop and codes of one image.
+    /// Print the detections, crop and codes of one image (computed, or as a features table has it).
     Show {
         image: PathBuf,
+        /// Print the image's row from this features table (a file, or a Spark job's output directory)
+        /// instead of computing it.
+        #[arg(long)]
+        index: Option<PathBuf>,
         /// Print the whole record as JSON, features included.
         #[arg(long)]
         json: bool,
@@ -69,7 +80,7 @@ enum Command {
     /// Find the rows of a features file nearest to an image (or a code) by Hamming distance over both
     /// codes of each row, the best re-ranked by feature cosine.
     Search {
-        /// Features Parquet written by `extract`.
+        /// Features table: the Parquet file `extract` writes, or a Spark job's output directory.
         #[arg(long)]
         index: PathBuf,
         /// Query images, each searched on its own (its object, whole-image and inset codes are all used).
@@ -98,7 +109,7 @@ enum Command {
     /// Group near-duplicate rows of a features file: rows whose codes (object or whole image, any
     /// pair) are within --max-distance bits are joined, transitively.
     Dedup {
-        /// Features Parquet written by `extract`.
+        /// Features table: the Parquet file `extract` writes, or a Spark job's output directory.
         features: PathBuf,
         /// Largest Hamming distance between near-duplicates (of 256 bits by default).
         #[arg(long, default_value_t = 24)]
@@ -110,7 +121,7 @@ enum Command {
     /// Write a static HTML page (no network, thumbnails inlined) showing each image with its detected
     /// box and class, the crop that was embedded, the near-duplicate groups and the failed rows.
     Report {
-        /// Features Parquet written by `extract`; the images are read again from its paths.
+        /// Features table (`extract`'s file or a Spark job's directory); images are read again from its paths.
         features: PathBuf,
         /// Output HTML file.
         #[arg(short, long, default_value = "report.html")]
@@ -214,13 +225,16 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::Extract { inputs, output, batch_size, settings } => extract(&inputs, &output, batch_size.max(1), settings.config()?),
+        Command::Extract { inputs, output, append, batch_size, settings } => {
+            extract(&inputs, &output, append, batch_size.max(1), settings.config()?)
+        }
         Command::FitCodes { inputs, bits_list, output_dir, iterations, seed, settings } => {
             let config = settings.config()?;
             let output_dir = output_dir.unwrap_or_else(|| config.model_dir.clone());
             fit_codes(&inputs, &bits_list, &output_dir, iterations, seed, config)
         }
-        Command::Show { image, json, settings } => show(&image, json, settings.config()?),
+        Command::Show { image, index: Some(table), json, .. } => show_row(&image, &table, json),
+        Command::Show { image, index: None, json, settings } => show(&image, json, settings.config()?),
         Command::Search { index, images, code, k, rerank, insets, json, settings } => {
             search(&index, &images, code.as_deref(), &SearchOptions { k, rerank, insets: insets.into(), json }, settings)
         }
@@ -235,34 +249,44 @@ fn run(command: Command) -> Result<(), Error> {
     }
 }
 
-/// Every file under `inputs`, folders walked recursively, in a stable (sorted) order.
+/// Every file under `inputs` (folders walked recursively, symlinks followed), each once however many
+/// ways it is reached, in path order. A symlink loop is reported once and not followed; an entry that
+/// cannot be examined (a broken link) is kept, so that it becomes an error row rather than vanish.
 fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
-    fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, files)?;
-            } else {
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut loops = std::collections::HashSet::new();
+    for input in inputs {
+        if !input.exists() {
+            return Err(Error::io(input.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        let hidden = |entry: &walkdir::DirEntry| entry.depth() > 0 && entry.file_name().to_string_lossy().starts_with('.');
+        for entry in walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !hidden(e)) {
+            let path = match entry {
+                Ok(entry) if entry.file_type().is_dir() => continue,
+                Ok(entry) => entry.into_path(),
+                Err(e) if e.loop_ancestor().is_some() => {
+                    // One loop can be met through several links: say so once.
+                    let ancestor = e.loop_ancestor().map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf()));
+                    if loops.insert(ancestor) {
+                        eprintln!("imgfeat: warning: {e}; not followed");
+                    }
+                    continue;
+                }
+                Err(e) => match (e.path(), e.depth()) {
+                    (Some(path), depth) if depth > 0 => path.to_path_buf(),
+                    _ => return Err(Error::io(input.clone(), e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk")))),
+                },
+            };
+            // The same file through two names (a symlinked folder, an input named twice): one row.
+            let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.insert(identity) {
                 files.push(path);
             }
         }
-        Ok(())
     }
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            walk(input, &mut files)?;
-        } else if input.exists() {
-            files.push(input.clone());
-        } else {
-            return Err(Error::io(input.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
-        }
-    }
+    // Path order as text, the order the table's rows are merged in.
+    files.sort_by_cached_key(|p| p.to_string_lossy().into_owned());
     Ok(files)
 }
 
@@ -303,16 +327,23 @@ fn for_each_batch(
     Ok(())
 }
 
-fn extract(inputs: &[PathBuf], output: &Path, batch_size: usize, config: Config) -> Result<(), Error> {
+fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, config: Config) -> Result<(), Error> {
     let files = collect_files(inputs)?;
+    let mut table = ExtractOutput::open(output, Provenance::of(&config), append)?;
+    let todo: Vec<PathBuf> = files.iter().filter(|f| !table.is_done(f)).cloned().collect();
+    if table.resumed() > 0 {
+        eprintln!("resuming an interrupted run: {} rows already committed in {}.parts", table.resumed(), output.display());
+    }
+    if table.kept() > 0 {
+        eprintln!("appending: {} rows kept from {}", table.kept(), output.display());
+    }
     let started = Instant::now();
     let pipeline = Pipeline::new(config)?;
     let loaded = started.elapsed();
-    let mut sink = ParquetSink::create(output, pipeline.config().codes.bits / 8)?;
-    let bar = progress_bar(files.len(), "images");
+    let bar = progress_bar(todo.len(), "images");
     let (mut ok, mut detected, mut failures) = (0usize, 0usize, Vec::new());
     let work_started = Instant::now();
-    for_each_batch(&pipeline, &files, batch_size, &bar, |batch, results| {
+    for_each_batch(&pipeline, &todo, batch_size, &bar, |batch, results| {
         let paths: Vec<String> = batch.iter().map(|p| p.display().to_string()).collect();
         for (path, result) in paths.iter().zip(&results) {
             match result {
@@ -324,20 +355,25 @@ fn extract(inputs: &[PathBuf], output: &Path, batch_size: usize, config: Config)
             }
         }
         let rows: Vec<_> = paths.iter().map(String::as_str).zip(&results).collect();
-        sink.write(&rows)
+        table.commit(&rows)
     })?;
-    sink.finish()?;
     bar.finish_and_clear();
     let seconds = work_started.elapsed().as_secs_f64();
+    let total = table.finish()?;
     for failure in &failures {
         eprintln!("failed: {failure}");
     }
+    let skipped = files.len() - todo.len();
+    let skipped = match skipped {
+        0 => String::new(),
+        n => format!(" ({n} already in the table)"),
+    };
     println!(
-        "{} images: {ok} ok ({detected} with a detected object), {} failed; {:.1} images/s on {} threads \
-         ({seconds:.1} s, models loaded in {:.1} s) → {}",
-        files.len(),
+        "{} images: {ok} ok ({detected} with a detected object), {} failed{skipped}; {:.1} images/s on {} threads \
+         ({seconds:.1} s, models loaded in {:.1} s) → {} ({total} rows)",
+        todo.len(),
         failures.len(),
-        files.len() as f64 / seconds.max(1e-9),
+        todo.len() as f64 / seconds.max(1e-9),
         pipeline.threads(),
         loaded.as_secs_f64(),
         output.display()
@@ -414,6 +450,73 @@ fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// `show --index`: the row a features table holds for `image` (its path as written, or as a `file:` URI
+/// as Spark writes it), printed as `show` prints a computed one.
+fn show_row(image: &Path, table: &Path, json: bool) -> Result<(), Error> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float32Type, Int32Type};
+    let wanted = image.display().to_string();
+    let absolute = std::fs::canonicalize(image).map(|p| p.display().to_string()).unwrap_or_default();
+    let matches = |path: &str| {
+        let local = path.strip_prefix("file://").or_else(|| path.strip_prefix("file:")).unwrap_or(path);
+        local == wanted || local == absolute
+    };
+    for batch in FeaturesReader::open(table)?.batches() {
+        let batch = batch?;
+        let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
+        let Some(r) = (0..batch.num_rows()).find(|&r| matches(column("path").as_string::<i32>().value(r))) else { continue };
+        let text = |name: &str| Some(column(name).as_string::<i32>()).filter(|c| c.is_valid(r)).map(|c| c.value(r).to_string());
+        let int = |name: &str| Some(column(name).as_primitive::<Int32Type>()).filter(|c| c.is_valid(r)).map(|c| c.value(r));
+        let floats = |name: &str| {
+            Some(column(name).as_list::<i32>()).filter(|c| c.is_valid(r)).map(|c| c.value(r).as_primitive::<Float32Type>().values().to_vec())
+        };
+        let hex = |name: &str| {
+            Some(column(name).as_fixed_size_binary()).filter(|c| c.is_valid(r)).map(|c| c.value(r).iter().map(|b| format!("{b:02x}")).collect::<String>())
+        };
+        let fields = |name: &str, names: [&str; 4]| -> Option<serde_json::Value> {
+            let parts = column(name).as_struct();
+            parts.is_valid(r).then(|| {
+                let values = (0..4).map(|i| match parts.column(i).data_type() {
+                    arrow::datatypes::DataType::Float32 => serde_json::json!(parts.column(i).as_primitive::<Float32Type>().value(r)),
+                    _ => serde_json::json!(parts.column(i).as_primitive::<Int32Type>().value(r)),
+                });
+                names.into_iter().map(String::from).zip(values).collect::<serde_json::Map<_, _>>().into()
+            })
+        };
+        let score = Some(column("score").as_primitive::<Float32Type>()).filter(|c| c.is_valid(r)).map(|c| c.value(r));
+        let mut row = serde_json::json!({
+            "path": column("path").as_string::<i32>().value(r),
+            "width": int("width"), "height": int("height"),
+            "detected": Some(column("detected").as_boolean()).filter(|c| c.is_valid(r)).map(|c| c.value(r)),
+            "class_id": int("class_id"), "class_name": text("class_name"), "score": score,
+            "box": fields("box", ["xmin", "ymin", "xmax", "ymax"]),
+            "crop": fields("crop", ["left", "top", "right", "bottom"]),
+            "code": hex("code"), "whole_code": hex("whole_code"), "error": text("error"),
+        });
+        if json {
+            row["feature"] = serde_json::json!(floats("feature"));
+            row["whole_feature"] = serde_json::json!(floats("whole_feature"));
+            println!("{}", serde_json::to_string_pretty(&row).expect("a row serialises"));
+            return Ok(());
+        }
+        println!("{} (row of {})", row["path"].as_str().unwrap_or_default(), table.display());
+        if let Some(error) = text("error") {
+            println!("error: {error}");
+            return Ok(());
+        }
+        println!("size: {}x{}", row["width"], row["height"]);
+        match (text("class_name"), score) {
+            (Some(name), Some(score)) => println!("main object: {name} ({score:.3}) box {}", row["box"]),
+            _ => println!("main object: none above the threshold; the whole image is embedded"),
+        }
+        println!("crop: {}", row["crop"]);
+        println!("code:       {}", hex("code").unwrap_or("-".into()));
+        println!("whole_code: {}", hex("whole_code").unwrap_or("-".into()));
+        return Ok(());
+    }
+    Err(Error::Config(format!("{} has no row for {}", table.display(), image.display())))
+}
+
 struct SearchOptions {
     k: usize,
     rerank: usize,
@@ -423,7 +526,7 @@ struct SearchOptions {
 
 fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &SearchOptions, settings: Settings) -> Result<(), Error> {
     let path = index;
-    let index = Index::from_parquet(path)?;
+    let index = Index::from_table(path)?;
     if index.rows.is_empty() {
         return Err(Error::Config(format!("{} has no rows with codes to search", path.display())));
     }
@@ -491,7 +594,7 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
 }
 
 fn dedup(features: &Path, max_distance: u32, output: &Path) -> Result<(), Error> {
-    let index = Index::from_parquet(features)?.with_multi_index();
+    let index = Index::from_table(features)?.with_multi_index();
     let groups = index.duplicate_groups(max_distance);
     let mut csv = String::from("group,path,representative\n");
     for (g, members) in groups.iter().enumerate() {

@@ -1,172 +1,18 @@
-//! Feature rows → Parquet, the format Spark, pandas and DuckDB all read. Failed images are rows too,
-//! with `error` set and the other columns null, so a job's output always has one row per input.
+//! What imgfeat writes besides the features table: the packed rows the JNI edge hands to the JVM, and
+//! `imgfeat dedup`'s groups.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, FixedSizeBinaryArray, Float32Array, Int32Array, ListArray, RecordBatch, StringArray,
-    StructArray,
-};
-use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, ImageError};
 use crate::pipeline::Record;
-
-/// One input and what became of it.
-pub type Row<'a> = (&'a str, &'a Result<Record, ImageError>);
-
-fn box_fields() -> Fields {
-    ["xmin", "ymin", "xmax", "ymax"].iter().map(|n| Field::new(*n, DataType::Float32, false)).collect()
-}
-
-fn crop_fields() -> Fields {
-    ["left", "top", "right", "bottom"].iter().map(|n| Field::new(*n, DataType::Int32, false)).collect()
-}
-
-/// The output schema; `code_bytes` is the packed code length (bits / 8).
-pub fn schema(code_bytes: usize) -> SchemaRef {
-    let feature = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
-    let code = DataType::FixedSizeBinary(code_bytes as i32);
-    Arc::new(Schema::new(vec![
-        Field::new("path", DataType::Utf8, false),
-        Field::new("width", DataType::Int32, true),
-        Field::new("height", DataType::Int32, true),
-        Field::new("detected", DataType::Boolean, true),
-        Field::new("class_id", DataType::Int32, true),
-        Field::new("class_name", DataType::Utf8, true),
-        Field::new("score", DataType::Float32, true),
-        Field::new("box", DataType::Struct(box_fields()), true),
-        Field::new("crop", DataType::Struct(crop_fields()), true),
-        Field::new("feature", feature.clone(), true),
-        Field::new("code", code.clone(), true),
-        Field::new("whole_feature", feature, true),
-        Field::new("whole_code", code, true),
-        Field::new("error", DataType::Utf8, true),
-    ]))
-}
-
-/// Builds one Arrow batch from rows.
-pub fn record_batch(rows: &[Row], code_bytes: usize) -> Result<RecordBatch, Error> {
-    let ok = |i: usize| rows[i].1.as_ref().ok();
-    let records: Vec<Option<&Record>> = (0..rows.len()).map(ok).collect();
-    let int = |f: &dyn Fn(&Record) -> Option<i32>| -> ArrayRef {
-        Arc::new(records.iter().map(|r| r.and_then(f)).collect::<Int32Array>())
-    };
-    let valid = |f: &dyn Fn(&Record) -> bool| -> NullBuffer { records.iter().map(|r| r.is_some_and(f)).collect() };
-
-    let boxes = records.iter().map(|r| r.and_then(|r| r.bbox));
-    let box_coords: Vec<[f32; 4]> = boxes.clone().map(|b| b.map_or([0.0; 4], |b| [b.xmin, b.ymin, b.xmax, b.ymax])).collect();
-    let box_children: Vec<ArrayRef> =
-        (0..4).map(|c| Arc::new(Float32Array::from_iter_values(box_coords.iter().map(|b| b[c]))) as ArrayRef).collect();
-    let box_array = StructArray::try_new(box_fields(), box_children, Some(valid(&|r| r.bbox.is_some())))?;
-
-    let crop_coords: Vec<[i32; 4]> = records
-        .iter()
-        .map(|r| r.map_or([0; 4], |r| [r.crop.left, r.crop.top, r.crop.right, r.crop.bottom].map(|v| v as i32)))
-        .collect();
-    let crop_children: Vec<ArrayRef> =
-        (0..4).map(|c| Arc::new(Int32Array::from_iter_values(crop_coords.iter().map(|b| b[c]))) as ArrayRef).collect();
-    let crop_array = StructArray::try_new(crop_fields(), crop_children, Some(valid(&|_| true)))?;
-
-    let features = |f: &dyn Fn(&Record) -> Option<&Vec<f32>>| -> ArrayRef {
-        Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(
-            records.iter().map(|r| r.and_then(f).map(|v| v.iter().map(|x| Some(*x)))),
-        ))
-    };
-    let codes = |f: &dyn Fn(&Record) -> Option<&Vec<u8>>| -> Result<ArrayRef, Error> {
-        let array = FixedSizeBinaryArray::try_from_sparse_iter_with_size(records.iter().map(|r| r.and_then(f)), code_bytes as i32)?;
-        Ok(Arc::new(array))
-    };
-
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|(path, _)| *path))),
-        int(&|r| Some(r.width as i32)),
-        int(&|r| Some(r.height as i32)),
-        Arc::new(records.iter().map(|r| r.map(|r| r.detected)).collect::<BooleanArray>()),
-        int(&|r| r.class_id.map(|c| c as i32)),
-        Arc::new(records.iter().map(|r| r.and_then(|r| r.class_name.as_deref())).collect::<StringArray>()),
-        Arc::new(records.iter().map(|r| r.and_then(|r| r.score)).collect::<Float32Array>()),
-        Arc::new(box_array),
-        Arc::new(crop_array),
-        features(&|r| r.feature.as_ref()),
-        codes(&|r| r.code.as_ref())?,
-        features(&|r| r.whole_feature.as_ref()),
-        codes(&|r| r.whole_code.as_ref())?,
-        Arc::new(rows.iter().map(|(_, result)| result.as_ref().err().map(|e| e.to_string())).collect::<StringArray>()),
-    ];
-    Ok(RecordBatch::try_new(schema(code_bytes), columns)?)
-}
-
-/// The record batches of a features Parquet file written by `imgfeat extract` (or a Spark job), read
-/// one at a time; errors name the file.
-pub fn read_features(path: &Path) -> Result<impl Iterator<Item = Result<RecordBatch, Error>>, Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|builder| builder.build())
-        .map_err(|e| features_error(path, e))?;
-    let path = path.to_path_buf();
-    Ok(reader.map(move |batch| batch.map_err(|e| features_error(&path, e))))
-}
-
-/// A column of a features file's batch, or an error saying the file is not one.
-pub fn features_column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a ArrayRef, Error> {
-    batch.column_by_name(name).ok_or_else(|| features_error(path, format!("no column {name:?}; is it an imgfeat features file?")))
-}
-
-/// What is wrong with a features file, naming it.
-pub fn features_error(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::Output(format!("{}: {message}", path.display()))
-}
-
-impl From<arrow::error::ArrowError> for Error {
-    fn from(e: arrow::error::ArrowError) -> Error {
-        Error::Output(e.to_string())
-    }
-}
-
-impl From<parquet::errors::ParquetError> for Error {
-    fn from(e: parquet::errors::ParquetError) -> Error {
-        Error::Output(e.to_string())
-    }
-}
-
-/// Streams rows into a Snappy-compressed Parquet file, batch by batch, so memory stays flat however
-/// many images a run covers.
-pub struct ParquetSink {
-    writer: ArrowWriter<File>,
-    code_bytes: usize,
-}
-
-impl ParquetSink {
-    pub fn create(path: &Path, code_bytes: usize) -> Result<ParquetSink, Error> {
-        let file = File::create(path).map_err(|e| Error::io(path, e))?;
-        // Row groups of 4096 rows (~45 MB of features): the writer holds one in memory at a time.
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(4096))
-            .build();
-        let writer = ArrowWriter::try_new(file, schema(code_bytes), Some(properties))?;
-        Ok(ParquetSink { writer, code_bytes })
-    }
-
-    pub fn write(&mut self, rows: &[Row]) -> Result<(), Error> {
-        let batch = record_batch(rows, self.code_bytes)?;
-        self.writer.write(&batch)?;
-        Ok(())
-    }
-
-    pub fn finish(self) -> Result<(), Error> {
-        self.writer.close()?;
-        Ok(())
-    }
-}
 
 /// Near-duplicate groups (`imgfeat dedup`) as Parquet: one row per member, with its group number and
 /// the group's representative.
@@ -264,27 +110,7 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crop::PixelRect;
-    use arrow::array::Array;
-    use crate::detect::BoundingBox;
-
-    fn record() -> Record {
-        Record {
-            width: 640,
-            height: 480,
-            detected: true,
-            class_id: Some(47),
-            class_name: Some("cup".into()),
-            score: Some(0.9),
-            bbox: Some(BoundingBox { xmin: 0.1, ymin: 0.2, xmax: 0.3, ymax: 0.4 }),
-            crop: PixelRect { left: 1, top: 2, right: 3, bottom: 4 },
-            feature: Some(vec![0.5, -0.5]),
-            code: Some(vec![0xAB]),
-            whole_feature: None,
-            whole_code: None,
-            detections: Vec::new(),
-        }
-    }
+    use crate::features::tests::record;
 
     #[test]
     fn packed_rows_follow_the_documented_layout() {
@@ -317,17 +143,5 @@ mod tests {
         expected.extend_from_slice(&(message.len() as i32).to_le_bytes());
         expected.extend_from_slice(message.as_bytes());
         assert_eq!(packed, expected);
-    }
-
-    #[test]
-    fn record_batches_keep_error_rows() {
-        let results = [Ok(record()), Err(ImageError::Empty)];
-        let rows: Vec<Row> = vec![("a.jpg", &results[0]), ("b.jpg", &results[1])];
-        let batch = record_batch(&rows, 1).unwrap();
-        assert_eq!(batch.num_rows(), 2);
-        let errors = batch.column_by_name("error").unwrap();
-        assert_eq!((errors.null_count(), errors.is_null(0)), (1, true));
-        assert!(batch.column_by_name("code").unwrap().is_valid(0));
-        assert!(batch.column_by_name("whole_code").unwrap().is_null(0));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, Float32Array, Int32Array, StringArray, StructArray};
+use arrow::array::{Array, AsArray, StringArray};
 use arrow::datatypes::{Float32Type, Int32Type};
 use base64::Engine;
 use image::RgbImage;
@@ -19,7 +19,7 @@ use crate::config::Limits;
 use crate::crop::PixelRect;
 use crate::detect::BoundingBox;
 use crate::error::Error;
-use crate::output::{features_column, features_error, read_features};
+use crate::features::FeaturesReader;
 use crate::search::Index;
 
 /// What the report shows, and how much of it: a features file can have millions of rows, and a page
@@ -28,7 +28,7 @@ use crate::search::Index;
 pub struct ReportOptions {
     /// Largest Hamming distance between near-duplicates (as `imgfeat dedup --max-distance`).
     pub max_distance: u32,
-    /// Images shown in the gallery, in the file's row order.
+    /// Images shown in the gallery, in path order.
     pub max_images: usize,
     /// Near-duplicate groups shown, largest first.
     pub max_groups: usize,
@@ -71,34 +71,18 @@ pub struct ReportSummary {
     pub thumbnails_missing: usize,
 }
 
-/// Reads the rows of a features Parquet file written by `imgfeat extract` (or a Spark job).
+/// Reads the rows of a features table (the CLI's file or a Spark job's directory), in its order.
 pub fn read_rows(path: &Path) -> Result<Vec<ReportRow>, Error> {
     let mut rows = Vec::new();
-    for batch in read_features(path)? {
+    for batch in FeaturesReader::open(path)?.batches() {
         let batch = batch?;
-        let column = |name: &str| features_column(&batch, name, path);
-        let typed_error = |name: &str| features_error(path, format!("column {name:?} has an unexpected type"));
-        let strings = |name: &str| -> Result<StringArray, Error> {
-            column(name)?.as_string_opt::<i32>().cloned().ok_or_else(|| typed_error(name))
-        };
-        let ints = |name: &str| -> Result<Int32Array, Error> {
-            column(name)?.as_primitive_opt::<Int32Type>().cloned().ok_or_else(|| typed_error(name))
-        };
-        let structs = |name: &str| -> Result<StructArray, Error> { column(name)?.as_struct_opt().cloned().ok_or_else(|| typed_error(name)) };
-        let (paths, classes, errors) = (strings("path")?, strings("class_name")?, strings("error")?);
-        let (widths, heights) = (ints("width")?, ints("height")?);
-        let scores: Float32Array = column("score")?.as_primitive_opt::<Float32Type>().cloned().ok_or_else(|| typed_error("score"))?;
-        let (boxes, crops) = (structs("box")?, structs("crop")?);
-        let box_field = |name: &str| -> Result<Float32Array, Error> {
-            boxes.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float32Type>().cloned()).ok_or_else(|| typed_error("box"))
-        };
-        let crop_field = |name: &str| -> Result<Int32Array, Error> {
-            crops.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int32Type>().cloned()).ok_or_else(|| typed_error("crop"))
-        };
-        let [xmin, ymin, xmax, ymax] = ["xmin", "ymin", "xmax", "ymax"].map(box_field);
-        let (xmin, ymin, xmax, ymax) = (xmin?, ymin?, xmax?, ymax?);
-        let [left, top, right, bottom] = ["left", "top", "right", "bottom"].map(crop_field);
-        let (left, top, right, bottom) = (left?, top?, right?, bottom?);
+        let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
+        let (paths, classes, errors) = (column("path").as_string::<i32>(), column("class_name").as_string::<i32>(), column("error").as_string::<i32>());
+        let (widths, heights) = (column("width").as_primitive::<Int32Type>(), column("height").as_primitive::<Int32Type>());
+        let scores = column("score").as_primitive::<Float32Type>();
+        let (boxes, crops) = (column("box").as_struct(), column("crop").as_struct());
+        let [xmin, ymin, xmax, ymax] = [0, 1, 2, 3].map(|i| boxes.column(i).as_primitive::<Float32Type>());
+        let [left, top, right, bottom] = [0, 1, 2, 3].map(|i| crops.column(i).as_primitive::<Int32Type>());
         let text = |array: &StringArray, r: usize| (!array.is_null(r)).then(|| array.value(r).to_string());
         for r in 0..batch.num_rows() {
             let size = (!widths.is_null(r) && !heights.is_null(r)).then(|| (widths.value(r).max(0) as u32, heights.value(r).max(0) as u32));
@@ -113,11 +97,11 @@ pub fn read_rows(path: &Path) -> Result<Vec<ReportRow>, Error> {
             rows.push(ReportRow {
                 path: paths.value(r).to_string(),
                 size,
-                class_name: text(&classes, r),
+                class_name: text(classes, r),
                 score: (!scores.is_null(r)).then(|| scores.value(r)),
                 bbox,
                 crop,
-                error: text(&errors, r),
+                error: text(errors, r),
             });
         }
     }
@@ -205,15 +189,17 @@ table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:4px 8px;text-
 /// Writes the report for `features` to `output`; `progress` is called each time a thumbnail is done,
 /// with the number of thumbnails in all (images are read and decoded again: the slow part).
 pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, progress: &(dyn Fn(usize) + Sync)) -> Result<ReportSummary, Error> {
-    let rows = read_rows(features)?;
-    let index = Index::from_parquet(features)?.with_multi_index();
-    // Group members are indexed rows; `source_row` is where each one is in the file (and in `rows`).
+    // In path order, as the index keeps them: the page depends only on the table's contents, not on
+    // the order its rows were written in (Spark's part files come in any order).
+    let mut rows = read_rows(features)?;
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    let index = Index::from_table(features)?.with_multi_index();
+    let position: HashMap<&str, usize> = rows.iter().enumerate().rev().map(|(i, row)| (row.path.as_str(), i)).collect();
     let row_of = |member: usize| -> Result<usize, Error> {
-        let indexed = &index.rows[member];
-        match rows.get(indexed.source_row) {
-            Some(row) if row.path == indexed.path => Ok(indexed.source_row),
-            _ => Err(Error::Output(format!("{}: the file changed while it was being read", features.display()))),
-        }
+        position.get(index.rows[member].path.as_str()).copied().ok_or_else(|| Error::Read {
+            path: features.to_path_buf(),
+            message: "the table changed while it was being read".into(),
+        })
     };
     let groups = index.duplicate_groups(options.max_distance);
     let shown_groups = &groups[..groups.len().min(options.max_groups)];

@@ -10,10 +10,11 @@
 
 use std::path::Path;
 
-use arrow::array::{Array, FixedSizeBinaryArray, Float32Array, ListArray, StringArray};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Float32Type;
 
 use crate::error::Error;
-use crate::output::{features_column, features_error, read_features};
+use crate::features::FeaturesReader;
 
 /// Codes as 64-bit words (a 256-bit code is 4 words), packed back to back.
 #[derive(Debug, Clone, Default)]
@@ -264,8 +265,6 @@ fn for_each_within(key: u16, radius: u32, visit: &mut impl FnMut(u16)) {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedRow {
     pub path: String,
-    /// Where the row is in the file (rows without codes are not indexed, so this can run ahead).
-    pub source_row: usize,
     pub class_name: Option<String>,
 }
 
@@ -300,22 +299,19 @@ pub struct Query {
 }
 
 impl Index {
-    /// Reads `path` (written by `imgfeat extract`); rows without codes (errors) are skipped.
-    pub fn from_parquet(path: &Path) -> Result<Index, Error> {
-        let read_error = |e: &dyn std::fmt::Display| features_error(path, e);
+    /// Reads a features table (see [`FeaturesReader`]: the CLI's file or a Spark job's directory);
+    /// rows without codes (errors) are skipped. Rows are kept in path order, whatever order the table
+    /// has them in (Spark's part files come in any order), so that every answer depends only on the
+    /// table's contents.
+    pub fn from_table(path: &Path) -> Result<Index, Error> {
         let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), features: Vec::new(), dim: 0, multi: None };
-        let mut file_row = 0;
-        for batch in read_features(path)? {
+        for batch in FeaturesReader::open(path)?.batches() {
             let batch = batch?;
-            let column = |name: &str| features_column(&batch, name, path);
-            let paths = column("path")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| read_error(&"path is not a string column"))?.clone();
-            let classes = column("class_name")?.as_any().downcast_ref::<StringArray>().cloned();
-            let mut pairs = Vec::new();
-            for (codes, features) in [("code", "feature"), ("whole_code", "whole_feature")] {
-                let codes = column(codes)?.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| read_error(&"codes are not fixed-size binary"))?.clone();
-                let features = column(features)?.as_any().downcast_ref::<ListArray>().cloned();
-                pairs.push((codes, features));
-            }
+            let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
+            let paths = column("path").as_string::<i32>();
+            let classes = column("class_name").as_string::<i32>();
+            let pairs = [("code", "feature"), ("whole_code", "whole_feature")]
+                .map(|(codes, features)| (column(codes).as_fixed_size_binary(), column(features).as_list::<i32>()));
             for r in 0..batch.num_rows() {
                 let row = index.rows.len() as u32;
                 let mut any = false;
@@ -327,27 +323,19 @@ impl Index {
                     if index.codes.words_per_code == 0 {
                         index.codes = Codes::new(code.len() * 8);
                     }
-                    if index.codes.bits() != code.len() * 8 {
-                        return Err(read_error(&"codes of different lengths"));
-                    }
                     // Object and whole codes are often the same (nothing detected): index it once.
                     if any && index.codes.get(index.codes.len() - 1) == to_words(code, index.codes.words_per_code).as_slice() {
                         continue;
                     }
                     index.codes.push(code);
                     index.owner.push(row);
-                    let feature: Vec<f32> = match features {
-                        Some(list) if !list.is_null(r) => {
-                            let values = list.value(r);
-                            values.as_any().downcast_ref::<Float32Array>().map(|v| v.values().to_vec()).unwrap_or_default()
-                        }
-                        _ => Vec::new(),
-                    };
+                    let values = (!features.is_null(r)).then(|| features.value(r));
+                    let feature: &[f32] = values.as_ref().map_or(&[], |v| v.as_primitive::<Float32Type>().values());
                     if index.dim == 0 {
                         index.dim = feature.len();
                     }
                     if feature.len() == index.dim && index.dim > 0 {
-                        index.features.extend(feature);
+                        index.features.extend_from_slice(feature);
                     } else {
                         index.dim = 0; // missing or ragged features: no re-ranking
                         index.features.clear();
@@ -355,16 +343,41 @@ impl Index {
                     any = true;
                 }
                 if any {
-                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), source_row: file_row + r, class_name: classes.as_ref().filter(|c| !c.is_null(r)).map(|c| c.value(r).to_string()) });
+                    let class_name = (!classes.is_null(r)).then(|| classes.value(r).to_string());
+                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), class_name });
                 }
             }
-            file_row += batch.num_rows();
         }
         if index.features.len() != index.codes.len() * index.dim {
             index.features.clear();
             index.dim = 0;
         }
+        if index.rows.windows(2).any(|w| w[0].path > w[1].path) {
+            index = index.in_path_order();
+        }
         Ok(index)
+    }
+
+    /// The same index with its rows (and their codes) sorted by path.
+    fn in_path_order(self) -> Index {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_by(|&a, &b| self.rows[a].path.cmp(&self.rows[b].path));
+        let mut codes_of: Vec<Vec<usize>> = vec![Vec::new(); self.rows.len()];
+        for (code, &row) in self.owner.iter().enumerate() {
+            codes_of[row as usize].push(code);
+        }
+        let mut sorted = Index { rows: Vec::with_capacity(self.rows.len()), codes: Codes::new(self.codes.bits()), owner: Vec::new(), features: Vec::new(), dim: self.dim, multi: None };
+        for (new_row, &old_row) in order.iter().enumerate() {
+            sorted.rows.push(self.rows[old_row].clone());
+            for &code in &codes_of[old_row] {
+                sorted.codes.words.extend_from_slice(self.codes.get(code));
+                sorted.owner.push(new_row as u32);
+                if self.dim > 0 {
+                    sorted.features.extend_from_slice(&self.features[code * self.dim..(code + 1) * self.dim]);
+                }
+            }
+        }
+        sorted
     }
 
     /// Builds the multi-index over the codes (worth it for large collections; a few ms per 100k codes).
@@ -548,7 +561,7 @@ mod tests {
         let codes = random_codes(5, 11);
         // Row 0 owns codes 0 and 1, row 1 code 2, row 2 codes 3 and 4.
         let owner = vec![0, 0, 1, 2, 2];
-        let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), source_row: i, class_name: None }).collect();
+        let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None }).collect();
         let index = Index { rows, codes: codes.clone(), owner, features: Vec::new(), dim: 0, multi: None };
         let d = |i: usize, j: usize| hamming(codes.get(i), codes.get(j));
         assert_eq!(index.row_distance(0, 1), d(0, 2).min(d(1, 2)));

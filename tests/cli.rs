@@ -203,21 +203,20 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     assert_eq!((line["insets"].as_u64(), first(&line).as_str()), (Some(0), "rocket.jpg"), "{line}");
 }
 
-/// A group far larger than a page should show (60 copies of one photo, the same folder extracted
-/// twice so every path is there twice) is cut to 50 members with a note, and the duplicate paths still
-/// resolve to their own rows.
+/// A group far larger than a page should show (60 copies of one photo) is cut to 50 members with a
+/// note, and every copy is still in the gallery.
 #[test]
-fn the_report_cuts_a_huge_group_and_copes_with_repeated_paths() {
+fn the_report_cuts_a_huge_group() {
     let dir = temp_dir("report");
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
     let small = image::imageops::resize(&coffee, 120, 80, image::imageops::FilterType::Triangle);
-    for i in 0..30 {
+    for i in 0..60 {
         small.save(photos.join(format!("copy{i:02}.png"))).unwrap();
     }
     let features = dir.join("features.parquet");
-    let out = imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&features).arg(&photos).arg(&photos).output().unwrap();
+    let out = imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&features).arg(&photos).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = dir.join("report.html");
     let out = imgfeat().args(["report", "-o"]).arg(&html).arg(&features).output().unwrap();
@@ -227,4 +226,37 @@ fn the_report_cuts_a_huge_group_and_copes_with_repeated_paths() {
     assert!(page.contains("Group 1 · 60 images") && page.contains("and 10 more"), "the group is cut");
     assert_eq!(page.matches("<figure class=\"member\">").count(), 50);
     assert_eq!(page.matches("<figure class=\"image\">").count(), 60, "every row in the gallery");
+}
+
+/// The README's resume and append commands, as written, from a folder laid out like the repository:
+/// an interrupted run's committed part is resumed (its photo is not processed again), and an append
+/// with nothing new processes nothing and keeps every row.
+#[test]
+fn the_readme_resume_and_append_commands_work_as_written() {
+    let dir = temp_dir("readme-resume");
+    let photos = dir.join("tests/fixtures/photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    let extract = || imgfeat().current_dir(&dir).args(["extract", "tests/fixtures/photos", "-o", "features.parquet"]).output().unwrap();
+    let first = extract();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // An interrupted run: the committed part of a first batch, as a killed run leaves it.
+    let parts = dir.join("features.parquet.parts");
+    std::fs::create_dir_all(&parts).unwrap();
+    let one = imgfeat().current_dir(&dir).args(["extract", "tests/fixtures/photos/astronaut.jpg", "-o", "features.parquet.parts/part-0000-000000.parquet"]).output().unwrap();
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    std::fs::write(parts.join(".part-0000-000001.parquet.writing-1"), b"half a part").unwrap();
+    let resumed = extract();
+    let (stdout, stderr) = (String::from_utf8_lossy(&resumed.stdout), String::from_utf8_lossy(&resumed.stderr));
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming an interrupted run: 1 rows already committed"), "{stderr}");
+    assert!(stdout.starts_with("3 images: 3 ok") && stdout.contains("(4 rows)"), "{stdout}");
+    assert!(!parts.exists());
+    let appended = imgfeat().current_dir(&dir).args(["extract", "--append", "tests/fixtures/photos", "-o", "features.parquet"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&appended.stdout);
+    assert!(appended.status.success() && stdout.starts_with("0 images") && stdout.contains("(4 already in the table)") && stdout.contains("(4 rows)"), "{stdout}");
+    assert_eq!(read_parquet(&dir.join("features.parquet")).num_rows(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

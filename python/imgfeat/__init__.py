@@ -7,7 +7,7 @@ Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and t
     from imgfeat import ImageFeatureExtractor
     images = spark.read.format("binaryFile").load("s3a://bucket/photos")
     features = ImageFeatureExtractor(outputCol="features").transform(images)
-    pairs = NearDuplicates(maxDistance=15).transform(features.select("path", "features.*"))
+    groups = NearDuplicates().transform(features.select("path", "features.*"))  # path, representative, group_size
 """
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -64,25 +64,66 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol):
 
 
 class NearDuplicates(JavaTransformer):
-    """Pairs of near-duplicate rows (id_a < id_b, distance) by banded LSH on the code columns: a self-join
-    on band keys, then the exact Hamming distance. Every pair within ``bands - 1`` bits is found.
+    """Near-duplicate groups, the same as ``imgfeat dedup``'s: one row per member of a group of two or more
+    rows (the id, ``representative``: the group's smallest id, ``group_size``). Rows are joined when any of
+    their codes are within ``maxDistance`` bits, transitively (GraphX connected components). Exact at any
+    distance: a band join on the codes (multi-index hashing) over the distinct codes only, so thousands of
+    rows with one code cost no more than one.
 
-    The same class name and params as the Scala API.
+    The same class name, params and defaults as the Scala API; every param is forwarded to the JVM object.
     """
 
-    idCol = Param(Params._dummy(), "idCol", "column identifying a row", typeConverter=TypeConverters.toString)
-    codeCols = Param(Params._dummy(), "codeCols", "binary code columns compared pairwise",
+    idCol = Param(Params._dummy(), "idCol", "column identifying a row (a string or number)",
+                  typeConverter=TypeConverters.toString)
+    codeCols = Param(Params._dummy(), "codeCols",
+                     "binary code columns; two rows are joined when any of their codes are within maxDistance",
                      typeConverter=TypeConverters.toListString)
-    maxDistance = Param(Params._dummy(), "maxDistance", "largest Hamming distance of a pair",
+    maxDistance = Param(Params._dummy(), "maxDistance", "largest Hamming distance of near-duplicates",
                         typeConverter=TypeConverters.toInt)
-    bands = Param(Params._dummy(), "bands", "bands each code is cut into", typeConverter=TypeConverters.toInt)
+    bands = Param(Params._dummy(), "bands",
+                  "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
+                  typeConverter=TypeConverters.toInt)
 
     @keyword_only
-    def __init__(self, *, idCol="path", codeCols=("code", "whole_code"), maxDistance=15, bands=16):
+    def __init__(self, *, idCol="path", codeCols=("code", "whole_code"), maxDistance=24, bands=16):
         super().__init__()
         self._java_obj = self._new_java_obj("ai.imgfeat.NearDuplicates", self.uid)
-        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=15, bands=16)
-        kwargs = self._input_kwargs
-        if "codeCols" in kwargs:
-            kwargs["codeCols"] = list(kwargs["codeCols"])
-        self._set(**kwargs)
+        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=24, bands=16)
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, idCol="path", codeCols=("code", "whole_code"), maxDistance=24, bands=16):
+        """Sets any of the params by keyword."""
+        return self._set(**self._input_kwargs)
+
+    def getIdCol(self):
+        return self.getOrDefault(self.idCol)
+
+    def setIdCol(self, value):
+        return self._set(idCol=value)
+
+    def getCodeCols(self):
+        return self.getOrDefault(self.codeCols)
+
+    def setCodeCols(self, value):
+        return self._set(codeCols=value)
+
+    def getMaxDistance(self):
+        return self.getOrDefault(self.maxDistance)
+
+    def setMaxDistance(self, value):
+        return self._set(maxDistance=value)
+
+    def getBands(self):
+        return self.getOrDefault(self.bands)
+
+    def setBands(self, value):
+        return self._set(bands=value)
+
+    def codePairs(self, dataset):
+        """The band join's result: pairs of distinct codes within maxDistance (id_a < id_b, distance), each
+        named by the smallest id carrying it; the candidate work, which grows with distinct codes, not rows."""
+        from pyspark.sql import DataFrame
+
+        self._transfer_params_to_java()
+        return DataFrame(self._java_obj.codePairs(dataset._jdf), dataset.sparkSession)

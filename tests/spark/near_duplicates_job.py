@@ -1,6 +1,14 @@
-"""NearDuplicates on a features Parquet (written by `imgfeat extract`): prints each pair as a JSON line
-"PAIR {...}". Usage: spark-submit --jars imgfeat-spark.jar --py-files imgfeat.zip near_duplicates_job.py
-FEATURES.parquet MAX_DISTANCE"""
+"""NearDuplicates on features Parquet tables, several runs in one application (a spark-submit costs a JVM
+start). Usage:
+
+    spark-submit --jars imgfeat-spark.jar --py-files imgfeat.zip near_duplicates_job.py RUNS_JSON
+
+RUNS_JSON is a list of {"label", "features", and optionally "max_distance", "bands", "id_col", "code_cols"
+(params; left out, the defaults) and "code_pairs" (true: also count codePairs)}. Prints one JSON line per
+group member, "GROUP {label, path, representative, group_size}" ("path" is the id, whatever idCol names),
+"CODE_PAIRS {label, count}" when asked, "ERROR {label, message}" for a run that fails, and first
+"DEFAULTS {python, jvm}": the params' defaults on both sides.
+"""
 import json
 import sys
 
@@ -8,9 +16,25 @@ from pyspark.sql import SparkSession
 
 from imgfeat import NearDuplicates
 
-features, max_distance = sys.argv[1], int(sys.argv[2])
 spark = SparkSession.builder.appName("imgfeat-near-duplicates").getOrCreate()
-pairs = NearDuplicates(idCol="path", maxDistance=max_distance).transform(spark.read.parquet(features))
-for row in pairs.orderBy("id_a", "id_b").collect():
-    print("PAIR " + json.dumps({"a": row["id_a"], "b": row["id_b"], "distance": row["distance"]}))
+defaults = NearDuplicates()
+print("DEFAULTS " + json.dumps({
+    "python": [defaults.getIdCol(), defaults.getCodeCols(), defaults.getMaxDistance(), defaults.getBands()],
+    "jvm": [defaults._java_obj.getIdCol(), list(defaults._java_obj.getCodeCols()), defaults._java_obj.getMaxDistance(),
+            defaults._java_obj.getBands()]}))
+PARAMS = {"max_distance": "maxDistance", "bands": "bands", "id_col": "idCol", "code_cols": "codeCols"}
+for run in json.loads(sys.argv[1]):
+    features = spark.read.parquet(run["features"])
+    near_duplicates = NearDuplicates(**{param: run[key] for key, param in PARAMS.items() if key in run})
+    try:
+        groups = near_duplicates.transform(features).orderBy(near_duplicates.getIdCol()).collect()
+        pairs = near_duplicates.codePairs(features).count() if run.get("code_pairs") else None
+    except Exception as error:  # the message is what the test checks
+        print("ERROR " + json.dumps({"label": run["label"], "message": str(error)[:2000]}))
+        continue
+    for row in groups:
+        print("GROUP " + json.dumps({"label": run["label"], "path": row[0], "representative": row["representative"],
+                                     "group_size": row["group_size"]}))
+    if pairs is not None:
+        print("CODE_PAIRS " + json.dumps({"label": run["label"], "count": pairs}))
 spark.stop()

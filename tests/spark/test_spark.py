@@ -291,47 +291,159 @@ def test_a_killed_executor_loses_and_duplicates_no_rows(inputs, cli_rows, spark,
     assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
 
 
-def test_near_duplicates_on_spark_equal_an_exhaustive_comparison(spark, tmp_path):
-    """NearDuplicates (banded LSH, a self-join on band keys) finds exactly the pairs an exhaustive
-    comparison of every row's code pairs finds within its guaranteed radius (bands - 1 = 15 bits), and
-    a subset of them beyond it."""
-    import itertools
+def extract_features(folder, out, bits):
+    subprocess.run([str(CLI), "extract", "--threads", "2", "--bits", str(bits), "-o", str(out), str(folder)], check=True,
+                   capture_output=True)
+    return out
 
-    import numpy as np
 
-    features = tmp_path / "features.parquet"
-    photos = ROOT / "tests/fixtures/photos"
-    folder = tmp_path / "photos"
-    shutil.copytree(photos, folder)
+def cli_dedup_groups(features, out, max_distance=None):
+    """`imgfeat dedup`'s groups (its default distance when max_distance is None) as {path: representative}."""
+    import csv
+
+    distance = [] if max_distance is None else ["--max-distance", str(max_distance)]
+    subprocess.run([str(CLI), "dedup", str(features), *distance, "-o", str(out)], check=True, capture_output=True)
+    with open(out, newline="") as lines:
+        return {row["path"]: row["representative"] for row in csv.DictReader(lines)}
+
+
+def group_sizes(representatives):
+    sizes = {}
+    for representative in representatives.values():
+        sizes[representative] = sizes.get(representative, 0) + 1
+    return {path: sizes[representative] for path, representative in representatives.items()}
+
+
+NEAR_DUPLICATE_DISTANCES = [None, 8, 40]  # the default (24), and per band 0 and 2 bits of 16 (16 bands)
+SKEWED_ROWS = 10_000
+
+
+@pytest.fixture(scope="session")
+def near_duplicate_runs(spark, tmp_path_factory):
+    """One spark-submit of tests/spark/near_duplicates_job.py over every table and setting the near-duplicate
+    tests check (each submit costs a JVM start): the fixture photos with mirrored and resized copies (and
+    ../shared/data/formats: the same photo in several containers, flipped and rotated copies, a corrupt
+    file) extracted by the CLI with 64-, 128- and 256-bit codes, a table of 10,000 rows with one code, and
+    runs that must fail. Returns (tables, groups by run label, code pair counts, errors, defaults)."""
     from PIL import Image, ImageOps
+    from pyspark.sql import functions as F
 
+    work = tmp_path_factory.mktemp("near-duplicates")
+    photos = ROOT / "tests/fixtures/photos"
+    folder = work / "photos"
+    shutil.copytree(photos, folder)
     for name in ("chelsea.jpg", "coffee.jpg"):
         image = Image.open(photos / name)
         ImageOps.mirror(image).save(folder / f"mirrored-{name}")
         image.resize((image.width // 2, image.height // 2)).save(folder / f"small-{name}", quality=70)
     if (SHARED / "formats").is_dir():
         shutil.copytree(SHARED / "formats", folder / "formats")
-    subprocess.run([str(CLI), "extract", "--threads", "2", "-o", str(features), str(folder)], check=True, capture_output=True)
+    else:
+        warnings.warn(f"SKIPPED part: {SHARED / 'formats'} is absent; no odd formats or error rows in the near-duplicate tables")
+    tables = {bits: extract_features(folder, work / f"features-{bits}.parquet", bits) for bits in (64, 128, 256)}
+    # 10,000 placeholder rows: one real row's codes under distinct paths.
+    (row,) = (spark.read.parquet(str(tables[256])).where(F.col("code").isNotNull() & F.col("whole_code").isNotNull())
+              .orderBy("path").limit(1).collect())
+    skewed = work / "skewed.parquet"
+    (spark.range(SKEWED_ROWS).select(F.format_string("placeholder-%05d.jpg", "id").alias("path"),
+                                     F.lit(bytes(row["code"])).alias("code"), F.lit(bytes(row["whole_code"])).alias("whole_code"))
+     .write.parquet(str(skewed)))
+    tables["skewed"] = skewed
+    runs = [{"label": f"256@{d}", "features": str(tables[256]), **({} if d is None else {"max_distance": d})}
+            for d in NEAR_DUPLICATE_DISTANCES]
+    runs += [{"label": f"{bits}@default", "features": str(tables[bits])} for bits in (64, 128)]
+    runs += [{"label": "skewed", "features": str(skewed), "code_pairs": True},
+             {"label": "bands not dividing the bits", "features": str(tables[64]), "bands": 24},
+             {"label": "missing id column", "features": str(tables[256]), "id_col": "photo"},
+             {"label": "code column not binary", "features": str(tables[256]), "code_cols": ["code", "class_name"]}]
+    package = shutil.make_archive(str(work / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    result = spark_submit(LOCAL, "--jars", str(JAR), "--py-files", package, str(ROOT / "tests/spark/near_duplicates_job.py"),
+                          json.dumps(runs))
+
+    def lines(kind):
+        return [json.loads(line[len(kind) + 1:]) for line in result.stdout.splitlines() if line.startswith(kind + " ")]
+
+    groups = {run["label"]: {} for run in runs}
+    for member in lines("GROUP"):
+        groups[member["label"]][member["path"]] = (member["representative"], member["group_size"])
+    code_pairs = {line["label"]: line["count"] for line in lines("CODE_PAIRS")}
+    errors = {line["label"]: line["message"] for line in lines("ERROR")}
+    (defaults,) = lines("DEFAULTS")
+    return tables, groups, code_pairs, errors, defaults
+
+
+def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs, tmp_path):
+    """NearDuplicates' groups are `imgfeat dedup`'s: the same members, the same representative (the smallest
+    path) and group sizes, at the default distance (24 on both sides), a smaller and a larger one."""
+    tables, groups, _, errors, defaults = near_duplicate_runs
+    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 24, 16], defaults
+    for distance in NEAR_DUPLICATE_DISTANCES:
+        label = f"256@{distance}"
+        assert label not in errors, errors[label]
+        cli = cli_dedup_groups(tables[256], tmp_path / f"dedup-{distance}.csv", distance)
+        found = groups[label]
+        assert {p: r for p, (r, _) in found.items()} == cli, label
+        assert {p: size for p, (_, size) in found.items()} == group_sizes(cli), label
+        if distance is None:
+            (mirrored,) = (p for p in found if p.endswith("/mirrored-chelsea.jpg"))
+            assert found[mirrored][0].endswith("/chelsea.jpg"), "the mirrored copy groups with its original"
+
+
+def test_near_duplicate_groups_on_spark_equal_an_exhaustive_comparison(near_duplicate_runs, spark):
+    """The groups equal those of comparing every pair of rows (every pair of their codes), joined
+    transitively: the band join misses nothing at any distance."""
+    import itertools
+
+    import numpy as np
+
+    tables, groups, _, _, _ = near_duplicate_runs
     codes = {row["path"]: [np.unpackbits(np.frombuffer(bytes(c), np.uint8)) for c in (row["code"], row["whole_code"]) if c]
-             for row in spark.read.parquet(str(features)).collect()}
+             for row in spark.read.parquet(str(tables[256])).collect()}
+    paths = sorted(p for p in codes if codes[p])
+    distance = {(a, b): min(int(np.sum(x != y)) for x in codes[a] for y in codes[b])
+                for a, b in itertools.combinations(paths, 2)}
+    for limit in NEAR_DUPLICATE_DISTANCES:
+        parent = {p: p for p in paths}
 
-    def exhaustive(limit):
-        pairs = {}
-        for a, b in itertools.combinations(sorted(p for p in codes if codes[p]), 2):
-            d = min(int(np.sum(x != y)) for x in codes[a] for y in codes[b])
-            if d <= limit:
-                pairs[(a, b)] = d
-        return pairs
+        def root(p):
+            while parent[p] != p:
+                p = parent[p]
+            return p
 
-    package = shutil.make_archive(str(tmp_path / "imgfeat"), "zip", ROOT / "python", "imgfeat")
-    for limit in (15, 40):
-        result = spark_submit(LOCAL, "--jars", str(JAR), "--py-files", package, str(ROOT / "tests/spark/near_duplicates_job.py"),
-                              str(features), str(limit))
-        found = {(p["a"], p["b"]): p["distance"] for p in
-                 (json.loads(line[5:]) for line in result.stdout.splitlines() if line.startswith("PAIR "))}
-        expected = exhaustive(limit)
-        if limit == 15:
-            assert found == expected, (found, expected)
-            assert found, "the copies pair with their originals"
-        else:
-            assert set(found) <= set(expected) and all(found[k] == expected[k] for k in found)
+        for (a, b), d in distance.items():
+            if d <= (24 if limit is None else limit):
+                ra, rb = root(a), root(b)
+                parent[max(ra, rb)] = min(ra, rb)  # the root stays the smallest path
+        members = {}
+        for p in paths:
+            members.setdefault(root(p), []).append(p)
+        expected = {p: (min(g), len(g)) for g in members.values() if len(g) > 1 for p in g}
+        assert groups[f"256@{limit}"] == expected, limit
+
+
+def test_near_duplicates_of_64_128_and_256_bit_codes_with_the_default_bands_equal_imgfeat_dedup(near_duplicate_runs, tmp_path):
+    """16 bands of 4, 8 and 16 bits: every code length works with the defaults, and gives the CLI's groups."""
+    tables, groups, _, errors, _ = near_duplicate_runs
+    for bits, label in ((64, "64@default"), (128, "128@default"), (256, "256@None")):
+        assert label not in errors, errors[label]
+        cli = cli_dedup_groups(tables[bits], tmp_path / f"dedup-{bits}.csv")
+        assert {p: r for p, (r, _) in groups[label].items()} == cli, bits
+        assert cli, f"{bits}-bit codes: the copies group with their originals"
+
+
+def test_near_duplicates_collapse_ten_thousand_identical_codes_before_the_band_join(near_duplicate_runs):
+    """10,000 rows with one code are one group of 10,000, found through the distinct codes: the band join
+    sees one code (or two: object and whole image), not 10^8 pairs of rows."""
+    _, groups, code_pairs, errors, _ = near_duplicate_runs
+    assert "skewed" not in errors, errors["skewed"]
+    found = groups["skewed"]
+    assert len(found) == SKEWED_ROWS
+    assert set(found.values()) == {("placeholder-00000.jpg", SKEWED_ROWS)}
+    assert code_pairs["skewed"] <= 1, code_pairs
+
+
+def test_near_duplicates_reject_bad_params_with_clear_messages(near_duplicate_runs):
+    _, _, _, errors, _ = near_duplicate_runs
+    assert "a 64-bit code does not split into 24 bands" in errors["bands not dividing the bits"]
+    assert "idCol column 'photo' is not in the input" in errors["missing id column"]
+    assert "code column 'class_name' must be binary" in errors["code column not binary"]

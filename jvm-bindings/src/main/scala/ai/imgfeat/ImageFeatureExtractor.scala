@@ -17,7 +17,12 @@ import org.apache.spark.util.SerializableConfiguration
   * {{{
   * val images = spark.read.format("binaryFile").load("s3a://bucket/photos")
   * val features = new ImageFeatureExtractor().setOutputCol("features").transform(images)
+  *   .select(col("path"), col("features.*"))   // the features table, without the photos' bytes
+  * features.write.parquet("s3a://bucket/features")
   * }}}
+  *
+  * The input's columns are kept, `content` (every photo's bytes) among them: select what to keep, or
+  * drop `content`, before writing, or the photos are copied into the features table.
   */
 class ImageFeatureExtractor(override val uid: String)
     extends Transformer with HasInputCol with HasOutputCol with DefaultParamsWritable {

@@ -1,75 +1,241 @@
 package ai.imgfeat
 
+import org.apache.spark.graphx.Graph
 import org.apache.spark.ml.Transformer
 import org.apache.spark.ml.param.{IntParam, Param, ParamMap, ParamValidators, StringArrayParam}
 import org.apache.spark.ml.util.{DefaultParamsReadable, DefaultParamsWritable, Identifiable}
-import org.apache.spark.sql.{DataFrame, Dataset}
-import org.apache.spark.sql.functions.{array, col, explode, min, posexplode, udf}
-import org.apache.spark.sql.types.{IntegerType, StructField, StructType}
+import org.apache.spark.sql.{DataFrame, Dataset, Row}
+import org.apache.spark.sql.functions.{array, col, count, explode, length, lit, max, min, posexplode, udf}
+import org.apache.spark.sql.types.{BinaryType, DataType, IntegerType, LongType, NumericType, StringType, StructField,
+  StructType}
+import org.apache.spark.storage.StorageLevel
 
-/** Pairs of near-duplicate rows of a features table, found without comparing every pair: each code is
-  * cut into `bands` bands, rows sharing a band's exact value are joined (a self-join on band keys, so it
-  * spreads over the cluster like any join), and the candidates are kept when their Hamming distance is
-  * at most `maxDistance`. Every code column is used (by default the object's and the whole image's,
-  * best pair wins), as `imgfeat dedup` does on one machine.
+/** Near-duplicate groups of a features table, the same groups `imgfeat dedup` writes: two rows are joined
+  * when any of their codes (by default the object's and the whole image's, every pair) are within
+  * `maxDistance` bits, groups are the connected components of those joins (transitive), only groups of two
+  * or more rows are kept, and each group's representative is its smallest id. Rows without any code (the
+  * error rows) are left out.
   *
-  * Two codes within distance d agree exactly on at least one of the bands when bands > d (pigeonhole),
-  * so every pair up to `bands - 1` bits is found; beyond that pairs are found with high but not certain
-  * probability. The default, 16 bands of 16 bits for 256-bit codes, is exact up to 15 bits.
+  * Exact at any radius, without comparing every pair (multi-index hashing, as the CLI does): each code is
+  * cut into `bands` bands of bits, and two codes within r bits agree to within ⌊r / bands⌋ bits on at
+  * least one band (pigeonhole). So one side of a self-join on (band, key) emits its own band keys, the
+  * other every key within ⌊r / bands⌋ bits of its own, and the candidates are kept when their exact Hamming
+  * distance is at most `maxDistance`. The join spreads over the cluster like any join.
+  *
+  * Skew: a collection often holds thousands of rows with one code (placeholder images, the same photo
+  * uploaded again). Identical codes are collapsed before the join: each distinct code is named by the
+  * smallest id carrying it, every row carrying it is joined to that id, and only distinct codes go
+  * through the band join, so n identical rows cost n edges instead of n² candidate pairs.
   *
   * {{{
-  * val pairs = new NearDuplicates().setIdCol("path").setMaxDistance(15).transform(features)
-  * // id_a, id_b (id_a < id_b), distance
+  * val groups = new NearDuplicates().setIdCol("path").transform(features)
+  * // path, representative (the smallest path of its group), group_size
   * }}}
+  *
+  * `transform` runs Spark jobs right away (GraphX's connected components iterate eagerly); what it returns
+  * reads their cached result. Ids should be unique: rows sharing an id are one vertex.
   */
 class NearDuplicates(override val uid: String) extends Transformer with DefaultParamsWritable {
 
   def this() = this(Identifiable.randomUID("imgfeat-dups"))
 
   final val idCol = new Param[String](this, "idCol", "column identifying a row (a string or number)")
-  final val codeCols = new StringArrayParam(this, "codeCols", "binary code columns compared pairwise")
-  final val maxDistance = new IntParam(this, "maxDistance", "largest Hamming distance of a pair", ParamValidators.gtEq(0))
-  final val bands = new IntParam(this, "bands", "bands each code is cut into; pairs within bands - 1 bits are all found",
+  final val codeCols = new StringArrayParam(this, "codeCols",
+    "binary code columns; two rows are joined when any of their codes are within maxDistance",
+    ParamValidators.arrayLengthGt(0))
+  final val maxDistance = new IntParam(this, "maxDistance", "largest Hamming distance of near-duplicates",
+    ParamValidators.gtEq(0))
+  final val bands = new IntParam(this, "bands",
+    "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
     ParamValidators.gt(0))
 
-  setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> 15, bands -> 16)
+  // maxDistance 24 of 256 bits is `imgfeat dedup`'s default; 16 bands split 64-, 128- and 256-bit codes.
+  setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> 24, bands -> 16)
 
+  def getIdCol: String = $(idCol)
+  def getCodeCols: Array[String] = $(codeCols)
+  def getMaxDistance: Int = $(maxDistance)
+  def getBands: Int = $(bands)
   def setIdCol(value: String): this.type = set(idCol, value)
   def setCodeCols(value: Array[String]): this.type = set(codeCols, value)
   def setMaxDistance(value: Int): this.type = set(maxDistance, value)
   def setBands(value: Int): this.type = set(bands, value)
 
+  /** One row per member of a near-duplicate group of two or more rows: the id (named as `idCol`), the
+    * group's `representative` (its smallest id) and `group_size`. */
   override def transform(dataset: Dataset[_]): DataFrame = {
-    val bandCount = $(bands)
-    val codes = dataset
-      .select(col($(idCol)).as("id"), explode(array($(codeCols).map(c => col(c)).toIndexedSeq: _*)).as("code"))
-      .where(col("code").isNotNull)
-    // Each band's bytes as one key; a band spans whole bytes (codes are 64, 128 or 256 bits).
-    val bandKeys = udf { (code: Array[Byte]) =>
-      require(code.length % bandCount == 0, s"a ${code.length * 8}-bit code does not split into $bandCount bands of whole bytes")
-      val width = code.length / bandCount
-      code.grouped(width).map(_.foldLeft(0L)((key, b) => (key << 8) | (b & 0xffL))).toSeq
+    val schema = transformSchema(dataset.schema, logging = true)
+    val codes = rowCodes(dataset)
+    val owners = distinctCodes(codes)
+    // Each row is joined to the row naming its code (the big side streams; the owners side has one row
+    // per code, so a code carried by millions of rows is no hot key to buffer).
+    val rowsToOwners = codes.join(owners, "code").where(col("id") =!= col("owner"))
+      .select(col("id").as("a"), col("owner").as("b"))
+    val codesToCodes = pairsOfDistinctCodes(codes, owners).select(col("id_a").as("a"), col("id_b").as("b"))
+    connectedGroups(codesToCodes.union(rowsToOwners), schema($(idCol)).dataType)
+  }
+
+  /** The band join's result: pairs of distinct codes within `maxDistance` bits, each code named by the
+    * smallest id carrying it (`id_a` < `id_b`), with the smallest distance between codes they name. Rows
+    * carrying the same code are not paired here (`transform` joins them to the code's id), so this is the
+    * candidate work that grows with the number of distinct codes, not of rows. */
+  def codePairs(dataset: Dataset[_]): DataFrame = {
+    transformSchema(dataset.schema)
+    val codes = rowCodes(dataset)
+    pairsOfDistinctCodes(codes, distinctCodes(codes))
+  }
+
+  /** (id, code): one row per non-null code of each row with an id. */
+  private def rowCodes(dataset: Dataset[_]): DataFrame =
+    dataset.select(col($(idCol)).as("id"), explode(array($(codeCols).toIndexedSeq.map(col): _*)).as("code"))
+      .where(col("code").isNotNull && col("id").isNotNull)
+
+  /** (code, owner): each distinct code and the smallest id carrying it (a partial aggregation, so a code
+    * carried by millions of rows is combined on each executor before the shuffle). */
+  private def distinctCodes(codes: DataFrame): DataFrame = codes.groupBy("code").agg(min("id").as("owner"))
+
+  private def pairsOfDistinctCodes(codes: DataFrame, owners: DataFrame): DataFrame =
+    bandLayout(codes) match {
+      case None => codes.limit(0).select(col("id").as("id_a"), col("id").as("id_b"), lit(0).as("distance"))
+      case Some(layout) => bandJoin(owners, layout)
     }
-    val hamming = udf { (a: Array[Byte], b: Array[Byte]) =>
-      a.indices.map(i => Integer.bitCount((a(i) ^ b(i)) & 0xff)).sum
+
+  /** The bands' width and probe radius for the codes' length: one aggregation, so a bad length fails here
+    * with a message rather than inside a task. None when there are no codes. */
+  private def bandLayout(codes: DataFrame): Option[BandLayout] = {
+    val bounds = codes.agg(min(length(col("code"))), max(length(col("code")))).head()
+    if (bounds.isNullAt(0)) return None
+    val (shortest, longest) = (bounds.getInt(0) * 8, bounds.getInt(1) * 8)
+    require(shortest == longest, s"codes of different lengths ($shortest and $longest bits) cannot be compared")
+    val (bits, bandCount, distance) = (longest, $(bands), $(maxDistance))
+    require(bits % bandCount == 0, s"a $bits-bit code does not split into $bandCount bands of equal width: " +
+      s"set bands to a divisor of $bits (the default, 16, splits 64-, 128- and 256-bit codes)")
+    val width = bits / bandCount
+    require(width <= 64, s"$bandCount bands of a $bits-bit code are $width bits wide, more than a band key's 64: " +
+      s"set bands to at least ${(bits + 63) / 64}")
+    val layout = BandLayout(bandCount, width, math.min(distance / bandCount, width))
+    require(layout.probesPerKey <= NearDuplicates.MaxProbesPerKey,
+      s"maxDistance $distance with $bandCount bands of $width bits probes ${layout.probesPerKey} keys per band " +
+        s"(at most ${NearDuplicates.MaxProbesPerKey}): use more bands or a smaller maxDistance")
+    Some(layout)
+  }
+
+  private def bandJoin(owners: DataFrame, layout: BandLayout): DataFrame = {
+    val BandLayout(bandCount, width, radius) = layout
+    val distanceLimit = $(maxDistance)
+    val bandKeys = udf { (code: Array[Byte]) => Seq.tabulate(bandCount)(band => NearDuplicates.bandKey(code, band, width)) }
+    val keysWithinRadius = udf { (key: Long) => NearDuplicates.keysWithin(key, width, radius).toSeq }
+    // A pair close on several bands meets once per band; it is kept only in the first, so no distinct.
+    val firstCloseBand = udf { (a: Array[Byte], b: Array[Byte]) =>
+      (0 until bandCount).indexWhere { band =>
+        java.lang.Long.bitCount(NearDuplicates.bandKey(a, band, width) ^ NearDuplicates.bandKey(b, band, width)) <= radius
+      }
     }
-    val keyed = codes.select(col("id"), col("code"), posexplode(bandKeys(col("code"))).as(Seq("band", "key")))
-    val (left, right) = (keyed.as("a"), keyed.as("b"))
-    left
-      .join(right, col("a.band") === col("b.band") && col("a.key") === col("b.key") && col("a.id") < col("b.id"))
-      .select(col("a.id").as("id_a"), col("b.id").as("id_b"), hamming(col("a.code"), col("b.code")).as("distance"))
-      .where(col("distance") <= $(maxDistance))
+    val hamming = udf { (a: Array[Byte], b: Array[Byte]) => NearDuplicates.hamming(a, b) }
+    val keyed = owners.select(col("owner"), col("code"), posexplode(bandKeys(col("code"))).as(Seq("band", "own_key")))
+    val probes = keyed.select(col("owner").as("id_a"), col("code").as("code_a"), col("band"),
+      explode(keysWithinRadius(col("own_key"))).as("key"))
+    val exact = keyed.select(col("owner").as("id_b"), col("code").as("code_b"), col("band"), col("own_key").as("key"))
+    probes.join(exact, Seq("band", "key"))
+      .where(col("id_a") < col("id_b") && firstCloseBand(col("code_a"), col("code_b")) === col("band"))
+      .select(col("id_a"), col("id_b"), hamming(col("code_a"), col("code_b")).as("distance"))
+      .where(col("distance") <= distanceLimit)
+      // Two distinct codes can be named by the same id (a row's object and whole-image codes).
       .groupBy("id_a", "id_b")
       .agg(min("distance").as("distance"))
   }
 
+  /** Connected components of the edges (a, b) between ids, with GraphX. Vertex numbers are given in id
+    * order, so the component's label (its smallest vertex number) is the number of its smallest id. */
+  private def connectedGroups(edges: DataFrame, idType: DataType): DataFrame = {
+    val spark = edges.sparkSession
+    // Read three times (ids, numbering, the graph): the band join behind them runs once.
+    edges.persist(StorageLevel.MEMORY_AND_DISK)
+    val ids = edges.select(col("a").as("id")).union(edges.select(col("b").as("id"))).distinct().orderBy("id")
+    val numberedIds = ids.rdd.zipWithIndex().map { case (row, number) => Row(number, row.get(0)) }
+    val vertices = spark.createDataFrame(numberedIds,
+      StructType(Seq(StructField("vertex", LongType, nullable = false), StructField("id", idType, nullable = false))))
+      .persist(StorageLevel.MEMORY_AND_DISK)
+    val numberedEdges = edges
+      .join(vertices.select(col("id").as("a"), col("vertex").as("src")), "a")
+      .join(vertices.select(col("id").as("b"), col("vertex").as("dst")), "b")
+      .select("src", "dst").rdd.map(row => (row.getLong(0), row.getLong(1)))
+    // Eager: Pregel iterates to convergence here and caches the labels, so the edges are done with.
+    val labels = Graph.fromEdgeTuples(numberedEdges, defaultValue = 0).connectedComponents().vertices
+    edges.unpersist(blocking = false)
+    val components = spark.createDataFrame(labels.map { case (vertex, label) => Row(vertex, label) },
+      StructType(Seq(StructField("vertex", LongType, nullable = false), StructField("component", LongType, nullable = false))))
+    val sizes = components.groupBy("component").agg(count(lit(1)).cast(IntegerType).as("group_size"))
+    components.join(sizes, "component")
+      .join(vertices.select(col("vertex"), col("id").as("member")), "vertex")
+      .join(vertices.select(col("vertex").as("component"), col("id").as("representative")), "component")
+      .select(col("member").as($(idCol)), col("representative"), col("group_size"))
+  }
+
   override def transformSchema(schema: StructType): StructType = {
-    val id = schema($(idCol))
-    StructType(Seq(StructField("id_a", id.dataType, id.nullable), StructField("id_b", id.dataType, id.nullable),
-      StructField("distance", IntegerType, nullable = false)))
+    def field(name: String, role: String): StructField = schema.find(_.name == name).getOrElse(
+      throw new IllegalArgumentException(s"$role column '$name' is not in the input (columns: ${schema.fieldNames.mkString(", ")})"))
+    val id = field($(idCol), "idCol")
+    require(id.dataType == StringType || id.dataType.isInstanceOf[NumericType],
+      s"idCol '${id.name}' must be a string or number column, not ${id.dataType.simpleString}")
+    require(!Set("representative", "group_size").contains(id.name), s"idCol '${id.name}' is a name of an output column")
+    for (name <- $(codeCols)) {
+      val code = field(name, "code")
+      require(code.dataType == BinaryType,
+        s"code column '$name' must be binary (as `imgfeat extract` writes codes), not ${code.dataType.simpleString}")
+    }
+    StructType(Seq(StructField($(idCol), id.dataType, nullable = false),
+      StructField("representative", id.dataType, nullable = false),
+      StructField("group_size", IntegerType, nullable = false)))
   }
 
   override def copy(extra: ParamMap): NearDuplicates = defaultCopy(extra)
 }
 
-object NearDuplicates extends DefaultParamsReadable[NearDuplicates]
+/** How codes are cut for the band join: `bands` bands of `width` bits, each probed within `radius` bits. */
+private case class BandLayout(bands: Int, width: Int, radius: Int) {
+  /** Keys within `radius` bits of a `width`-bit key: the sum of C(width, i) for i ≤ radius. */
+  def probesPerKey: BigInt = (0 to radius).map(i => (0 until i).foldLeft(BigInt(1))((c, j) => c * (width - j) / (j + 1))).sum
+}
+
+object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
+
+  /** Probes per band key at most: 2^16, what `imgfeat dedup` probes at worst per 16-bit substring. Past it
+    * a join would multiply each code's rows by more than the CLI ever does. */
+  private[imgfeat] val MaxProbesPerKey: BigInt = BigInt(1) << 16
+
+  /** Bits [band * width, (band + 1) * width) of the code, most significant bit of each byte first. */
+  private[imgfeat] def bandKey(code: Array[Byte], band: Int, width: Int): Long = {
+    require(code.length * 8 >= (band + 1) * width, s"a ${code.length * 8}-bit code has no band $band of $width bits")
+    var key = 0L
+    var bit = band * width
+    val end = bit + width
+    while (bit < end) {
+      key = (key << 1) | ((code(bit >> 3) >> (7 - (bit & 7))) & 1)
+      bit += 1
+    }
+    key
+  }
+
+  /** Every `width`-bit key within `radius` bits of `key` (itself included). */
+  private[imgfeat] def keysWithin(key: Long, width: Int, radius: Int): Array[Long] = {
+    val keys = Array.newBuilder[Long]
+    def flip(value: Long, fromBit: Int, left: Int): Unit = {
+      keys += value
+      if (left > 0) for (bit <- fromBit until width) flip(value ^ (1L << bit), bit + 1, left - 1)
+    }
+    flip(key, 0, math.min(radius, width))
+    keys.result()
+  }
+
+  private[imgfeat] def hamming(a: Array[Byte], b: Array[Byte]): Int = {
+    require(a.length == b.length, s"codes of different lengths (${a.length * 8} and ${b.length * 8} bits)")
+    var distance = 0
+    var i = 0
+    while (i < a.length) {
+      distance += Integer.bitCount((a(i) ^ b(i)) & 0xff)
+      i += 1
+    }
+    distance
+  }
+}
