@@ -1,29 +1,16 @@
 //! The `imgfeat` binary as a user runs it: a folder in, a Parquet file out, one row per file.
 
+mod common;
+
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use common::{fixtures, imgfeat, temp_dir};
 use imgfeat::{Config, Pipeline};
-
-fn imgfeat() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgfeat"))
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("imgfeat-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn read_parquet(path: &Path) -> RecordBatch {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
@@ -33,7 +20,7 @@ fn read_parquet(path: &Path) -> RecordBatch {
 
 #[test]
 fn extract_writes_one_row_per_file_with_errors_for_bad_ones() {
-    let dir = temp_dir("extract");
+    let dir = temp_dir("cli-extract");
     let photos = dir.join("photos/nested");
     std::fs::create_dir_all(&photos).unwrap();
     for name in ["chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
@@ -118,7 +105,7 @@ fn bad_configuration_and_missing_inputs_fail_with_a_message() {
 /// finds its original first, by Hamming distance and by cosine.
 #[test]
 fn dedup_groups_near_duplicates_and_search_finds_the_original() {
-    let dir = temp_dir("dedup");
+    let dir = temp_dir("cli-dedup");
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
@@ -207,7 +194,7 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
 /// note, and every copy is still in the gallery.
 #[test]
 fn the_report_cuts_a_huge_group() {
-    let dir = temp_dir("report");
+    let dir = temp_dir("cli-report");
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
@@ -233,7 +220,7 @@ fn the_report_cuts_a_huge_group() {
 /// with nothing new processes nothing and keeps every row.
 #[test]
 fn the_readme_resume_and_append_commands_work_as_written() {
-    let dir = temp_dir("readme-resume");
+    let dir = temp_dir("cli-readme-resume");
     let photos = dir.join("tests/fixtures/photos");
     std::fs::create_dir_all(&photos).unwrap();
     for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {

@@ -17,22 +17,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
+use common::{fixtures, imgfeat, temp_dir};
 use imgfeat::features::FeaturesReader;
 
-fn imgfeat() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgfeat"))
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("imgfeat-features-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn run(command: &mut Command) -> Output {
     let out = command.output().unwrap();
@@ -132,7 +119,7 @@ fn local(text: &str) -> String {
 
 #[test]
 fn search_dedup_report_and_show_give_the_same_answers_on_a_spark_shaped_table() {
-    let dir = temp_dir("shapes");
+    let dir = temp_dir("features-shapes");
     let (photos, table) = photos_and_table(&dir);
     let spark = as_spark_writes_it(&table, &dir);
 
@@ -184,7 +171,7 @@ fn search_dedup_report_and_show_give_the_same_answers_on_a_spark_shaped_table() 
 
 #[test]
 fn tables_that_cannot_be_read_are_errors_naming_the_file() {
-    let dir = temp_dir("bad");
+    let dir = temp_dir("features-bad");
     let (_, table) = photos_and_table(&dir);
     let error = |t: &Path| fails(imgfeat().args(["dedup", "-o"]).arg(dir.join("out.csv")).arg(t));
 
@@ -252,7 +239,7 @@ fn rows_by_path(table: &Path) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn an_extract_killed_at_random_moments_resumes_to_the_uninterrupted_rows() {
-    let dir = temp_dir("kill");
+    let dir = temp_dir("features-kill");
     let photos = many_photos(&dir);
     let files = std::fs::read_dir(&photos).unwrap().count();
     let clean = dir.join("clean.parquet");
@@ -299,7 +286,7 @@ fn an_extract_killed_at_random_moments_resumes_to_the_uninterrupted_rows() {
 
 #[test]
 fn append_adds_only_new_photos_and_refuses_tables_made_otherwise() {
-    let dir = temp_dir("append");
+    let dir = temp_dir("features-append");
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     for name in ["chelsea.jpg", "coffee.jpg"] {
@@ -336,7 +323,7 @@ fn append_adds_only_new_photos_and_refuses_tables_made_otherwise() {
 #[cfg(unix)]
 #[test]
 fn a_file_reached_twice_is_one_row_and_a_symlink_loop_is_reported_once() {
-    let dir = temp_dir("walk");
+    let dir = temp_dir("features-walk");
     let photos = dir.join("photos");
     std::fs::create_dir_all(photos.join("nested")).unwrap();
     std::fs::copy(fixtures().join("coffee.jpg"), photos.join("nested/coffee.jpg")).unwrap();

@@ -6,8 +6,11 @@ Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and t
 
     from imgfeat import ImageFeatureExtractor
     images = spark.read.format("binaryFile").load("s3a://bucket/photos")
-    features = ImageFeatureExtractor(outputCol="features").transform(images)
-    groups = NearDuplicates().transform(features.select("path", "features.*"))  # path, representative, group_size
+    features = ImageFeatureExtractor(outputCol="features").transform(images).select("path", "features.*")
+    groups = NearDuplicates().transform(features)  # path, representative, group_size
+
+Select the columns to keep (as above, or ``.drop("content")``) before writing ``features``: the input's
+``content`` column holds every photo's bytes.
 """
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters

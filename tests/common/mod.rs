@@ -1,12 +1,39 @@
 //! What the integration tests share.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Says (`SKIPPED …`) that a test, or part of it, did not run for want of material outside the repository
 /// (`../shared/data`, the generated hostile corpus). Written to the stderr handle, not with
 /// `eprintln!`: libtest captures the macros' output of a passing test, and a skip nobody sees is a
 /// silent one.
+#[allow(dead_code)]
 pub fn skipped(message: std::fmt::Arguments) {
     // A note that cannot be written has nowhere else to go; the test goes on either way.
     let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+// The helpers below serve the tests that run the binary (cli, features); the other test binaries that
+// include this module use only `skipped`.
+
+/// The `imgfeat` binary of this build.
+#[allow(dead_code)]
+pub fn imgfeat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgfeat"))
+}
+
+/// The committed fixture photos.
+#[allow(dead_code)]
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
+}
+
+/// A fresh, empty folder for one test, named after it and this process.
+#[allow(dead_code)]
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imgfeat-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -83,12 +83,28 @@ def rows_by_path(spark, parquet, strip_scheme):
 
 
 @pytest.fixture(scope="session")
-def cli_rows(inputs, spark, tmp_path_factory):
+def cli_table(inputs, tmp_path_factory):
+    """The CLI's features table of the inputs."""
     folder, _ = inputs
     out = tmp_path_factory.mktemp("cli") / "features.parquet"
     subprocess.run([str(CLI), "extract", "--threads", "2", "-o", str(out), str(folder)], check=True,
                    capture_output=True)
-    return rows_by_path(spark, out, strip_scheme=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cli_rows(cli_table, spark):
+    return rows_by_path(spark, cli_table, strip_scheme=False)
+
+
+@pytest.fixture(scope="session")
+def spark_table(inputs, tmp_path_factory):
+    """The Scala example job's output for the inputs, in local mode: a directory of part files."""
+    folder, _ = inputs
+    out = tmp_path_factory.mktemp("spark") / "features"
+    result = spark_submit(LOCAL, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
+                          f"file://{folder}", str(out))
+    return out, result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -124,14 +140,54 @@ def summary(stdout):
     return [int(match.group(i)) for i in (1, 2, 3)], match.group(4)
 
 
-def test_scala_example_in_local_mode(inputs, cli_rows, spark, tmp_path):
-    folder, files = inputs
-    out = tmp_path / "out"
-    result = spark_submit(LOCAL, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
-                          f"file://{folder}", str(out))
-    (total, ok, failed), _ = summary(result.stdout)
+def test_scala_example_in_local_mode(inputs, cli_rows, spark, spark_table):
+    _, files = inputs
+    out, stdout = spark_table
+    (total, ok, failed), _ = summary(stdout)
     assert total == len(files) and ok + failed == total
     assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def test_the_spark_table_has_the_cli_tables_columns(spark, cli_table, spark_table):
+    """PackedRows.schema (the JVM side, through the job's output) and the Rust schema (through the CLI's
+    table): the same names in the same order, with types Spark reads as the same."""
+    out, _ = spark_table
+    jvm = spark.read.parquet(str(out)).schema
+    rust = spark.read.parquet(str(cli_table)).schema
+    assert [f.name for f in jvm] == [f.name for f in rust]
+    for a, b in zip(jvm, rust):
+        assert a.dataType.simpleString() == b.dataType.simpleString(), (a, b)
+
+
+def local_paths(text):
+    return text.replace("file://", "").replace("file:", "")
+
+
+def test_the_cli_answers_the_same_on_the_spark_jobs_output_as_on_its_own(inputs, cli_table, spark_table, tmp_path):
+    """From the cluster to the laptop: `imgfeat search`, `dedup` and `report` run directly on the Spark
+    job's output directory give the hits, groups and page they give on the CLI's table of the same photos."""
+    folder, files = inputs
+    out, _ = spark_table
+    photos = [f for f in files if "corrupt" not in f and f.lower().endswith((".jpg", ".jpeg", ".png"))]
+    queries = photos[:: max(1, len(photos) // 5)][:5]
+
+    def cli(*args):
+        result = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    def answers(table, name):
+        search = cli("search", "--json", "-k", "10", "--threads", "2", "--index", table, *queries)
+        cli("dedup", "-o", tmp_path / f"{name}.csv", table)
+        cli("report", "--max-images", "200", "-o", tmp_path / f"{name}.html", table)
+        page = (tmp_path / f"{name}.html").read_text().replace(str(table), "TABLE")
+        return [local_paths(search), local_paths((tmp_path / f"{name}.csv").read_text()), local_paths(page)]
+
+    from_cli, from_spark = answers(cli_table, "cli"), answers(out, "spark")
+    assert len(from_cli[0].splitlines()) == len(queries) and '"hits"' in from_cli[0]
+    for what, a, b in zip(["search", "dedup", "report"], from_cli, from_spark):
+        assert a == b, f"{what} differs between the CLI's table and the Spark job's output"
+    assert from_cli[1].count("\n") >= 1 and "figure" in from_cli[2]
 
 
 def test_int8_in_spark_gives_the_rows_the_cli_gives_in_int8(spark, tmp_path):
