@@ -5,6 +5,8 @@
 set -euo pipefail
 missing=()
 command -v nasm >/dev/null || missing+=(nasm)
+# Maven builds the JVM side (pom.xml); Debian's package brings a JDK 17 with it if none is installed.
+command -v mvn >/dev/null || missing+=(maven)
 # Headless Chromium and its WebDriver test the HTML report (tests/report).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)

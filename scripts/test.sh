@@ -5,24 +5,40 @@
 #      runtime are too slow for real photos), including the pipeline over the generated hostile-input
 #      corpus (tests/hostile);
 #   3. `imgfeat report`'s page in headless Chromium (Selenium);
-#   4. the JVM side: the jar with the native library, then spark-submit of the Scala and PySpark
-#      examples in local mode and on a standalone cluster on 127.0.0.1, compared with the CLI, and
-#      jobs that lose an executor (killed mid-job) or hit a Rust panic.
+#   4. the JVM side: the native library built against glibc 2.17 and checked against manylinux2014; the Maven build (its ScalaTest unit tests, then the jar with the native library
+#      and the models, installed in ~/.m2) for both Spark/Scala pairs of the matrix, then spark-submit
+#      of the Scala and PySpark examples in local mode and on a standalone cluster on 127.0.0.1,
+#      compared with the CLI (the jar as a file and as a package; Spark 3.5 on pyspark 3.5 from
+#      .venv-spark35), and jobs that lose an executor (killed mid-job) or hit a Rust panic;
+#   5. HDFS and YARN: MiniDFSCluster and MiniYARNCluster on 127.0.0.1 (tests/hadoop), started and
+#      stopped by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
+# The Spark 3.5 / Scala 2.12 pair runs on its own pyspark: one virtualenv holds one pyspark.
+if [ ! -x .venv-spark35/bin/python ]; then
+  python3 -m venv .venv-spark35
+fi
+.venv-spark35/bin/pip install --quiet --disable-pip-version-check -r jvm-bindings/requirements-spark35.txt
 .venv/bin/pip install --quiet --disable-pip-version-check \
   -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt -r tests/spark/requirements.txt \
-  -r tests/report/requirements.txt
+  -r tests/report/requirements.txt -r scripts/build-requirements.txt
 .venv/bin/python tests/reference/reference.py --check tests/fixtures/reference_outputs.json tests/fixtures/photos/*.jpg
 
 .venv/bin/python tests/hostile/generate_corpus.py target/hostile-corpus
 cargo test --release
-cargo build --release          # the cdylib for the jar and the CLI; everything else is already built
+cargo build --release          # the CLI; everything else is already built
 .venv/bin/python -m pytest -v -rs tests/report
 
-jvm-bindings/build.sh
-.venv/bin/python -m pytest -v -rs tests/spark
+# The jar's native library, against glibc 2.17 (manylinux2014) so that it loads on older clusters: a
+# second target folder (target/x86_64-unknown-linux-gnu), the library alone.
+PATH="$PWD/.venv/bin:$PATH" cargo zigbuild --release --lib --target x86_64-unknown-linux-gnu.2.17
+
+mvn -q -B install              # Spark 4 / Scala 2.13: target/jvm/imgfeat-{spark,example}.jar, ai.imgfeat:imgfeat-spark4_2.13
+mvn -q -B install -Pspark-3.5  # Spark 3.5 / Scala 2.12: target/jvm/spark3.5_2.12/, ai.imgfeat:imgfeat-spark3.5_2.12
+.venv/bin/python -m pytest -v -rs tests/packaging tests/spark
+# HDFS and YARN (Hadoop's test clusters on 127.0.0.1), in a pytest run of their own (own Spark session).
+.venv/bin/python -m pytest -v -rs tests/hadoop

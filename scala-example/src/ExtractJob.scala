@@ -1,6 +1,6 @@
 package ai.imgfeat.example
 
-import ai.imgfeat.{ImageFeatureExtractor, NativeLib}
+import ai.imgfeat.{ImageFeatureExtractor, NativeLib, SparkLine}
 import org.apache.spark.sql.SparkSession
 import org.apache.spark.sql.functions.{col, count, lit}
 
@@ -21,6 +21,9 @@ import scala.util.Try
   */
 object ExtractJob {
   def main(args: Array[String]): Unit = {
+    // Before this job's own Scala code: built for another Spark/Scala pair, it would fail in `parse` with a
+    // NoSuchMethodError; this names the jar's versions and the running ones.
+    SparkLine.check()
     val (positional, options) = parse(args.toList)
     require(positional.size == 2,
       "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR] [--precision f32|int8]")

@@ -1,7 +1,9 @@
 """imgfeat inside Spark: the Scala and PySpark examples under spark-submit, in local mode and on a real
 standalone cluster on 127.0.0.1 (one master, two 1-core workers), checked against the CLI's output.
 
-Run by scripts/test.sh after `cargo build --release` and `jvm-bindings/build.sh`. Input: the photos of
+Run by scripts/test.sh after `cargo build --release` and the Maven build (`mvn install`, and
+`mvn install -Pspark-3.5` for the Spark 3.5 / Scala 2.12 jar, run on pip's pyspark 3.5 in
+`.venv-spark35`). Input: the photos of
 ../shared/data/imagenet-sample and the odd formats of ../shared/data/formats when present (else the
 committed fixture photos, with a message saying so).
 """
@@ -18,27 +20,41 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
-JAR = ROOT / "target/jvm/imgfeat-spark.jar"
+JAR = ROOT / "target/jvm/imgfeat-spark.jar"        # mvn install: Spark 4 / Scala 2.13
 EXAMPLE_JAR = ROOT / "target/jvm/imgfeat-example.jar"
+SPARK35_DIR = ROOT / "target/jvm/spark3.5_2.12"     # mvn install -Pspark-3.5: Spark 3.5 / Scala 2.12
+SPARK35_VENV = ROOT / ".venv-spark35"                # pip's pyspark 3.5 (scripts/test.sh makes it)
+VERSION = "0.1.0"
+PACKAGE = f"ai.imgfeat:imgfeat-spark4_2.13:{VERSION}"
+PACKAGE35 = f"ai.imgfeat:imgfeat-spark3.5_2.12:{VERSION}"
 CLI = ROOT / "target/release/imgfeat"
 CLUSTER = ["--master", "spark://127.0.0.1:7077", "--total-executor-cores", "2", "--executor-cores", "1",
            "--executor-memory", "1g"]
 LOCAL = ["--master", "local[2]"]
 
 
-def spark_env():
-    import pyspark
+def spark_env(venv=None):
+    """The environment of a spark-submit: this pytest's pyspark, or the one in the virtualenv `venv`
+    (its Spark, and its python for PySpark jobs)."""
+    if venv is None:
+        import pyspark
 
+        spark_home, python = os.path.dirname(pyspark.__file__), sys.executable
+    else:
+        python = str(venv / "bin/python")
+        spark_home = subprocess.run([python, "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"],
+                                    check=True, capture_output=True, text=True).stdout.strip()
     env = dict(os.environ)
-    env.update(SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1",
-               SPARK_CONF_DIR=str(ROOT / "jvm-bindings/spark-conf"), PYSPARK_PYTHON=sys.executable,
-               PYSPARK_DRIVER_PYTHON=sys.executable)
+    env.update(SPARK_HOME=spark_home, SPARK_LOCAL_IP="127.0.0.1",
+               SPARK_CONF_DIR=str(ROOT / "jvm-bindings/spark-conf"), PYSPARK_PYTHON=python,
+               PYSPARK_DRIVER_PYTHON=python)
     return env
 
 
-def spark_submit(master, *args, check=True):
-    command = [str(Path(spark_env()["SPARK_HOME"]) / "bin/spark-submit"), *master, *args]
-    result = subprocess.run(command, env=spark_env(), capture_output=True, text=True, timeout=900)
+def spark_submit(master, *args, check=True, venv=None):
+    env = spark_env(venv)
+    command = [str(Path(env["SPARK_HOME"]) / "bin/spark-submit"), *master, *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         pytest.fail(f"spark-submit failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
@@ -209,6 +225,127 @@ def test_int8_in_spark_gives_the_rows_the_cli_gives_in_int8(spark, tmp_path):
     f32_rows = rows_by_path(spark, f32_out, strip_scheme=False)
     vnni = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
     assert any(f32_rows[f]["whole_feature"] != cli_rows[f]["whole_feature"] for f in files) == vnni
+
+
+def spark35_venv():
+    """.venv-spark35 (pip's pyspark 3.5), or a skip that says how to make it."""
+    if not (SPARK35_VENV / "bin/python").exists():
+        pytest.skip(f"SKIPPED: {SPARK35_VENV} is absent (pyspark 3.5 for the Spark 3.5 / Scala 2.12 jar); "
+                    "scripts/test.sh creates it")
+    return SPARK35_VENV
+
+
+def sha256(path):
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def submit_with_package(package, tmp_path, *args, venv=None):
+    """spark-submit in local mode with imgfeat as `--packages PACKAGE`: Spark's Ivy chain finds it in the local
+    Maven repository (~/.m2) that `mvn install` filled, through a fresh Ivy home (`spark.jars.ivy`) so that no
+    earlier resolution is reused. Returns the result and the jar Ivy fetched."""
+    ivy = tmp_path / "ivy"
+    result = spark_submit(LOCAL, "--conf", f"spark.jars.ivy={ivy}", "--packages", package, *args, venv=venv)
+    group, artifact, version = package.split(":")
+    assert f"found {group}#{artifact};{version} in local-m2-cache" in result.stdout + result.stderr, result.stderr[-3000:]
+    fetched = ivy / "jars" / f"{group}_{artifact}-{version}.jar"
+    assert fetched.is_file(), f"Ivy fetched no {fetched.name}: {sorted(p.name for p in (ivy / 'jars').glob('*'))}"
+    return result, fetched
+
+
+def test_scala_example_with_imgfeat_from_maven_packages_in_local_mode(inputs, cli_rows, spark, tmp_path):
+    """imgfeat as Spark users get a library: `--packages ai.imgfeat:imgfeat-spark4_2.13:0.1.0`, resolved from the
+    local Maven repository (the installed pom is flattened, so it names that artifact and Ivy accepts it). The
+    example job gives the CLI's rows."""
+    folder, files = inputs
+    out = tmp_path / "out"
+    result, fetched = submit_with_package(PACKAGE, tmp_path, "--class", "ai.imgfeat.example.ExtractJob", str(EXAMPLE_JAR),
+                                          f"file://{folder}", str(out))
+    assert sha256(fetched) == sha256(JAR), f"~/.m2 holds another {PACKAGE} than {JAR}: run mvn install"
+    (total, _, _), _ = summary(result.stdout)
+    assert total == len(files)
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def test_scala_example_on_spark35_scala212_in_local_mode(inputs, cli_rows, spark, tmp_path):
+    """The other Spark/Scala pair of the matrix: the jar `mvn install -Pspark-3.5` builds from the same sources
+    (`ai.imgfeat:imgfeat-spark3.5_2.12`, as a package) and the example job built with it, on pip's pyspark 3.5,
+    give the CLI's rows. (Spark 3.5 it is: the jar refuses any other line, test below.)"""
+    venv = spark35_venv()
+    folder, files = inputs
+    out = tmp_path / "out"
+    result, fetched = submit_with_package(PACKAGE35, tmp_path, "--class", "ai.imgfeat.example.ExtractJob",
+                                          str(SPARK35_DIR / "imgfeat-example.jar"), f"file://{folder}", str(out), venv=venv)
+    assert sha256(fetched) == sha256(SPARK35_DIR / "imgfeat-spark.jar"), f"~/.m2 holds another {PACKAGE35}: run mvn install -Pspark-3.5"
+    (total, _, _), _ = summary(result.stdout)
+    assert total == len(files)
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
+
+
+def build_info(jar):
+    import zipfile
+
+    with zipfile.ZipFile(jar) as z:
+        lines = z.read("ai/imgfeat/build-info.properties").decode().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def spark_and_scala(venv):
+    """(Spark version, Scala version) of the pyspark in `venv` (None: this pytest's)."""
+    home = Path(spark_env(venv)["SPARK_HOME"])
+    (spark_core,) = (home / "jars").glob("spark-core_*.jar")
+    (scala,) = (home / "jars").glob("scala-library-*.jar")
+    return spark_core.stem.rsplit("-", 1)[1], scala.stem.rsplit("-", 1)[1]
+
+
+@pytest.mark.parametrize("jar_dir, venv", [(SPARK35_DIR, None), (JAR.parent, SPARK35_VENV)],
+                         ids=["spark35-jar-on-spark4", "spark4-jar-on-spark35"])
+def test_a_jar_on_the_other_line_spark35_or_spark4_fails_naming_both_versions(jar_dir, venv, tmp_path):
+    """A jar on the wrong Spark/Scala line fails as the transformer is made (here from PySpark), with an
+    ImgfeatException naming the versions it was built for and the running ones, not a NoSuchMethodError."""
+    if venv is not None:
+        spark35_venv()
+    jar = jar_dir / "imgfeat-spark.jar"
+    built = build_info(jar)
+    running_spark, running_scala = spark_and_scala(venv)
+    package = shutil.make_archive(str(tmp_path / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    result = spark_submit(LOCAL, "--jars", str(jar), "--py-files", package, str(ROOT / "tests/spark/path_column_job.py"),
+                          f"file://{ROOT / 'tests/fixtures/photos/chelsea.jpg'}", check=False, venv=venv)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    expected = (f"ai.imgfeat.ImgfeatException: {built['artifact']} was built for Spark {built['spark.version']} / Scala "
+                f"{built['scala.version']}, but runs on Spark {running_spark} / Scala {running_scala}")
+    assert expected in output, output[-3000:]
+    assert "NoSuchMethodError" not in output and "ROW " not in result.stdout
+
+
+def test_the_packages_jars_carry_the_stripped_library_the_models_and_their_spark_line(tmp_path):
+    """Both jars of the matrix hold what the build put in the one jar before Maven: the native library without
+    its debug info (stored, as are the models), every model with the INDEX listing them, and the versions the
+    jar was built for (SparkLine reads them)."""
+    import zipfile
+
+    models = sorted(p for p in (ROOT / "models").iterdir() if p.suffix in (".onnx", ".txt", ".safetensors"))
+    for jar, line, scala in [(JAR, "4", "2.13"), (SPARK35_DIR / "imgfeat-spark.jar", "3.5", "2.12")]:
+        with zipfile.ZipFile(jar) as z:
+            library = z.getinfo("native/linux-x86_64/libimgfeat.so")
+            copy = tmp_path / "libimgfeat.so"
+            copy.write_bytes(z.read(library))
+            sections = subprocess.run(["readelf", "-S", "-W", str(copy)], check=True, capture_output=True, text=True).stdout
+            assert ".dynsym" in sections and ".debug_" not in sections, f"{jar}: the library keeps its debug info"
+            index = z.read("imgfeat/models/INDEX").decode().split()
+            assert sorted(index) == [m.name for m in models], jar
+            for model in models:
+                entry = z.getinfo(f"imgfeat/models/{model.name}")
+                assert entry.compress_type == zipfile.ZIP_STORED and z.read(entry) == model.read_bytes(), (jar, model.name)
+            assert library.compress_type == zipfile.ZIP_STORED
+            assert {"ai/imgfeat/ImageFeatureExtractor.class", "ai/imgfeat/NativeLib.class", "ai/imgfeat/SparkLine.class",
+                    "ai/imgfeat/NearDuplicates.class", "ai/imgfeat/PackedRows$.class"} <= set(z.namelist()), jar
+        info = build_info(jar)
+        assert (info["spark.line"], info["scala.binary.version"]) == (line, scala), (jar, info)
+        assert info["artifact"] == f"ai.imgfeat:imgfeat-spark{line}_{scala}:{VERSION}"
 
 
 def test_scala_example_on_a_standalone_cluster(inputs, cli_rows, spark, cluster, tmp_path):

@@ -58,7 +58,7 @@ public final class NativeLib {
             throw new ImgfeatException("cannot extract imgfeat's native library to " + file + ": " + e, e);
         } catch (UnsatisfiedLinkError e) {
             throw new ImgfeatException("cannot load imgfeat's native library for " + platform + " from " + file + ": "
-                    + e.getMessage() + " (it needs glibc 2.35 or newer; older systems need a build against their glibc)", e);
+                    + e.getMessage() + " (it needs Linux x86-64 with glibc 2.17 or newer)", e);
         }
     }
 

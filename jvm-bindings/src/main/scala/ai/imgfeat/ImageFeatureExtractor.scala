@@ -1,5 +1,6 @@
 package ai.imgfeat
 
+import com.fasterxml.jackson.databind.ObjectMapper
 import org.apache.hadoop.conf.Configuration
 import org.apache.hadoop.fs.{Path => HadoopPath}
 import org.apache.spark.ml.Transformer
@@ -26,6 +27,10 @@ import org.apache.spark.util.SerializableConfiguration
   */
 class ImageFeatureExtractor(override val uid: String)
     extends Transformer with HasInputCol with HasOutputCol with DefaultParamsWritable {
+
+  // First, before any code compiled against this jar's Spark/Scala pair runs: a jar for another pair
+  // fails here, naming both, rather than with a NoSuchMethodError in setDefault below or in a task.
+  SparkLine.check()
 
   def this() = this(Identifiable.randomUID("imgfeat"))
 
@@ -133,6 +138,7 @@ object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor
     */
   def extract[K](images: RDD[(K, Array[Byte])], detector: String = "coco", codeBits: Int = 256,
       threads: Int = 1, batchSize: Int = 32, modelDir: String = "", precision: String = "f32"): RDD[(K, Row)] = {
+    SparkLine.check()
     val config = NativeConfig(detector, "efficientnet_lite0", codeBits, threads, modelDir, precision)
     images.mapPartitions { partition =>
       Native.extractPartition(partition, config.json, batchSize)(item => Right(item._2)).map { case ((key, _), row) => (key, row) }
@@ -145,14 +151,22 @@ object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor
   */
 private[imgfeat] case class NativeConfig(detector: String, embedder: String, codeBits: Int, threads: Int, modelDir: String,
     precision: String) {
+  /** `{"detector", "embedder", "codes": {"bits"}, "threads", "model_dir", "engine": {"precision"}}`, written by
+    * Jackson (Spark ships it), so every string is escaped as JSON requires, whatever a path holds.
+    */
   def json: String = {
-    def quote(s: String) = "\"" + s.flatMap {
-      case '"' => "\\\""
-      case '\\' => "\\\\"
-      case c if c < ' ' => f"\\u${c.toInt}%04x"
-      case c => c.toString
-    } + "\""
-    s"""{"detector": ${quote(detector)}, "embedder": ${quote(embedder)}, "codes": {"bits": $codeBits}, """ +
-      s""""threads": $threads, "model_dir": ${quote(Native.modelDir(modelDir))}, "engine": {"precision": ${quote(precision)}}}"""
+    val root = NativeConfig.mapper.createObjectNode()
+    root.put("detector", detector)
+    root.put("embedder", embedder)
+    root.putObject("codes").put("bits", codeBits)
+    root.put("threads", threads)
+    root.put("model_dir", Native.modelDir(modelDir))
+    root.putObject("engine").put("precision", precision)
+    NativeConfig.mapper.writeValueAsString(root)
   }
+}
+
+private[imgfeat] object NativeConfig {
+  /** Thread-safe once built; one per JVM rather than one per task. */
+  private val mapper = new ObjectMapper()
 }

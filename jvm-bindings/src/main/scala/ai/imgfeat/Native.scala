@@ -1,8 +1,6 @@
 package ai.imgfeat
 
-import java.io.InputStream
-import java.nio.charset.StandardCharsets
-import java.nio.file.{Files, Path, StandardCopyOption}
+import java.nio.file.Path
 import java.util.concurrent.ConcurrentHashMap
 
 import org.apache.spark.sql.Row
@@ -41,32 +39,14 @@ object Native {
     }
   }
 
-  /** The models folder to use: `modelDir` when given, else the models inside the jar, extracted once
-    * per JVM to a temporary folder.
+  /** The models folder to use: `modelDir` when given, else the models inside the jar, extracted once per
+    * host and checked ([[ModelCache]]); looked up once per JVM.
     */
   def modelDir(modelDir: String): String =
     if (modelDir != null && modelDir.nonEmpty) modelDir else extractJarModels().toString
 
   private def extractJarModels(): Path = synchronized {
-    if (jarModels == null) {
-      val index = resource("imgfeat/models/INDEX")
-      val names = try new String(index.readAllBytes(), StandardCharsets.UTF_8).split("\n").map(_.trim).filter(_.nonEmpty)
-      finally index.close()
-      val dir = Files.createTempDirectory("imgfeat-models-")
-      dir.toFile.deleteOnExit()
-      names.foreach { name =>
-        val in = resource(s"imgfeat/models/$name")
-        try Files.copy(in, dir.resolve(name), StandardCopyOption.REPLACE_EXISTING) finally in.close()
-        dir.resolve(name).toFile.deleteOnExit()
-      }
-      jarModels = dir
-    }
+    if (jarModels == null) jarModels = ModelCache.extract()
     jarModels
-  }
-
-  private def resource(name: String): InputStream = {
-    val in = getClass.getClassLoader.getResourceAsStream(name)
-    if (in == null) throw new ImgfeatException(s"the imgfeat jar has no $name; set modelDir to a folder with the models")
-    in
   }
 }

@@ -37,6 +37,8 @@ import org.apache.spark.storage.StorageLevel
   */
 class NearDuplicates(override val uid: String) extends Transformer with DefaultParamsWritable {
 
+  SparkLine.check() // a jar for another Spark/Scala pair fails here, naming both (see ImageFeatureExtractor)
+
   def this() = this(Identifiable.randomUID("imgfeat-dups"))
 
   final val idCol = new Param[String](this, "idCol", "column identifying a row (a string or number)")
