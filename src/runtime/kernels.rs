@@ -8,29 +8,47 @@ use std::sync::OnceLock;
 use super::quantized::Levels;
 
 /// The widest instruction set this CPU offers, detected once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
-    Avx512,
-    Avx2Fma,
     Baseline,
+    Avx2Fma,
+    Avx512,
 }
+
+/// Caps the kernels' instruction set, for running a node's path on another CPU: `avx2` runs what a CPU
+/// without AVX-512 runs (int8 then falls back to f32), `baseline` the x86-64 baseline kernels. Read once,
+/// with the CPU's own features; an unknown value is ignored with a line on stderr.
+pub const MAX_ISA_VARIABLE: &str = "IMGFEAT_MAX_ISA";
 
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // Everything the AVX-512 variants are compiled with (`multiversion!`, `avx512`).
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                return Isa::Avx512;
+        let cap = match std::env::var(MAX_ISA_VARIABLE).as_deref() {
+            Err(_) | Ok("") | Ok("avx512") => Isa::Avx512,
+            Ok("avx2") => Isa::Avx2Fma,
+            Ok("baseline") => Isa::Baseline,
+            Ok(other) => {
+                eprintln!("imgfeat: {MAX_ISA_VARIABLE}={other:?} is not avx512, avx2 or baseline; ignored");
+                Isa::Avx512
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2Fma;
-            }
-        }
-        Isa::Baseline
+        };
+        detected().min(cap)
     })
+}
+
+fn detected() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Everything the AVX-512 variants are compiled with (`multiversion!`, `avx512`).
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            return Isa::Avx512;
+        }
+        if avx2 {
+            return Isa::Avx2Fma;
+        }
+    }
+    Isa::Baseline
 }
 
 /// `a·b + c`, fused where the CPU has FMA (where it has not, `f32::mul_add` would be a libm call).

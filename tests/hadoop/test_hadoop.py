@@ -57,7 +57,8 @@ def photos(tmp_path_factory):
 def cli_rows(photos, spark, tmp_path_factory):
     out = tmp_path_factory.mktemp("hadoop-cli") / "features.parquet"
     subprocess.run([str(CLI), "extract", "--threads", "2", "-o", str(out), str(photos)], check=True, capture_output=True)
-    return {relative(p, photos): row for p, row in rows_by_path(spark, out, strip_scheme=False).items()}
+    # The reader's default file system is the HDFS cluster: a local file needs its scheme.
+    return {relative(p, photos): row for p, row in rows_by_path(spark, f"file://{out}", strip_scheme=False).items()}
 
 
 def relative(path, root):
@@ -105,6 +106,8 @@ def hadoop(photos, tmp_path_factory):
 def hadoop_env(conf):
     env = spark_env()
     env.update(HADOOP_CONF_DIR=str(conf), YARN_CONF_DIR=str(conf))
+    # Spark's default logging (INFO): the YARN client's lines (application id, final status) are checked.
+    env.pop("SPARK_CONF_DIR", None)
     return env
 
 

@@ -348,6 +348,22 @@ def test_the_packages_jars_carry_the_stripped_library_the_models_and_their_spark
         assert info["artifact"] == f"ai.imgfeat:imgfeat-spark{line}_{scala}:{VERSION}"
 
 
+def test_a_node_without_avx512_runs_the_portable_kernels(spark, tmp_path, monkeypatch):
+    """IMGFEAT_MAX_ISA=avx2 makes an executor run what a CPU without AVX-512 runs: the AVX2 kernels, and
+    int8 falling back to f32. Spark's rows then equal the CLI's under the same cap, and int8's equal
+    f32's."""
+    folder = tmp_path / "photos"
+    shutil.copytree(ROOT / "tests/fixtures/photos", folder)
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    monkeypatch.setenv("IMGFEAT_MAX_ISA", "avx2")
+    cli_out = tmp_path / "cli.parquet"
+    subprocess.run([str(CLI), "extract", "--threads", "1", "-o", str(cli_out), str(folder)], check=True, capture_output=True)
+    out = tmp_path / "out"
+    spark_submit(LOCAL, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
+                 "--precision", "int8", f"file://{folder}", str(out))
+    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), rows_by_path(spark, cli_out, strip_scheme=False), files)
+
+
 def test_scala_example_on_a_standalone_cluster(inputs, cli_rows, spark, cluster, tmp_path):
     folder, files = inputs
     out = tmp_path / "out"
