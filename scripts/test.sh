@@ -10,8 +10,8 @@
 #      of the Scala and PySpark examples in local mode and on a standalone cluster on 127.0.0.1,
 #      compared with the CLI (the jar as a file and as a package; Spark 3.5 on pyspark 3.5 from
 #      .venv-spark35), and jobs that lose an executor (killed mid-job) or hit a Rust panic;
-#   5. HDFS and YARN: MiniDFSCluster and MiniYARNCluster on 127.0.0.1 (tests/hadoop), started and
-#      stopped by the tests.
+#   5. HDFS, YARN and S3 (tests/hadoop): MiniDFSCluster and MiniYARNCluster, and moto's S3 server, on
+#      127.0.0.1, started and stopped by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +25,7 @@ fi
 .venv-spark35/bin/pip install --quiet --disable-pip-version-check -r jvm-bindings/requirements-spark35.txt
 .venv/bin/pip install --quiet --disable-pip-version-check \
   -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt -r tests/spark/requirements.txt \
-  -r tests/report/requirements.txt -r scripts/build-requirements.txt
+  -r tests/report/requirements.txt -r tests/hadoop/requirements.txt -r scripts/build-requirements.txt
 .venv/bin/python tests/reference/reference.py --check tests/fixtures/reference_outputs.json tests/fixtures/photos/*.jpg
 
 .venv/bin/python tests/hostile/generate_corpus.py target/hostile-corpus
@@ -40,5 +40,5 @@ PATH="$PWD/.venv/bin:$PATH" cargo zigbuild --release --lib --target x86_64-unkno
 mvn -q -B install              # Spark 4 / Scala 2.13: target/jvm/imgfeat-{spark,example}.jar, ai.imgfeat:imgfeat-spark4_2.13
 mvn -q -B install -Pspark-3.5  # Spark 3.5 / Scala 2.12: target/jvm/spark3.5_2.12/, ai.imgfeat:imgfeat-spark3.5_2.12
 .venv/bin/python -m pytest -v -rs tests/packaging tests/spark
-# HDFS and YARN (Hadoop's test clusters on 127.0.0.1), in a pytest run of their own (own Spark session).
+# HDFS, YARN and S3 (servers on 127.0.0.1), in a pytest run of their own (their own Spark sessions).
 .venv/bin/python -m pytest -v -rs tests/hadoop

@@ -124,11 +124,14 @@ def spark(hadoop):
     """A local Spark session that reads the HDFS cluster (for checking outputs)."""
     from pyspark.sql import SparkSession
 
+    saved = dict(os.environ)
     os.environ.update(hadoop_env(hadoop[1]))
     session = (SparkSession.builder.master("local[1]").appName("imgfeat-hadoop-test-reader")
                .config("spark.ui.enabled", "false").getOrCreate())
     yield session
     session.stop()
+    os.environ.clear()
+    os.environ.update(saved)  # later modules' jobs must not see this cluster's configuration
 
 
 def hdfs_rows(spark, uri, photos):
