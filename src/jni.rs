@@ -121,6 +121,26 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_create<'local>(
         .resolve::<ThrowImgfeatException>()
 }
 
+/// `String validateConfig(String configJson)`: the configuration as the native parser reads it, every
+/// field spelled out, or an exception whose message names the bad field. Spark calls it on the driver,
+/// so that a typo fails the job before any task runs; nothing is loaded.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_ai_imgfeat_NativeLib_validateConfig<'local>(
+    mut unowned_env: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    config_json: JString<'local>,
+) -> JString<'local> {
+    unowned_env
+        .with_env(|env| -> Result<JString<'local>, JniError> {
+            if config_json.is_null() {
+                return Err(JniError::InvalidArgument("configJson must not be null".into()));
+            }
+            let config = Config::from_json(&config_json.try_to_string(env)?)?;
+            Ok(JString::from_str(env, config.to_json())?)
+        })
+        .resolve::<ThrowImgfeatException>()
+}
+
 /// `byte[] process(long handle, byte[][] images)`: all rows of the batch, packed as
 /// [`pack_rows`] describes. A bad image is an error row, not an exception; a null element is an error
 /// row too.

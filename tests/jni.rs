@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use imgfeat::jni::{
     Java_ai_imgfeat_NativeLib_close as close, Java_ai_imgfeat_NativeLib_create as create,
     Java_ai_imgfeat_NativeLib_panicForTesting as panic_for_testing, Java_ai_imgfeat_NativeLib_process as process,
-    Java_ai_imgfeat_NativeLib_threads as threads,
+    Java_ai_imgfeat_NativeLib_threads as threads, Java_ai_imgfeat_NativeLib_validateConfig as validate_config,
 };
 use jni::objects::{JByteArray, JClass, JObjectArray, JString};
 use jni::sys::jlong;
@@ -118,6 +118,30 @@ fn errors_become_imgfeat_exceptions_with_the_message() {
         assert_eq!(create(unowned(env), JClass::null(), JString::null()), 0);
         let (_, message) = take_exception(env);
         assert!(message.contains("configJson must not be null"), "{message}");
+    });
+}
+
+/// The driver's check: the native parser reads the configuration and loads nothing; a typo is an
+/// exception naming the field.
+#[test]
+fn validate_config_spells_out_a_good_configuration_and_names_a_bad_field() {
+    with_env(|env| {
+        let good = env.new_string(r#"{"score_threshold": 0.5, "detector": "oidv4", "model_dir": "/not/loaded"}"#).unwrap();
+        let spelled = validate_config(unowned(env), JClass::null(), good);
+        assert!(!env.exception_check());
+        let json: serde_json::Value = serde_json::from_str(&spelled.try_to_string(env).unwrap()).unwrap();
+        assert_eq!(json["score_threshold"], 0.5);
+        assert_eq!(json["detector"]["name"], "ssd_mobilenetv2_oidv4", "the preset spelled out");
+        assert_eq!(json["codes"]["bits"], 256, "defaults filled in: {json}");
+
+        let typo = env.new_string(r#"{"score_treshold": 0.5}"#).unwrap();
+        validate_config(unowned(env), JClass::null(), typo);
+        let (ours, message) = take_exception(env);
+        assert!(ours && message.contains("score_treshold"), "{message}");
+        let out_of_range = env.new_string(r#"{"codes": {"bits": 100}}"#).unwrap();
+        validate_config(unowned(env), JClass::null(), out_of_range);
+        let (ours, message) = take_exception(env);
+        assert!(ours && message.contains("bits"), "{message}");
     });
 }
 

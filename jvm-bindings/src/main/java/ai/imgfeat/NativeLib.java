@@ -65,6 +65,12 @@ public final class NativeLib {
     /** Loads the models a JSON configuration names; returns a handle for the other calls. */
     public static native long create(String configJson);
 
+    /**
+     * Parses a JSON configuration as {@link #create} would, loading nothing: returns it with every field
+     * spelled out, or throws {@link ImgfeatException} with a message naming the bad field.
+     */
+    public static native String validateConfig(String configJson);
+
     /** Processes a batch of encoded images; returns every row, packed (see {@code PackedRows}). */
     public static native byte[] process(long handle, byte[][] images);
 
