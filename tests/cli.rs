@@ -9,7 +9,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use common::{fixtures, imgfeat, temp_dir};
+use common::{fixtures, imgfeat, near_duplicate_photos, temp_dir};
 use imgfeat::{Config, Pipeline};
 
 fn read_parquet(path: &Path) -> RecordBatch {
@@ -106,15 +106,9 @@ fn bad_configuration_and_missing_inputs_fail_with_a_message() {
 #[test]
 fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     let dir = temp_dir("cli-dedup");
-    let photos = dir.join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
-        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
-    }
+    let photos = near_duplicate_photos(&dir);
     let chelsea = image::open(fixtures().join("chelsea.jpg")).unwrap().to_rgb8();
-    image::imageops::flip_horizontal(&chelsea).save(photos.join("chelsea-mirrored.png")).unwrap();
     let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
-    image::imageops::resize(&coffee, 300, 200, image::imageops::FilterType::Triangle).save(photos.join("coffee-small.jpg")).unwrap();
     image::imageops::crop_imm(&coffee, 60, 20, 480, 360).to_image().save(photos.join("coffee-cropped.png")).unwrap();
 
     let features = dir.join("features.parquet");

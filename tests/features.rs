@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
-use common::{fixtures, imgfeat, temp_dir};
+use common::{fixtures, imgfeat, near_duplicate_photos, temp_dir};
 use imgfeat::features::FeaturesReader;
 
 
@@ -48,15 +48,7 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
 
 /// A folder with the fixtures and near-duplicates of two of them, and its table from `extract`.
 fn photos_and_table(dir: &Path) -> (PathBuf, PathBuf) {
-    let photos = dir.join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
-        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
-    }
-    let chelsea = image::open(fixtures().join("chelsea.jpg")).unwrap().to_rgb8();
-    image::imageops::flip_horizontal(&chelsea).save(photos.join("chelsea-mirrored.png")).unwrap();
-    let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
-    image::imageops::resize(&coffee, 300, 200, image::imageops::FilterType::Triangle).save(photos.join("coffee-small.jpg")).unwrap();
+    let photos = near_duplicate_photos(dir);
     std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
     let table = dir.join("features.parquet");
     run(imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&table).arg(&photos));

@@ -37,3 +37,19 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// `dir/photos`: the four fixtures, a mirrored copy of chelsea.jpg and a half-size JPEG of coffee.jpg
+/// (near-duplicates that `dedup` and `search` must find).
+#[allow(dead_code)]
+pub fn near_duplicate_photos(dir: &Path) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    let chelsea = image::open(fixtures().join("chelsea.jpg")).unwrap().to_rgb8();
+    image::imageops::flip_horizontal(&chelsea).save(photos.join("chelsea-mirrored.png")).unwrap();
+    let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();
+    image::imageops::resize(&coffee, 300, 200, image::imageops::FilterType::Triangle).save(photos.join("coffee-small.jpg")).unwrap();
+    photos
+}

@@ -656,3 +656,122 @@ def test_near_duplicates_reject_bad_params_with_clear_messages(near_duplicate_ru
     assert "a 64-bit code does not split into 24 bands" in errors["bands not dividing the bits"]
     assert "idCol column 'photo' is not in the input" in errors["missing id column"]
     assert "code column 'class_name' must be binary" in errors["code column not binary"]
+
+
+@pytest.fixture(scope="session")
+def config_runs(tmp_path_factory):
+    """One spark-submit of tests/spark/config_job.py over the fixture photos: a misspelt config, the OIDv4
+    detector given as a full specification through `config` (the `detector` object `imgfeat config --detector
+    oidv4` prints, model paths relative to the models folder as printed), config and param precedence, and
+    pipelines saved on one side and loaded on the other. Returns (photos, their paths, lines by kind)."""
+    work = tmp_path_factory.mktemp("config")
+    folder = work / "photos"
+    shutil.copytree(ROOT / "tests/fixtures/photos", folder)
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    printed = subprocess.run([str(CLI), "config", "--detector", "oidv4"], check=True, capture_output=True, text=True).stdout
+    detector = json.loads(printed)["detector"]
+    assert isinstance(detector, dict) and "/" not in detector["model"], detector
+    package = shutil.make_archive(str(work / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    result = spark_submit(LOCAL, "--jars", str(JAR), "--py-files", package, str(ROOT / "tests/spark/config_job.py"),
+                          f"file://{folder}", str(work / "out"), json.dumps(detector))
+    lines = {}
+    for line in result.stdout.splitlines():
+        kind, _, fields = line.partition(" ")
+        if kind.isupper() and fields.startswith("{"):
+            lines.setdefault(kind, []).append(json.loads(fields))
+    return folder, files, lines
+
+
+def test_a_misspelt_config_field_fails_on_the_driver_before_any_task_naming_the_field(config_runs):
+    _, _, lines = config_runs
+    (typo,) = lines["TYPO"]
+    assert typo["message"] and "score_treshold" in typo["message"], typo
+    assert "ImgfeatException" in typo["message"], typo["message"][:2000]
+    assert typo["jobs"] == 0, "the native parser refused the config before any Spark job started"
+
+
+def test_a_custom_detector_given_as_a_full_spec_in_config_gives_the_clis_oidv4_rows(config_runs, spark, tmp_path):
+    folder, files, lines = config_runs
+    (custom,) = lines["CUSTOM"]
+    cli_out = tmp_path / "oidv4.parquet"
+    subprocess.run([str(CLI), "extract", "--threads", "1", "--detector", "oidv4", "-o", str(cli_out), str(folder)],
+                   check=True, capture_output=True)
+    cli_rows = rows_by_path(spark, cli_out, strip_scheme=False)
+    spark_rows = rows_by_path(spark, custom["output"], strip_scheme=True)
+    assert_same_as_cli(spark_rows, cli_rows, files)
+    coco_out = tmp_path / "coco.parquet"
+    subprocess.run([str(CLI), "extract", "--threads", "1", "-o", str(coco_out), str(folder)], check=True, capture_output=True)
+    coco_rows = rows_by_path(spark, coco_out, strip_scheme=False)
+    assert any(spark_rows[f]["class_name"] != coco_rows[f]["class_name"] for f in files), "the OIDv4 labels, not COCO's"
+
+
+def test_a_param_set_explicitly_overrides_the_config(config_runs):
+    _, _, lines = config_runs
+    bits = {line["label"]: line["code_bytes"] for line in lines["BITS"]}
+    assert bits == {"config 128": [16], "config 128 + setCodeBits(64)": [8]}, bits
+
+
+def test_pipelines_saved_from_python_load_in_scala_and_pipelines_saved_in_scala_load_in_python(config_runs):
+    """Pipeline, PipelineModel and single stages holding both transformers: the JVM's reader gets the params
+    Python set (explicitly set ones still set, so they keep overriding `config`), and Python's reader turns the
+    JVM's saved stages into imgfeat.ImageFeatureExtractor / imgfeat.NearDuplicates with the JVM's params."""
+    _, _, lines = config_runs
+    config = {"codes": {"bits": 128}, "score_threshold": 0.4}
+    (to_scala,) = lines["PYTHON_SAVED_SCALA_LOADED"]
+    for stages in (to_scala["pipeline"], to_scala["model"]):
+        extractor, near = stages
+        assert extractor["class"] == "ai.imgfeat.ImageFeatureExtractor" and near["class"] == "ai.imgfeat.NearDuplicates"
+        assert json.loads(extractor.pop("config")) == config and extractor["codeBits"] == 64, extractor
+        assert near["maxDistance"] == 10 and near["codeCols"] == ["whole_code"], near
+    assert to_scala["extractor"]["codeBits"] == 64
+    assert to_scala["code_bytes"] == [8], "the loaded model's explicit codeBits still overrides the config's 128"
+    (to_python,) = lines["SCALA_SAVED_PYTHON_LOADED"]
+    for stages in (to_python["pipeline"], to_python["model"]):
+        extractor, near = stages
+        assert extractor["class"] == "imgfeat.ImageFeatureExtractor" and near["class"] == "imgfeat.NearDuplicates"
+        assert json.loads(extractor["config"]) == config and extractor["codeBits"] == 64, extractor
+        assert near["maxDistance"] == 10 and near["codeCols"] == ["whole_code"], near
+    assert to_python["near_duplicates"]["class"] == "imgfeat.NearDuplicates"
+    assert to_python["code_bytes"] == [8]
+    assert to_python["getters"] == [64, config, 10, ["whole_code"]]
+
+
+def readme_pyspark_example():
+    """The README's PySpark example: the ```python block after its `tests/spark runs this` marker."""
+    readme = (ROOT / "README.md").read_text()
+    marker = readme.index("<!-- tests/spark runs this block")
+    start = readme.index("```python\n", marker) + len("```python\n")
+    return readme[start:readme.index("```", start)]
+
+
+def test_the_readmes_pyspark_example_runs_in_a_fresh_virtualenv_of_jvm_bindings_requirements(tmp_path):
+    """The README's set-up, verbatim: a virtualenv with only jvm-bindings/requirements.txt (pip's cache makes
+    the install take seconds), imgfeat as the zip of python/imgfeat, and the README's PySpark example run by
+    that virtualenv's spark-submit, from a folder holding the fixture photos where the example reads them."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", "-r",
+                              str(ROOT / "jvm-bindings/requirements.txt")], capture_output=True, text=True, timeout=600)
+    if install.returncode != 0 and "No matching distribution" in install.stderr + install.stdout:
+        pytest.skip(f"SKIPPED: pip cannot install jvm-bindings/requirements.txt here:\n{install.stderr[-1500:]}")
+    assert install.returncode == 0, install.stderr[-3000:]
+    imports = subprocess.run([str(venv / "bin/python"), "-c", "import imgfeat; print(imgfeat.__all__)"],
+                             cwd=ROOT / "python", capture_output=True, text=True)
+    assert imports.returncode == 0, f"import imgfeat fails with only jvm-bindings/requirements.txt:\n{imports.stderr}"
+    workdir = tmp_path / "work"
+    shutil.copytree(ROOT / "tests/fixtures/photos", workdir / "tests/fixtures/photos")
+    job = workdir / "example.py"
+    job.write_text(readme_pyspark_example())
+    package = shutil.make_archive(str(tmp_path / "imgfeat"), "zip", ROOT / "python", "imgfeat")
+    env = spark_env(venv)
+    result = subprocess.run([str(venv / "bin/spark-submit"), *LOCAL, "--jars", str(JAR), "--py-files", package, str(job)],
+                            cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    check = ("from pyspark.sql import SparkSession; s = SparkSession.builder.master('local[1]').getOrCreate(); "
+             "rows = s.read.parquet('features').collect(); "
+             "print(len(rows), sorted({len(r['code']) for r in rows}), sum(r['error'] is None for r in rows))")
+    table = subprocess.run([str(venv / "bin/python"), "-c", check], cwd=workdir, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert table.returncode == 0, table.stderr[-3000:]
+    photos = len(list((ROOT / "tests/fixtures/photos").iterdir()))
+    assert table.stdout.strip().splitlines()[-1] == f"{photos} [32] {photos}", table.stdout[-2000:]
