@@ -15,19 +15,22 @@ def main():
     parser.add_argument("input")
     parser.add_argument("output")
     parser.add_argument("--partitions", type=int, help="default: 2 × the default parallelism")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--detector", default="coco")
-    parser.add_argument("--bits", type=int, default=256)
-    parser.add_argument("--model-dir", default="")
-    parser.add_argument("--precision", choices=["f32", "int8"], default="f32")
+    # Left out, an option keeps the param's default (or --config's field); given, it overrides --config.
+    parser.add_argument("--batch-size", type=int, help="default: 32")
+    parser.add_argument("--detector", help="default: coco")
+    parser.add_argument("--bits", type=int, help="default: 256")
+    parser.add_argument("--model-dir", help="default: the jar's models")
+    parser.add_argument("--precision", choices=["f32", "int8"], help="default: f32")
+    parser.add_argument("--config", help="any native configuration as a JSON object (imgfeat config prints every field)")
     args = parser.parse_args()
 
     spark = SparkSession.builder.appName("imgfeat-extract-py").getOrCreate()
     files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(args.input)
              .select("path", "content"))
     partitions = args.partitions or 2 * spark.sparkContext.defaultParallelism
-    extractor = ImageFeatureExtractor(outputCol="features", batchSize=args.batch_size, detector=args.detector,
-                                      codeBits=args.bits, modelDir=args.model_dir, precision=args.precision)
+    given = {"batchSize": args.batch_size, "detector": args.detector, "codeBits": args.bits, "modelDir": args.model_dir,
+             "precision": args.precision, "config": args.config}
+    extractor = ImageFeatureExtractor(outputCol="features", **{k: v for k, v in given.items() if v is not None})
     # As ExtractJob: merge binaryFile's partitions rather than shuffle every photo's bytes.
     spread = files.coalesce(partitions) if files.rdd.getNumPartitions() >= partitions else files.repartition(partitions, col("path"))
     features = extractor.transform(spread).select("path", "features.*")

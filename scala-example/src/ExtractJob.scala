@@ -11,13 +11,15 @@ import scala.util.Try
   * {{{
   * spark-submit --class ai.imgfeat.example.ExtractJob --jars imgfeat-spark.jar imgfeat-example.jar \
   *   INPUT OUTPUT [--partitions N] [--batch-size N] [--detector coco|oidv4] [--bits 256] [--model-dir DIR]
-  *   [--precision f32|int8]
+  *   [--precision f32|int8] [--config JSON]
   * }}}
   *
   * INPUT is any path Spark's `binaryFile` source reads (file://, hdfs://, s3a://), walked recursively.
   * OUTPUT gets one Parquet row per input file: `path` plus the feature fields, one file per partition.
   * `--partitions` (default: 2 × the default parallelism) is the number of tasks the files are
   * spread over; photos are a few hundred KB, so this keeps every core busy without tiny tasks.
+  * `--config` is any native configuration as a JSON object (`imgfeat config` prints every field); the
+  * other options override its fields.
   */
 object ExtractJob {
   def main(args: Array[String]): Unit = {
@@ -26,7 +28,7 @@ object ExtractJob {
     SparkLine.check()
     val (positional, options) = parse(args.toList)
     require(positional.size == 2,
-      "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR] [--precision f32|int8]")
+      "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR] [--precision f32|int8] [--config JSON]")
     val Seq(input, output) = positional
     val spark = SparkSession.builder().appName("imgfeat-extract").getOrCreate()
 
@@ -36,13 +38,14 @@ object ExtractJob {
     val started = System.nanoTime()
     val files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input).select("path", "content")
     val partitions = options.get("partitions").map(_.toInt).getOrElse(2 * spark.sparkContext.defaultParallelism)
-    val extractor = new ImageFeatureExtractor()
-      .setOutputCol("features")
-      .setBatchSize(options.get("batch-size").map(_.toInt).getOrElse(32))
-      .setDetector(options.getOrElse("detector", "coco"))
-      .setCodeBits(options.get("bits").map(_.toInt).getOrElse(256))
-      .setModelDir(options.getOrElse("model-dir", ""))
-      .setPrecision(options.getOrElse("precision", "f32"))
+    // Only the options given are set: a param set explicitly overrides the same field of --config.
+    val extractor = new ImageFeatureExtractor().setOutputCol("features")
+    options.get("batch-size").foreach(size => extractor.setBatchSize(size.toInt))
+    options.get("detector").foreach(extractor.setDetector)
+    options.get("bits").foreach(bits => extractor.setCodeBits(bits.toInt))
+    options.get("model-dir").foreach(extractor.setModelDir)
+    options.get("precision").foreach(extractor.setPrecision)
+    options.get("config").foreach(extractor.setConfig)
     // binaryFile lists the files into partitions of balanced size; merging them into fewer tasks reads
     // each photo where its task runs, where repartition would shuffle every photo's bytes (a quarter
     // of a 2800-photo job's time, BENCHMARKS.md). Too few of them, and the files are spread out.

@@ -1,6 +1,7 @@
 package ai.imgfeat
 
-import com.fasterxml.jackson.databind.ObjectMapper
+import com.fasterxml.jackson.databind.{JsonNode, ObjectMapper}
+import com.fasterxml.jackson.databind.node.ObjectNode
 import org.apache.hadoop.conf.Configuration
 import org.apache.hadoop.fs.{Path => HadoopPath}
 import org.apache.spark.ml.Transformer
@@ -24,6 +25,11 @@ import org.apache.spark.util.SerializableConfiguration
   *
   * The input's columns are kept, `content` (every photo's bytes) among them: select what to keep, or
   * drop `content`, before writing, or the photos are copied into the features table.
+  *
+  * `config` carries any setting of the native pipeline (the JSON object `imgfeat config` prints: custom
+  * detector and embedder models, thresholds, class allow-list, embed mode, limits, ...); the other params
+  * override it only where they are set explicitly. `transform` checks the merged settings on the driver
+  * with the native parser, so a bad field fails the job before any task, with a message naming it.
   */
 class ImageFeatureExtractor(override val uid: String)
     extends Transformer with HasInputCol with HasOutputCol with DefaultParamsWritable {
@@ -48,9 +54,24 @@ class ImageFeatureExtractor(override val uid: String)
   final val precision = new Param[String](this, "precision",
     "arithmetic of the 1x1 and dense convolutions: f32, or int8 (about twice the speed with AVX-512 VNNI)",
     ParamValidators.inArray(Array("f32", "int8")))
+  final val config = new Param[String](this, "config",
+    "settings of the native pipeline as a JSON object: any field of imgfeat's configuration (imgfeat config prints " +
+      "them all); the other params override it where they are set explicitly",
+    (json: String) => NativeConfig.isJsonObject(json))
 
   setDefault(inputCol -> "content", pathCol -> "path", outputCol -> "features", batchSize -> 32, threads -> 0,
-    detector -> "coco", embedder -> "efficientnet_lite0", codeBits -> 256, modelDir -> "", precision -> "f32")
+    detector -> "coco", embedder -> "efficientnet_lite0", codeBits -> 256, modelDir -> "", precision -> "f32",
+    config -> "{}")
+
+  def getPathCol: String = $(pathCol)
+  def getBatchSize: Int = $(batchSize)
+  def getThreads: Int = $(threads)
+  def getDetector: String = $(detector)
+  def getEmbedder: String = $(embedder)
+  def getCodeBits: Int = $(codeBits)
+  def getModelDir: String = $(modelDir)
+  def getPrecision: String = $(precision)
+  def getConfig: String = $(config)
 
   def setInputCol(value: String): this.type = set(inputCol, value)
   def setPathCol(value: String): this.type = set(pathCol, value)
@@ -62,17 +83,31 @@ class ImageFeatureExtractor(override val uid: String)
   def setCodeBits(value: Int): this.type = set(codeBits, value)
   def setModelDir(value: String): this.type = set(modelDir, value)
   def setPrecision(value: String): this.type = set(precision, value)
+  def setConfig(value: String): this.type = set(config, value)
 
-  /** The native configuration JSON these params describe (model folder resolved on the executor). */
-  private def nativeConfig(spark: SparkSession): NativeConfig = {
-    val taskCpus = spark.conf.get("spark.task.cpus", "1").toInt
-    NativeConfig($(detector), $(embedder), $(codeBits), if ($(threads) > 0) $(threads) else taskCpus, $(modelDir), $(precision))
-  }
+  /** The native configuration these params describe, checked by the native parser here on the driver so
+    * that a bad field fails the job before any task runs (the model folder is resolved on the executor).
+    */
+  private def nativeConfig(spark: SparkSession): NativeConfig =
+    mergedConfig(spark.conf.get("spark.task.cpus", "1").toInt).validated()
+
+  /** `config` with the params written over it: a param set explicitly always wins; one left at its default
+    * fills only a field the config leaves out. Threads default to `taskCpus`, not to the native default of
+    * every core, since a task owns only its `spark.task.cpus` cores.
+    */
+  private[imgfeat] def mergedConfig(taskCpus: Int): NativeConfig =
+    NativeConfig.merge($(config), Seq(
+      NativeSetting(Seq("detector"), $(detector), isSet(detector)),
+      NativeSetting(Seq("embedder"), $(embedder), isSet(embedder)),
+      NativeSetting(Seq("codes", "bits"), $(codeBits), isSet(codeBits)),
+      NativeSetting(Seq("threads"), if ($(threads) > 0) $(threads) else taskCpus, isSet(threads)),
+      NativeSetting(Seq("model_dir"), $(modelDir), isSet(modelDir)),
+      NativeSetting(Seq("engine", "precision"), $(precision), isSet(precision))))
 
   override def transform(dataset: Dataset[_]): DataFrame = {
     val df = dataset.toDF()
     val outSchema = transformSchema(df.schema)
-    val config = nativeConfig(df.sparkSession)
+    val settings = nativeConfig(df.sparkSession)
     val size = $(batchSize)
     val readContent: Row => Either[String, Array[Byte]] =
       if (df.columns.contains($(inputCol))) {
@@ -88,7 +123,7 @@ class ImageFeatureExtractor(override val uid: String)
           else ImageFeatureExtractor.readFile(row.getString(index), hadoopConf.value.value)
       }
     val rows = df.rdd.mapPartitions { partition =>
-      Native.extractPartition(partition, config.json, size)(readContent).map { case (row, features) =>
+      Native.extractPartition(partition, settings.json, size)(readContent).map { case (row, features) =>
         Row.fromSeq(row.toSeq :+ features)
       }
     }
@@ -99,9 +134,9 @@ class ImageFeatureExtractor(override val uid: String)
     * task), with this extractor's configuration; 1 everywhere when `spark.task.cpus` is 1.
     */
   def nativeThreadsPerTask(spark: SparkSession, tasks: Int): Array[Int] = {
-    val config = nativeConfig(spark)
+    val settings = nativeConfig(spark)
     spark.sparkContext.parallelize(0 until tasks, tasks)
-      .mapPartitions(_ => Iterator(NativeLib.threads(Native.pipeline(config.json))))
+      .mapPartitions(_ => Iterator(NativeLib.threads(Native.pipeline(settings.json))))
       .collect()
   }
 
@@ -139,34 +174,86 @@ object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor
   def extract[K](images: RDD[(K, Array[Byte])], detector: String = "coco", codeBits: Int = 256,
       threads: Int = 1, batchSize: Int = 32, modelDir: String = "", precision: String = "f32"): RDD[(K, Row)] = {
     SparkLine.check()
-    val config = NativeConfig(detector, "efficientnet_lite0", codeBits, threads, modelDir, precision)
+    val settings = NativeConfig(detector, "efficientnet_lite0", codeBits, threads, modelDir, precision).validated()
     images.mapPartitions { partition =>
-      Native.extractPartition(partition, config.json, batchSize)(item => Right(item._2)).map { case ((key, _), row) => (key, row) }
+      Native.extractPartition(partition, settings.json, batchSize)(item => Right(item._2)).map { case ((key, _), row) => (key, row) }
     }
   }
 }
 
-/** The part of the native configuration the JVM side sets; the model folder is resolved where the
-  * pipeline is created (on the executor), since a jar's models are extracted there.
+/** One field of the native configuration that a param sets: `value` at `path` (`model_dir`: an empty
+  * string means the jar's models), written over the config's own field only when `explicit`.
   */
-private[imgfeat] case class NativeConfig(detector: String, embedder: String, codeBits: Int, threads: Int, modelDir: String,
-    precision: String) {
-  /** `{"detector", "embedder", "codes": {"bits"}, "threads", "model_dir", "engine": {"precision"}}`, written by
-    * Jackson (Spark ships it), so every string is escaped as JSON requires, whatever a path holds.
-    */
+private[imgfeat] case class NativeSetting(path: Seq[String], value: Any, explicit: Boolean)
+
+/** The native configuration JSON the JVM side hands the pipeline, without `model_dir` when the jar's
+  * models are meant: those are extracted on the executor, so the folder is resolved there (`json`).
+  * Written by Jackson (Spark ships it), so every string is escaped as JSON requires, whatever a path holds.
+  */
+private[imgfeat] case class NativeConfig(settings: String) {
+  /** The configuration for the native pipeline, with the jar's model folder when `settings` names none. */
   def json: String = {
-    val root = NativeConfig.mapper.createObjectNode()
-    root.put("detector", detector)
-    root.put("embedder", embedder)
-    root.putObject("codes").put("bits", codeBits)
-    root.put("threads", threads)
-    root.put("model_dir", Native.modelDir(modelDir))
-    root.putObject("engine").put("precision", precision)
-    NativeConfig.mapper.writeValueAsString(root)
+    val root = NativeConfig.parse(settings)
+    if (root.has("model_dir")) settings
+    else NativeConfig.mapper.writeValueAsString(root.put("model_dir", Native.modelDir("")))
+  }
+
+  /** This configuration, once the native parser accepts it (loading no model); else the parser's
+    * ImgfeatException, whose message names the bad field. */
+  def validated(): NativeConfig = {
+    NativeLib.ensureLoaded()
+    try NativeLib.validateConfig(settings)
+    catch {
+      case e: ImgfeatException => throw new ImgfeatException(s"ImageFeatureExtractor's configuration: ${e.getMessage}", e)
+    }
+    this
   }
 }
 
 private[imgfeat] object NativeConfig {
   /** Thread-safe once built; one per JVM rather than one per task. */
   private val mapper = new ObjectMapper()
+
+  /** The configuration of the RDD API's arguments, each one set explicitly. */
+  def apply(detector: String, embedder: String, codeBits: Int, threads: Int, modelDir: String,
+      precision: String): NativeConfig =
+    merge("{}", Seq(
+      NativeSetting(Seq("detector"), detector, explicit = true),
+      NativeSetting(Seq("embedder"), embedder, explicit = true),
+      NativeSetting(Seq("codes", "bits"), codeBits, explicit = true),
+      NativeSetting(Seq("threads"), threads, explicit = true),
+      NativeSetting(Seq("model_dir"), modelDir, explicit = true),
+      NativeSetting(Seq("engine", "precision"), precision, explicit = true)))
+
+  /** `config` (a JSON object) with each setting written over it where it is explicit or where `config`
+    * leaves its field out. A field on the way that is not an object is left alone for the native parser
+    * to reject by name.
+    */
+  def merge(config: String, settings: Seq[NativeSetting]): NativeConfig = {
+    val root = parse(config)
+    for (NativeSetting(path, value, explicit) <- settings) {
+      val parent = path.init.foldLeft(Option(root)) { (node, name) =>
+        node.flatMap { obj =>
+          if (!obj.has(name)) Some(obj.putObject(name))
+          else Option(obj.get(name)).collect { case child: ObjectNode => child }
+        }
+      }
+      parent.foreach { obj =>
+        val name = path.last
+        if (explicit || !obj.has(name)) (name, value) match {
+          case ("model_dir", "") => obj.remove(name) // the jar's models, resolved on the executor
+          case _ => obj.set[JsonNode](name, mapper.valueToTree[JsonNode](value))
+        }
+      }
+    }
+    NativeConfig(mapper.writeValueAsString(root))
+  }
+
+  def isJsonObject(json: String): Boolean =
+    try mapper.readTree(json).isInstanceOf[ObjectNode] catch { case _: java.io.IOException => false }
+
+  private def parse(json: String): ObjectNode = mapper.readTree(json) match {
+    case obj: ObjectNode => obj
+    case _ => throw new IllegalArgumentException(s"the configuration must be a JSON object, not $json")
+  }
 }

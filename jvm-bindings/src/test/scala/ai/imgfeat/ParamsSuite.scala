@@ -14,16 +14,21 @@ class ParamsSuite extends AnyFunSuite {
     assert(e.getOrDefault(e.pathCol) == "path" && e.getOrDefault(e.batchSize) == 32 && e.getOrDefault(e.threads) == 0)
     assert(e.getOrDefault(e.detector) == "coco" && e.getOrDefault(e.embedder) == "efficientnet_lite0")
     assert(e.getOrDefault(e.codeBits) == 256 && e.getOrDefault(e.modelDir) == "" && e.getOrDefault(e.precision) == "f32")
+    assert(e.getOrDefault(e.config) == "{}")
+    assert((e.getPathCol, e.getBatchSize, e.getThreads, e.getDetector, e.getEmbedder, e.getCodeBits, e.getModelDir,
+      e.getPrecision, e.getConfig) == ("path", 32, 0, "coco", "efficientnet_lite0", 256, "", "f32", "{}"))
   }
 
   test("ImageFeatureExtractor: setters set, copy keeps them") {
     val e = new ImageFeatureExtractor().setBatchSize(8).setThreads(2).setDetector("oidv4").setCodeBits(64)
       .setModelDir("/models").setPrecision("int8").setPathCol("uri").setInputCol("bytes").setOutputCol("f")
+      .setConfig("""{"embed": "whole"}""")
     val c = e.copy(org.apache.spark.ml.param.ParamMap.empty)
     for (x <- Seq(e, c)) {
       assert(x.getOrDefault(x.batchSize) == 8 && x.getOrDefault(x.threads) == 2 && x.getOrDefault(x.detector) == "oidv4")
       assert(x.getOrDefault(x.codeBits) == 64 && x.getOrDefault(x.modelDir) == "/models" && x.getOrDefault(x.precision) == "int8")
       assert(x.getOrDefault(x.pathCol) == "uri" && x.getInputCol == "bytes" && x.getOutputCol == "f")
+      assert(x.getConfig == """{"embed": "whole"}""" && x.isSet(x.config) && !x.isSet(x.embedder))
     }
     assert(c.uid == e.uid)
   }
