@@ -458,7 +458,7 @@ fn show_row(image: &Path, table: &Path, json: bool) -> Result<(), Error> {
     let wanted = image.display().to_string();
     let absolute = std::fs::canonicalize(image).map(|p| p.display().to_string()).unwrap_or_default();
     let matches = |path: &str| {
-        let local = path.strip_prefix("file://").or_else(|| path.strip_prefix("file:")).unwrap_or(path);
+        let local = imgfeat::features::local_path(path);
         local == wanted || local == absolute
     };
     for batch in FeaturesReader::open(table)?.batches() {

@@ -117,7 +117,7 @@ struct Thumbnails {
 /// Reads the row's file again and renders its thumbnails; `Err` says why it could not.
 fn render_thumbnails(row: &ReportRow, side: u32) -> Result<Thumbnails, String> {
     // Spark rows carry URIs; only local files can be opened here.
-    let path = row.path.strip_prefix("file://").or_else(|| row.path.strip_prefix("file:")).unwrap_or(&row.path);
+    let path = crate::features::local_path(&row.path);
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
     // A JPEG much larger than the thumbnail is decoded at reduced scale (crops keep enough detail).
     let image = crate::decode::decode_scaled(&bytes, &Limits::default(), side)

@@ -69,6 +69,12 @@ impl Provenance {
     }
 }
 
+/// A row's `path` as a local file path: Spark writes local files as `file:` URIs (`file:/a/b.jpg`,
+/// `file:///a/b.jpg`), the CLI as plain paths.
+pub fn local_path(path: &str) -> &str {
+    path.strip_prefix("file://").or_else(|| path.strip_prefix("file:")).unwrap_or(path)
+}
+
 /// One input and what became of it.
 pub type Row<'a> = (&'a str, &'a Result<Record, ImageError>);
 
