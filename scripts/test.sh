@@ -10,7 +10,9 @@
 #      of the Scala and PySpark examples in local mode and on a standalone cluster on 127.0.0.1,
 #      compared with the CLI (the jar as a file and as a package; Spark 3.5 on pyspark 3.5 from
 #      .venv-spark35), and jobs that lose an executor (killed mid-job) or hit a Rust panic;
-#   5. HDFS, YARN and S3 (tests/hadoop): MiniDFSCluster and MiniYARNCluster, and moto's S3 server, on
+#   5. the Python wheel (scripts/build-wheel.sh) installed into fresh virtualenvs: its local API against
+#      the CLI, the jar inside it in a PySpark session, and Spark Connect (a server on 127.0.0.1);
+#   6. HDFS, YARN and S3 (tests/hadoop): MiniDFSCluster and MiniYARNCluster, and moto's S3 server, on
 #      127.0.0.1, started and stopped by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,8 @@ fi
 .venv-spark35/bin/pip install --quiet --disable-pip-version-check -r jvm-bindings/requirements-spark35.txt
 .venv/bin/pip install --quiet --disable-pip-version-check \
   -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt -r tests/spark/requirements.txt \
-  -r tests/report/requirements.txt -r tests/hadoop/requirements.txt -r scripts/build-requirements.txt
+  -r tests/report/requirements.txt -r tests/hadoop/requirements.txt -r tests/python/requirements.txt \
+  -r scripts/build-requirements.txt
 .venv/bin/python tests/reference/reference.py --check tests/fixtures/reference_outputs.json tests/fixtures/photos/*.jpg
 
 .venv/bin/python tests/hostile/generate_corpus.py target/hostile-corpus
@@ -39,6 +42,9 @@ PATH="$PWD/.venv/bin:$PATH" cargo zigbuild --release --lib --target x86_64-unkno
 
 mvn -q -B install              # Spark 4 / Scala 2.13: target/jvm/imgfeat-{spark,example}.jar, ai.imgfeat:imgfeat-spark4_2.13
 mvn -q -B install -Pspark-3.5  # Spark 3.5 / Scala 2.12: target/jvm/spark3.5_2.12/, ai.imgfeat:imgfeat-spark3.5_2.12
-.venv/bin/python -m pytest -v -rs tests/packaging tests/spark
+# The Python wheel (the Spark 4 jar inside): the native module on the core the jar's library was built
+# from (same target folder, same linker), so only the module itself compiles.
+scripts/build-wheel.sh
+.venv/bin/python -m pytest -v -rs tests/packaging tests/spark tests/python
 # HDFS, YARN and S3 (servers on 127.0.0.1), in a pytest run of their own (their own Spark sessions).
 .venv/bin/python -m pytest -v -rs tests/hadoop

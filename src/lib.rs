@@ -19,6 +19,7 @@
 pub mod config;
 pub mod error;
 
+pub mod inputs;
 pub mod decode;
 pub mod preprocess;
 pub mod runtime;

@@ -11,6 +11,7 @@ use imgfeat::codes::{self, FitReport};
 use imgfeat::config::{DetectorSpec, EmbedMode, Precision};
 use imgfeat::crop::PixelRect;
 use imgfeat::features::{ExtractOutput, FeaturesReader, Provenance};
+use imgfeat::inputs::image_files;
 use imgfeat::report::ReportOptions;
 use imgfeat::search::{Index, Query};
 use imgfeat::{Config, Error, ImageError, Pipeline, Record};
@@ -249,47 +250,6 @@ fn run(command: Command) -> Result<(), Error> {
     }
 }
 
-/// Every file under `inputs` (folders walked recursively, symlinks followed), each once however many
-/// ways it is reached, in path order. A symlink loop is reported once and not followed; an entry that
-/// cannot be examined (a broken link) is kept, so that it becomes an error row rather than vanish.
-fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
-    let mut files = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut loops = std::collections::HashSet::new();
-    for input in inputs {
-        if !input.exists() {
-            return Err(Error::io(input.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
-        }
-        let hidden = |entry: &walkdir::DirEntry| entry.depth() > 0 && entry.file_name().to_string_lossy().starts_with('.');
-        for entry in walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !hidden(e)) {
-            let path = match entry {
-                Ok(entry) if entry.file_type().is_dir() => continue,
-                Ok(entry) => entry.into_path(),
-                Err(e) if e.loop_ancestor().is_some() => {
-                    // One loop can be met through several links: say so once.
-                    let ancestor = e.loop_ancestor().map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf()));
-                    if loops.insert(ancestor) {
-                        eprintln!("imgfeat: warning: {e}; not followed");
-                    }
-                    continue;
-                }
-                Err(e) => match (e.path(), e.depth()) {
-                    (Some(path), depth) if depth > 0 => path.to_path_buf(),
-                    _ => return Err(Error::io(input.clone(), e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk")))),
-                },
-            };
-            // The same file through two names (a symlinked folder, an input named twice): one row.
-            let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-            if seen.insert(identity) {
-                files.push(path);
-            }
-        }
-    }
-    // Path order as text, the order the table's rows are merged in.
-    files.sort_by_cached_key(|p| p.to_string_lossy().into_owned());
-    Ok(files)
-}
-
 fn progress_bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
@@ -311,24 +271,14 @@ fn for_each_batch(
     mut consume: impl FnMut(&[PathBuf], Vec<Result<Record, ImageError>>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     for batch in files.chunks(batch_size) {
-        let contents: Vec<std::io::Result<Vec<u8>>> = batch.iter().map(std::fs::read).collect();
-        let readable: Vec<&[u8]> = contents.iter().filter_map(|c| c.as_deref().ok()).collect();
-        let mut processed = pipeline.process(&readable).into_iter();
-        let results = contents
-            .iter()
-            .map(|c| match c {
-                Ok(_) => processed.next().expect("one result per readable file"),
-                Err(e) => Err(ImageError::Unreadable(e.to_string())),
-            })
-            .collect();
-        consume(batch, results)?;
+        consume(batch, pipeline.process_files(batch))?;
         bar.inc(batch.len() as u64);
     }
     Ok(())
 }
 
 fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, config: Config) -> Result<(), Error> {
-    let files = collect_files(inputs)?;
+    let files = image_files(inputs)?;
     let mut table = ExtractOutput::open(output, Provenance::of(&config), append)?;
     let todo: Vec<PathBuf> = files.iter().filter(|f| !table.is_done(f)).cloned().collect();
     if table.resumed() > 0 {
@@ -382,7 +332,7 @@ fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, c
 }
 
 fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterations: usize, seed: u64, mut config: Config) -> Result<(), Error> {
-    let files = collect_files(inputs)?;
+    let files = image_files(inputs)?;
     config.embed = EmbedMode::Both;
     let pipeline = Pipeline::without_codes(config)?;
     let bar = progress_bar(files.len(), "images");
@@ -567,12 +517,9 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
             .map_err(|e| Error::io(image, e))
             .and_then(|bytes| pipeline.query(&bytes, options.insets).map_err(|source| Error::Image { path: image.clone(), source }))
             .and_then(|found| {
-                let record = found.record;
-                let query = Query {
-                    codes: [record.code, record.whole_code].into_iter().flatten().chain(found.insets.iter().filter_map(|i| i.code.clone())).collect(),
-                    features: [record.feature, record.whole_feature].into_iter().flatten().chain(found.insets.iter().map(|i| i.feature.clone())).collect(),
-                };
-                check_bits(&query).map(|()| (query, found.insets.len()))
+                let insets = found.insets.len();
+                let query = Query::from(found);
+                check_bits(&query).map(|()| (query, insets))
             });
         let (query, insets) = match result {
             Ok(found) => found,

@@ -14,9 +14,20 @@ use parquet::file::properties::WriterProperties;
 use crate::error::{Error, ImageError};
 use crate::pipeline::Record;
 
-/// Near-duplicate groups (`imgfeat dedup`) as Parquet: one row per member, with its group number and
-/// the group's representative.
+/// Near-duplicate groups (`imgfeat dedup`) as Parquet: see [`groups_batch`].
 pub fn write_groups(path: &Path, groups: &[Vec<usize>], rows: &[crate::search::IndexedRow]) -> Result<(), Error> {
+    let batch = groups_batch(groups, rows)?;
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+/// Near-duplicate groups as rows (`group`, `path`, `representative`): one row per member, with its
+/// group number and the group's representative (its first member, the smallest path).
+pub fn groups_batch(groups: &[Vec<usize>], rows: &[crate::search::IndexedRow]) -> Result<RecordBatch, Error> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("group", DataType::Int32, false),
         Field::new("path", DataType::Utf8, false),
@@ -31,13 +42,7 @@ pub fn write_groups(path: &Path, groups: &[Vec<usize>], rows: &[crate::search::I
     }
     let columns: Vec<ArrayRef> =
         vec![Arc::new(Int32Array::from(group)), Arc::new(StringArray::from(member)), Arc::new(StringArray::from(representative))];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(file, schema, Some(properties))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(())
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Rows packed into one buffer for the JNI edge: one copy across the boundary per batch instead of

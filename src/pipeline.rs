@@ -139,6 +139,23 @@ impl Pipeline {
             .unwrap_or_else(|panic| Err(ImageError::Internal(panic_message(&*panic))))
     }
 
+    /// Reads and processes files, one row per file in order: a file that cannot be read is an error
+    /// row, like an image that cannot be decoded.
+    pub fn process_files(&self, files: &[std::path::PathBuf]) -> Vec<Result<Record, ImageError>> {
+        let contents: Vec<std::io::Result<Vec<u8>>> = files.iter().map(std::fs::read).collect();
+        let inputs: Vec<Result<&[u8], ImageError>> =
+            contents.iter().map(|c| c.as_deref().map_err(|e| ImageError::Unreadable(e.to_string()))).collect();
+        self.process_inputs(inputs)
+    }
+
+    /// Processes the inputs that are images and passes the others' errors through (a file that could
+    /// not be read, a missing item): one row per input, in order.
+    pub fn process_inputs(&self, inputs: Vec<Result<&[u8], ImageError>>) -> Vec<Result<Record, ImageError>> {
+        let images: Vec<&[u8]> = inputs.iter().filter_map(|input| input.as_ref().ok().copied()).collect();
+        let mut processed = self.process(&images).into_iter();
+        inputs.into_iter().map(|input| input.and_then(|_| processed.next().expect("one result per image"))).collect()
+    }
+
     /// A search query's view of one image: its row, and the photos pasted into it
     /// ([`crate::crop::inset_rects`], at most `max_insets`) embedded on their own. A photo pasted small
     /// onto another matches its original only through its own pixels: the whole image is mostly the

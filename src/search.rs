@@ -10,11 +10,13 @@
 
 use std::path::Path;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float32Type;
 
 use crate::error::Error;
+use crate::features::read::conform;
 use crate::features::FeaturesReader;
+use crate::pipeline::QueryRecord;
 
 /// Codes as 64-bit words (a 256-bit code is 4 words), packed back to back.
 #[derive(Debug, Clone, Default)]
@@ -298,14 +300,37 @@ pub struct Query {
     pub features: Vec<Vec<f32>>,
 }
 
+impl From<QueryRecord> for Query {
+    /// A photo's query: its object and whole-image codes and those of the photos pasted into it.
+    fn from(found: QueryRecord) -> Query {
+        let record = found.record;
+        Query {
+            codes: [record.code, record.whole_code].into_iter().flatten().chain(found.insets.iter().filter_map(|i| i.code.clone())).collect(),
+            features: [record.feature, record.whole_feature].into_iter().flatten().chain(found.insets.into_iter().map(|i| i.feature)).collect(),
+        }
+    }
+}
+
 impl Index {
     /// Reads a features table (see [`FeaturesReader`]: the CLI's file or a Spark job's directory);
     /// rows without codes (errors) are skipped. Rows are kept in path order, whatever order the table
     /// has them in (Spark's part files come in any order), so that every answer depends only on the
     /// table's contents.
     pub fn from_table(path: &Path) -> Result<Index, Error> {
+        Index::from_conformed(FeaturesReader::open(path)?.batches())
+    }
+
+    /// The same from a table in memory (the Python API's `pyarrow.Table`), in any shape the reader
+    /// accepts from a file.
+    pub fn from_batches(batches: impl IntoIterator<Item = RecordBatch>) -> Result<Index, Error> {
+        let mut code_bytes = None;
+        let source = Path::new("(in memory)");
+        Index::from_conformed(batches.into_iter().map(|batch| conform(&batch, &mut code_bytes, source)))
+    }
+
+    fn from_conformed(batches: impl Iterator<Item = Result<RecordBatch, Error>>) -> Result<Index, Error> {
         let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), features: Vec::new(), dim: 0, multi: None };
-        for batch in FeaturesReader::open(path)?.batches() {
+        for batch in batches {
             let batch = batch?;
             let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
             let paths = column("path").as_string::<i32>();

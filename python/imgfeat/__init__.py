@@ -1,286 +1,54 @@
-"""imgfeat for PySpark: thin py4j wrappers over the JVM transformers ``ai.imgfeat.ImageFeatureExtractor``
-and ``ai.imgfeat.NearDuplicates``, with the params, getters and setters of ``pyspark.ml`` and its persistence.
+"""imgfeat: image features for similarity search and de-duplication. For each photo: SSD object
+detection, a crop of the main object, CNN embeddings of the object and the whole image, and compact
+binary codes; then Hamming search and near-duplicate groups.
 
-Add the jar that carries the native library (``--jars imgfeat-spark.jar``) and this package
-(``--py-files imgfeat.zip``, the zip of ``python/imgfeat``), then::
+Locally, on pyarrow tables (no Spark)::
 
-    from imgfeat import ImageFeatureExtractor, NearDuplicates
-    images = spark.read.format("binaryFile").load("s3a://bucket/photos")
-    extractor = ImageFeatureExtractor().setOutputCol("features").setCodeBits(128).setConfig({"score_threshold": 0.4})
-    features = extractor.transform(images).select("path", "features.*")
-    groups = NearDuplicates().setMaxDistance(12).transform(features)  # path, representative, group_size
+    import imgfeat
+    table = imgfeat.extract("photos/")               # one row per file, the features schema
+    groups = imgfeat.find_duplicates("photos/")      # group, path, representative
+    hits = imgfeat.search(table, "query.jpg")        # path, distance, cosine; nearest first
+    rows = imgfeat.Pipeline({"codes": {"bits": 128}}).process([open("a.jpg", "rb").read()])
 
-Select the columns to keep (as above, or ``.drop("content")``) before writing ``features``: the input's
-``content`` column holds every photo's bytes.
+On Spark: ``imgfeat.ImageFeatureExtractor`` and ``imgfeat.NearDuplicates`` (``pyspark.ml`` stages over the
+JVM transformers; the jar is inside this package, see ``imgfeat.spark.session``), and
+``imgfeat.spark.extract`` for Spark Connect.
 
-Both classes save and load as any ``pyspark.ml`` stage, alone or in a ``Pipeline``/``PipelineModel``, and
-the files are the Scala classes' own (``DefaultParamsWritable``): saved from Python, they load in Scala, and
-the other way round.
+Names load on first use, so that the local API needs no pyspark and the PySpark classes no native module
+(they also run from a zip of this folder, ``--py-files``).
 """
-import json
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Union
+from typing import Any, List
 
-from pyspark import keyword_only
-from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import JavaMLReadable, JavaMLReader, JavaMLWritable
-from pyspark.ml.wrapper import JavaTransformer
+__version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
-
-__all__ = ["ImageFeatureExtractor", "NearDuplicates"]
-
-_JVM_PACKAGE = "ai.imgfeat"
+_LOCAL = ("Pipeline", "Index", "extract", "find_duplicates", "search", "ImgfeatError")
+_SPARK_ML = ("ImageFeatureExtractor", "NearDuplicates")
+__all__ = list(_LOCAL + _SPARK_ML)
 
 
-def _json_object(value: Union[Dict[str, Any], str]) -> str:
-    """The ``config`` param's converter: a dict as JSON, or a string that must hold a JSON object. Whether its
-    fields are imgfeat's is for the native parser to say, on the driver, when the transformer runs."""
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, str):
+def __getattr__(name: str) -> Any:
+    if name in _LOCAL:
+        from . import _local
+
+        return getattr(_local, name)
+    if name in _SPARK_ML:
         try:
-            parsed = json.loads(value)
-        except ValueError as error:
-            raise TypeError(f"config is not valid JSON: {error}") from None
-        if isinstance(parsed, dict):
-            return value
-    raise TypeError(f"config must be a dict or a JSON object string, not {value!r}")
+            from . import ml
+        except ModuleNotFoundError as missing:
+            if missing.name and missing.name.split(".")[0] in ("pyspark", "numpy"):
+                raise ImportError(f"imgfeat.{name} needs pyspark and numpy: pip install 'imgfeat[spark]' "
+                                  f"({missing})") from missing
+            raise
+        return getattr(ml, name)
+    raise AttributeError(f"module 'imgfeat' has no attribute {name!r}")
 
 
-class _ImgfeatReader(JavaMLReader):
-    """Loads with the Scala companion object of the class (``ai.imgfeat.X``), where pyspark would look for
-    a JVM class named after the Python module (``imgfeat.X``)."""
-
-    @classmethod
-    def _java_loader_class(cls, clazz: type) -> str:
-        return f"{_JVM_PACKAGE}.{clazz.__name__}"
+def __dir__() -> List[str]:
+    return sorted(list(globals()) + __all__)
 
 
-class _ImgfeatReadable(JavaMLReadable):
-    @classmethod
-    def read(cls) -> JavaMLReader:
-        """The reader of a saved stage (``ImageFeatureExtractor.load(path)`` uses it)."""
-        return _ImgfeatReader(cls)
-
-
-class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _ImgfeatReadable, JavaMLWritable):
-    """Adds a struct column of image features: detection, crop, embeddings, binary codes, error.
-
-    The same class name, params, defaults, getters and setters as the Scala API; every param is forwarded to
-    the JVM object. ``config`` (a dict, or a JSON object string) carries any setting of the native pipeline,
-    the fields ``imgfeat config`` prints: custom detector and embedder models with their input specs,
-    thresholds, class allow-list, embed mode, limits, precision. The other params override it only where
-    they are set explicitly (by a setter or a keyword), and threads come from ``spark.task.cpus`` unless
-    ``threads`` or the config sets them. ``transform`` checks the merged settings on the driver with the
-    native parser, so a bad field fails before any task runs, with a message naming it.
-    """
-
-    pathCol: "Param[str]" = Param(Params._dummy(), "pathCol",
-                                  "column of file paths, read when inputCol is absent from the input",
-                                  typeConverter=TypeConverters.toString)
-    batchSize: "Param[int]" = Param(Params._dummy(), "batchSize", "images per native call",
-                                    typeConverter=TypeConverters.toInt)
-    threads: "Param[int]" = Param(Params._dummy(), "threads", "native compute threads per task; 0 means spark.task.cpus",
-                                  typeConverter=TypeConverters.toInt)
-    detector: "Param[str]" = Param(Params._dummy(), "detector", "detector preset: coco or oidv4",
-                                   typeConverter=TypeConverters.toString)
-    embedder: "Param[str]" = Param(Params._dummy(), "embedder", "embedder preset: efficientnet_lite0",
-                                   typeConverter=TypeConverters.toString)
-    codeBits: "Param[int]" = Param(Params._dummy(), "codeBits", "binary code length: 64, 128 or 256",
-                                   typeConverter=TypeConverters.toInt)
-    modelDir: "Param[str]" = Param(Params._dummy(), "modelDir",
-                                   "folder with the models on every node; empty means the jar's",
-                                   typeConverter=TypeConverters.toString)
-    precision: "Param[str]" = Param(Params._dummy(), "precision",
-                                    "arithmetic of the 1x1 and dense convolutions: f32, or int8 (about twice the speed "
-                                    "with AVX-512 VNNI)",
-                                    typeConverter=TypeConverters.toString)
-    config: "Param[str]" = Param(Params._dummy(), "config",
-                                 "settings of the native pipeline as a JSON object: any field of imgfeat's configuration "
-                                 "(imgfeat config prints them all); the other params override it where they are set "
-                                 "explicitly",
-                                 typeConverter=_json_object)
-
-    @keyword_only
-    def __init__(self, *, inputCol: str = "content", pathCol: str = "path", outputCol: str = "features",
-                 batchSize: int = 32, threads: int = 0, detector: str = "coco", embedder: str = "efficientnet_lite0",
-                 codeBits: int = 256, modelDir: str = "", precision: str = "f32",
-                 config: Union[Dict[str, Any], str] = "{}") -> None:
-        super().__init__()
-        self._java_obj = self._new_java_obj(f"{_JVM_PACKAGE}.ImageFeatureExtractor", self.uid)
-        self._setDefault(inputCol="content", pathCol="path", outputCol="features", batchSize=32, threads=0,
-                         detector="coco", embedder="efficientnet_lite0", codeBits=256, modelDir="", precision="f32",
-                         config="{}")
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, inputCol: str = "content", pathCol: str = "path", outputCol: str = "features",
-                  batchSize: int = 32, threads: int = 0, detector: str = "coco", embedder: str = "efficientnet_lite0",
-                  codeBits: int = 256, modelDir: str = "", precision: str = "f32",
-                  config: Union[Dict[str, Any], str] = "{}") -> "ImageFeatureExtractor":
-        """Sets the params given by keyword (and only those: the others stay unset, so ``config`` keeps its
-        fields for them)."""
-        return self._set(**self._input_kwargs)
-
-    def setInputCol(self, value: str) -> "ImageFeatureExtractor":
-        """The binary column of encoded images (default ``content``, as Spark's ``binaryFile`` source)."""
-        return self._set(inputCol=value)
-
-    def setOutputCol(self, value: str) -> "ImageFeatureExtractor":
-        """The struct column added (default ``features``)."""
-        return self._set(outputCol=value)
-
-    def getPathCol(self) -> str:
-        return self.getOrDefault(self.pathCol)
-
-    def setPathCol(self, value: str) -> "ImageFeatureExtractor":
-        """The column of file paths read (any Hadoop path) when the input has no ``inputCol``."""
-        return self._set(pathCol=value)
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
-
-    def setBatchSize(self, value: int) -> "ImageFeatureExtractor":
-        """Images per native call."""
-        return self._set(batchSize=value)
-
-    def getThreads(self) -> int:
-        return self.getOrDefault(self.threads)
-
-    def setThreads(self, value: int) -> "ImageFeatureExtractor":
-        """Native compute threads per task; 0 means ``spark.task.cpus``."""
-        return self._set(threads=value)
-
-    def getDetector(self) -> str:
-        return self.getOrDefault(self.detector)
-
-    def setDetector(self, value: str) -> "ImageFeatureExtractor":
-        """A detector preset, ``coco`` or ``oidv4`` (a custom model: a full ``detector`` object in ``config``)."""
-        return self._set(detector=value)
-
-    def getEmbedder(self) -> str:
-        return self.getOrDefault(self.embedder)
-
-    def setEmbedder(self, value: str) -> "ImageFeatureExtractor":
-        """An embedder preset, ``efficientnet_lite0`` (a custom model: a full ``embedder`` object in ``config``)."""
-        return self._set(embedder=value)
-
-    def getCodeBits(self) -> int:
-        return self.getOrDefault(self.codeBits)
-
-    def setCodeBits(self, value: int) -> "ImageFeatureExtractor":
-        """Binary code length: 64, 128 or 256."""
-        return self._set(codeBits=value)
-
-    def getModelDir(self) -> str:
-        return self.getOrDefault(self.modelDir)
-
-    def setModelDir(self, value: str) -> "ImageFeatureExtractor":
-        """A folder with the models present on every node; empty means the models inside the jar."""
-        return self._set(modelDir=value)
-
-    def getPrecision(self) -> str:
-        return self.getOrDefault(self.precision)
-
-    def setPrecision(self, value: str) -> "ImageFeatureExtractor":
-        """``f32``, or ``int8`` (the 1x1 and dense convolutions on AVX-512 VNNI, about twice the speed)."""
-        return self._set(precision=value)
-
-    def getConfig(self) -> str:
-        """The ``config`` param as a JSON object string."""
-        return self.getOrDefault(self.config)
-
-    def setConfig(self, value: Union[Dict[str, Any], str]) -> "ImageFeatureExtractor":
-        """Any settings of the native pipeline, as a dict or a JSON object string (``imgfeat config`` prints
-        every field); the other params override it where they are set explicitly."""
-        return self._set(config=value)
-
-    def nativeThreadsPerTask(self, tasks: int) -> List[int]:
-        """Diagnostic: the native compute threads each of ``tasks`` tasks uses with this configuration."""
-        from pyspark.sql import SparkSession
-
-        self._transfer_params_to_java()
-        session = SparkSession.getActiveSession()
-        return list(self._java_obj.nativeThreadsPerTask(session._jsparkSession, tasks))
-
-
-class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
-    """Near-duplicate groups, the same as ``imgfeat dedup``'s: one row per member of a group of two or more
-    rows (the id, ``representative``: the group's smallest id, ``group_size``). Rows are joined when any of
-    their codes are within ``maxDistance`` bits, transitively (GraphX connected components). Exact at any
-    distance: a band join on the codes (multi-index hashing) over the distinct codes only, so thousands of
-    rows with one code cost no more than one.
-
-    The same class name, params, defaults, getters and setters as the Scala API; every param is forwarded to
-    the JVM object.
-    """
-
-    idCol: "Param[str]" = Param(Params._dummy(), "idCol", "column identifying a row (a string or number)",
-                  typeConverter=TypeConverters.toString)
-    codeCols: "Param[List[str]]" = Param(Params._dummy(), "codeCols",
-                     "binary code columns; two rows are joined when any of their codes are within maxDistance",
-                     typeConverter=TypeConverters.toListString)
-    maxDistance: "Param[int]" = Param(Params._dummy(), "maxDistance", "largest Hamming distance of near-duplicates",
-                        typeConverter=TypeConverters.toInt)
-    bands: "Param[int]" = Param(Params._dummy(), "bands",
-                  "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
-                  typeConverter=TypeConverters.toInt)
-
-    @keyword_only
-    def __init__(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 24,
-                 bands: int = 16) -> None:
-        super().__init__()
-        self._java_obj = self._new_java_obj(f"{_JVM_PACKAGE}.NearDuplicates", self.uid)
-        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=24, bands=16)
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 24,
-                  bands: int = 16) -> "NearDuplicates":
-        """Sets any of the params by keyword."""
-        return self._set(**self._input_kwargs)
-
-    def getIdCol(self) -> str:
-        return self.getOrDefault(self.idCol)
-
-    def setIdCol(self, value: str) -> "NearDuplicates":
-        """The column identifying a row (a string or number; ``path`` by default)."""
-        return self._set(idCol=value)
-
-    def getCodeCols(self) -> List[str]:
-        return self.getOrDefault(self.codeCols)
-
-    def setCodeCols(self, value: Sequence[str]) -> "NearDuplicates":
-        """The binary code columns; two rows are joined when any of their codes are within ``maxDistance``."""
-        return self._set(codeCols=value)
-
-    def getMaxDistance(self) -> int:
-        return self.getOrDefault(self.maxDistance)
-
-    def setMaxDistance(self, value: int) -> "NearDuplicates":
-        """The largest Hamming distance of near-duplicates (24 of 256 bits by default, as ``imgfeat dedup``)."""
-        return self._set(maxDistance=value)
-
-    def getBands(self) -> int:
-        return self.getOrDefault(self.bands)
-
-    def setBands(self, value: int) -> "NearDuplicates":
-        """Bands each code is cut into for the join (a divisor of the code's bits); exact for any distance."""
-        return self._set(bands=value)
-
-    def codePairs(self, dataset: "DataFrame") -> "DataFrame":
-        """The band join's result: pairs of distinct codes within maxDistance (id_a < id_b, distance), each
-        named by the smallest id carrying it; the candidate work, which grows with distinct codes, not rows."""
-        from pyspark.sql import DataFrame
-
-        self._transfer_params_to_java()
-        return DataFrame(self._java_obj.codePairs(dataset._jdf), dataset.sparkSession)
-
-
-# A loaded stage is rebuilt by pyspark from its JVM class name (JavaParams._from_java imports the module
+# pyspark rebuilds a loaded stage from its JVM class name (JavaParams._from_java imports the module
 # "ai.imgfeat" and takes the class of that name), so loading a Pipeline or PipelineModel holding these
-# stages needs "ai.imgfeat" to resolve to this module, as spark-nlp does for its com.johnsnowlabs classes.
-sys.modules.setdefault(_JVM_PACKAGE, sys.modules[__name__])
+# stages needs "ai.imgfeat" to resolve to this package, as spark-nlp does for its com.johnsnowlabs classes.
+sys.modules.setdefault("ai.imgfeat", sys.modules[__name__])

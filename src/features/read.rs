@@ -134,8 +134,9 @@ impl Iterator for Batches {
     }
 }
 
-/// One batch as it was written → the same rows in [`super::schema`].
-fn conform(batch: &RecordBatch, code_bytes: &mut Option<usize>, file: &Path) -> Result<RecordBatch, Error> {
+/// One batch as it was written → the same rows in [`super::schema`]; `code_bytes` carries the table's
+/// code length from batch to batch, `file` names the source in errors.
+pub(crate) fn conform(batch: &RecordBatch, code_bytes: &mut Option<usize>, file: &Path) -> Result<RecordBatch, Error> {
     let not_features = || {
         read_error(file, "not an imgfeat features table: it has no column \"code\" or \"whole_code\", flat or inside a struct column")
     };

@@ -68,3 +68,29 @@ def test_the_jars_library_is_the_glibc_2_17_one(tmp_path):
     with zipfile.ZipFile(JAR) as jar:
         (tmp_path / "libimgfeat.so").write_bytes(jar.read(JAR_LIBRARY))
     assert problems(tmp_path / "libimgfeat.so") == []
+
+
+WHEELS = ROOT / "target/wheels"
+
+
+def built_wheel():
+    wheels = sorted(WHEELS.glob("imgfeat-*.whl"))
+    assert wheels, f"no wheel in {WHEELS}: build it with scripts/build-wheel.sh"
+    return wheels[-1]
+
+
+def test_the_wheel_is_manylinux2014_abi3_and_its_module_needs_nothing_newer_than_glibc_2_17(tmp_path):
+    wheel = built_wheel()
+    assert re.search(r"-cp39-abi3-manylinux2014_x86_64(\.manylinux_2_17_x86_64)?\.whl$", wheel.name), wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        modules = [n for n in archive.namelist() if re.fullmatch(r"imgfeat/_native[^/]*\.so", n)]
+        assert len(modules) == 1, archive.namelist()
+        (tmp_path / "module.so").write_bytes(archive.read(modules[0]))
+    assert problems(tmp_path / "module.so") == []
+
+
+def test_the_wheel_carries_the_spark_jar_byte_for_byte(tmp_path):
+    with zipfile.ZipFile(built_wheel()) as archive:
+        jars = [n for n in archive.namelist() if n.startswith("imgfeat/jars/")]
+        assert jars == ["imgfeat/jars/imgfeat-spark4_2.13-0.1.0.jar"], jars
+        assert archive.read(jars[0]) == JAR.read_bytes(), "the wheel's jar is not the one mvn install built"
