@@ -279,3 +279,7 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
         self._transfer_params_to_java()
         return DataFrame(self._java_obj.codePairs(dataset._jdf), dataset.sparkSession)
 
+
+# Users import these from the package (`from imgfeat import ImageFeatureExtractor`), and that is the name
+# they print and pickle under.
+ImageFeatureExtractor.__module__ = NearDuplicates.__module__ = "imgfeat"

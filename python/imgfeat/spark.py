@@ -88,7 +88,7 @@ def extract(df: "DataFrame", *, input_col: str = "content", output_col: str = "f
     input, a bad photo a row with ``error`` set. Works on classic and Spark Connect sessions.
 
     ``config``: any field of the native configuration (a dict or JSON object), checked here before any task
-    runs. ``threads``: compute threads per task, 0 for ``spark.task.cpus``. Models load once per Python
+    runs. ``threads``: compute threads per task; 0 for the config's ``threads``, else ``spark.task.cpus``. Models load once per Python
     worker process (Spark reuses workers across tasks)."""
     from . import _local, _native
 
@@ -114,6 +114,8 @@ def _worker_pipeline(config_json: str, threads: int) -> Any:
     """The pipeline of this Python worker for a configuration, loaded on its first task."""
     from . import _local
 
+    if threads == 0:  # as the JVM transformer: the config's threads, else spark.task.cpus
+        threads = json.loads(config_json).get("threads") or 0
     if threads == 0:
         from pyspark import TaskContext
 
