@@ -34,7 +34,10 @@ if [ ! -f "$jar" ]; then
   echo "build-wheel: $jar is missing; build the jar first (mvn install)" >&2
   exit 1
 fi
+# The jar lies in the package folder only while maturin packs it: a zip of python/imgfeat (--py-files)
+# must not carry 100 MB.
 rm -rf python/imgfeat/jars
+trap 'rm -rf python/imgfeat/jars' EXIT
 mkdir -p python/imgfeat/jars
 cp "$jar" "python/imgfeat/jars/imgfeat-spark4_2.13-$version.jar"
 rm -f target/wheels/imgfeat-*.whl
