@@ -5,19 +5,20 @@
 # after the jar's native library (cargo zigbuild) and `mvn install`, as scripts/test.sh does. Writes
 # target/wheels/.
 #
-# maturin runs inside cargo-zigbuild's environment: cargo-zigbuild calls $CARGO in cargo's place, which
-# here is this script again (the `build` branch below), and maturin calls it in turn (cargo itself, less
-# the unstable target-applies-to-host setting maturin adds), so that the module is built with the very
-# zig wrappers and settings of the jar's library. Where both builds are already in target/, each
-# rebuild takes under a minute. On a clean clone cargo still compiles the core a second time for the
-# module (8m51s in CI on 2026-12-06); why is not yet found (unifying the features by building both
-# crates in one invocation did not change it).
+# `--jni-library` builds the jar's native library (target/x86_64-unknown-linux-gnu/release/libimgfeat.so),
+# run before `mvn install`. Both builds make the same cargo call: cargo-zigbuild calls $CARGO in cargo's
+# place, which is this script again; for the wheel it starts maturin, which calls this script as its
+# cargo in turn, and the script runs cargo less the unstable target-applies-to-host setting maturin adds.
+# Both see one zig environment, one feature set (the library is built beside the module) and one cargo
+# configuration, so the core compiles once: on a clean target the library took 9m24s and the wheel
+# then 13.6 s. (`maturin --zig`, or `cargo zigbuild` run as a cargo subcommand, gave cargo another
+# configuration: the core compiled a second time, 8m51s in CI.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 if [ -n "${IMGFEAT_REAL_CARGO:-}" ]; then  # called back in cargo's place
-  if [ "${1:-}" = build ]; then  # by cargo-zigbuild, its zig environment set: maturin, this script as cargo
+  if [ "${1:-}" = build ] && [ -z "${IMGFEAT_JNI_LIBRARY:-}" ]; then  # by cargo-zigbuild, its zig environment set: maturin, this script as cargo
     export CARGO="$PWD/scripts/build-wheel.sh"
     exec maturin build --release --target x86_64-unknown-linux-gnu --compatibility manylinux2014 \
       --auditwheel check -m python/Cargo.toml -o target/wheels
@@ -26,6 +27,13 @@ if [ -n "${IMGFEAT_REAL_CARGO:-}" ]; then  # called back in cargo's place
   # it into every crate's fingerprint)
   unset CARGO CARGO_UNSTABLE_TARGET_APPLIES_TO_HOST __CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS
   exec "$IMGFEAT_REAL_CARGO" "$@"
+fi
+
+if [ "${1:-}" = --jni-library ]; then  # the jar's library, by the very cargo call the wheel's build makes
+  IMGFEAT_JNI_LIBRARY=1 IMGFEAT_REAL_CARGO=$(command -v cargo) CARGO="$PWD/scripts/build-wheel.sh" \
+    PYO3_BUILD_EXTENSION_MODULE=1 cargo-zigbuild zigbuild --release --lib -p imgfeat -p imgfeat-python \
+    --target x86_64-unknown-linux-gnu.2.17
+  exit
 fi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
