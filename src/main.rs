@@ -13,7 +13,7 @@ use imgfeat::crop::PixelRect;
 use imgfeat::features::{ExtractOutput, FeaturesReader, Provenance};
 use imgfeat::inputs::image_files;
 use imgfeat::report::ReportOptions;
-use imgfeat::search::{Index, Query};
+use imgfeat::search::{DuplicateRule, Index, Query};
 use imgfeat::{Config, Error, ImageError, Pipeline, Record};
 
 #[derive(Parser)]
@@ -108,13 +108,21 @@ enum Command {
         settings: Settings,
     },
     /// Group near-duplicate rows of a features file: rows whose codes (object or whole image, any
-    /// pair) are within --max-distance bits are joined, transitively.
+    /// pair) are within --max-distance bits are joined, transitively; with --verify only when their
+    /// features agree too.
     Dedup {
         /// Features table: the Parquet file `extract` writes, or a Spark job's output directory.
         features: PathBuf,
-        /// Largest Hamming distance between near-duplicates (of 256 bits by default).
-        #[arg(long, default_value_t = 24)]
-        max_distance: u32,
+        /// Largest Hamming distance between near-duplicates (of 256 bits by default) [default: 24,
+        /// or 64 with --verify].
+        #[arg(long)]
+        max_distance: Option<u32>,
+        /// Join two rows only when the cosine of the features behind their nearest codes reaches
+        /// 0.80 for two whole images, 0.95 for two objects, 0.90 for one of each (calibrated in
+        /// EVALUATION.md): groups more edited copies with their original without joining different
+        /// photos. Not yet what Spark's NearDuplicates does.
+        #[arg(long)]
+        verify: bool,
         /// Output: .parquet or .csv, one line per row in a group (group, path, representative).
         #[arg(short, long, default_value = "duplicates.csv")]
         output: PathBuf,
@@ -239,7 +247,10 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Search { index, images, code, k, rerank, insets, json, settings } => {
             search(&index, &images, code.as_deref(), &SearchOptions { k, rerank, insets: insets.into(), json }, settings)
         }
-        Command::Dedup { features, max_distance, output } => dedup(&features, max_distance, &output),
+        Command::Dedup { features, max_distance, verify, output } => {
+            let rule = if verify { DuplicateRule::verified() } else { DuplicateRule::default() };
+            dedup(&features, &DuplicateRule { max_distance: max_distance.unwrap_or(rule.max_distance), ..rule }, &output)
+        }
         Command::Report { features, output, max_distance, max_images, max_groups, thumbnail_side } => {
             report(&features, &output, &ReportOptions { max_distance, max_images, max_groups, thumbnail_side: thumbnail_side.clamp(16, 4096) })
         }
@@ -540,9 +551,9 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
     }
 }
 
-fn dedup(features: &Path, max_distance: u32, output: &Path) -> Result<(), Error> {
-    let index = Index::from_table(features)?.with_multi_index();
-    let groups = index.duplicate_groups(max_distance);
+fn dedup(features: &Path, rule: &DuplicateRule, output: &Path) -> Result<(), Error> {
+    let index = Index::from_table(features)?;
+    let groups = index.duplicate_groups(rule)?;
     let mut csv = String::from("group,path,representative\n");
     for (g, members) in groups.iter().enumerate() {
         // The representative: the group's first path in sorted order, stable across runs.
@@ -558,9 +569,11 @@ fn dedup(features: &Path, max_distance: u32, output: &Path) -> Result<(), Error>
     }
     let rows: usize = groups.iter().map(Vec::len).sum();
     eprintln!(
-        "{} rows: {} near-duplicate groups ({rows} rows, max distance {max_distance}) → {}",
+        "{} rows: {} near-duplicate groups ({rows} rows, max distance {}{}) → {}",
         index.rows.len(),
         groups.len(),
+        rule.max_distance,
+        if rule.verify.is_some() { ", verified" } else { "" },
         output.display()
     );
     Ok(())

@@ -20,7 +20,7 @@ use crate::crop::PixelRect;
 use crate::detect::BoundingBox;
 use crate::error::Error;
 use crate::features::FeaturesReader;
-use crate::search::Index;
+use crate::search::{DuplicateRule, Index};
 
 /// What the report shows, and how much of it: a features file can have millions of rows, and a page
 /// with more than a few thousand images is one nobody scrolls through.
@@ -193,7 +193,7 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
     // the order its rows were written in (Spark's part files come in any order).
     let mut rows = read_rows(features)?;
     rows.sort_by(|a, b| a.path.cmp(&b.path));
-    let index = Index::from_table(features)?.with_multi_index();
+    let index = Index::from_table(features)?;
     let position: HashMap<&str, usize> = rows.iter().enumerate().rev().map(|(i, row)| (row.path.as_str(), i)).collect();
     let row_of = |member: usize| -> Result<usize, Error> {
         position.get(index.rows[member].path.as_str()).copied().ok_or_else(|| Error::Read {
@@ -201,7 +201,7 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
             message: "the table changed while it was being read".into(),
         })
     };
-    let groups = index.duplicate_groups(options.max_distance);
+    let groups = index.duplicate_groups(&DuplicateRule { max_distance: options.max_distance, verify: None })?;
     let shown_groups = &groups[..groups.len().min(options.max_groups)];
     let gallery: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].error.is_none()).take(options.max_images).collect();
 

@@ -278,10 +278,68 @@ pub struct Index {
     codes: Codes,
     /// The row each code belongs to.
     owner: Vec<u32>,
+    /// Whether each code stands for a whole image: a row's whole-image code, or its object code when
+    /// that is the same (nothing detected, or the object fills the photo). Verification asks more of
+    /// two object codes than of two whole images (see [`Verification`]).
+    whole: Vec<bool>,
     /// Each code's L2-normalised feature (dim values per code), when the file has them.
     features: Vec<f32>,
     dim: usize,
-    multi: Option<MultiIndex>,
+}
+
+/// When two rows are near-duplicates (`imgfeat dedup`, `Index.duplicate_groups` in Python).
+///
+/// Rows carrying the same code are always joined. Two different codes within `max_distance` bits
+/// are candidates; without `verify` they are joined, with it only when the cosine of their features
+/// reaches the threshold [`Verification`] sets for their kinds. A code that several rows carry is
+/// represented by its first row in path order (object code before whole-image code), so the rule
+/// depends only on the table's contents. Groups are the connected components (union-find).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DuplicateRule {
+    pub max_distance: u32,
+    pub verify: Option<Verification>,
+}
+
+impl Default for DuplicateRule {
+    /// 24 of 256 bits, no verification: `imgfeat dedup`'s and Spark's `NearDuplicates`' default.
+    fn default() -> DuplicateRule {
+        DuplicateRule { max_distance: 24, verify: None }
+    }
+}
+
+impl DuplicateRule {
+    /// Candidates within 64 bits, verified by [`Verification::default`]: on photos 1–300 of the
+    /// evaluation set with their edits, the widest rule that joined no two originals (EVALUATION.md).
+    pub fn verified() -> DuplicateRule {
+        DuplicateRule { max_distance: 64, verify: Some(Verification::default()) }
+    }
+}
+
+/// Least cosine between the features of two candidate codes for them to be joined, by the kinds of
+/// the two codes. Embeddings of small object crops look alike across photos (a blurred bird and
+/// another blurred bird), so two object codes must agree more than two whole images do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verification {
+    pub whole: f32,
+    pub object: f32,
+    pub mixed: f32,
+}
+
+impl Default for Verification {
+    /// Calibrated on photos 1–300 of the evaluation set and 20 edits of each (scripts/evaluate.py).
+    fn default() -> Verification {
+        Verification { whole: 0.80, object: 0.95, mixed: 0.90 }
+    }
+}
+
+impl Verification {
+    fn threshold(&self, a_whole: bool, b_whole: bool) -> f32 {
+        match (a_whole, b_whole) {
+            (true, true) => self.whole,
+            (false, false) => self.object,
+            _ => self.mixed,
+        }
+    }
 }
 
 /// A search result: a row, its best Hamming distance over the code pairs, and the best cosine
@@ -329,18 +387,18 @@ impl Index {
     }
 
     fn from_conformed(batches: impl Iterator<Item = Result<RecordBatch, Error>>) -> Result<Index, Error> {
-        let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), features: Vec::new(), dim: 0, multi: None };
+        let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), whole: Vec::new(), features: Vec::new(), dim: 0 };
         for batch in batches {
             let batch = batch?;
             let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
             let paths = column("path").as_string::<i32>();
             let classes = column("class_name").as_string::<i32>();
-            let pairs = [("code", "feature"), ("whole_code", "whole_feature")]
-                .map(|(codes, features)| (column(codes).as_fixed_size_binary(), column(features).as_list::<i32>()));
+            let pairs = [("code", "feature", false), ("whole_code", "whole_feature", true)]
+                .map(|(codes, features, whole)| (column(codes).as_fixed_size_binary(), column(features).as_list::<i32>(), whole));
             for r in 0..batch.num_rows() {
                 let row = index.rows.len() as u32;
                 let mut any = false;
-                for (codes, features) in &pairs {
+                for (codes, features, whole) in &pairs {
                     if codes.is_null(r) {
                         continue;
                     }
@@ -350,10 +408,12 @@ impl Index {
                     }
                     // Object and whole codes are often the same (nothing detected): index it once.
                     if any && index.codes.get(index.codes.len() - 1) == to_words(code, index.codes.words_per_code).as_slice() {
+                        *index.whole.last_mut().expect("a code was pushed") = true;
                         continue;
                     }
                     index.codes.push(code);
                     index.owner.push(row);
+                    index.whole.push(*whole);
                     let values = (!features.is_null(r)).then(|| features.value(r));
                     let feature: &[f32] = values.as_ref().map_or(&[], |v| v.as_primitive::<Float32Type>().values());
                     if index.dim == 0 {
@@ -391,24 +451,26 @@ impl Index {
         for (code, &row) in self.owner.iter().enumerate() {
             codes_of[row as usize].push(code);
         }
-        let mut sorted = Index { rows: Vec::with_capacity(self.rows.len()), codes: Codes::new(self.codes.bits()), owner: Vec::new(), features: Vec::new(), dim: self.dim, multi: None };
+        let mut sorted = Index {
+            rows: Vec::with_capacity(self.rows.len()),
+            codes: Codes::new(self.codes.bits()),
+            owner: Vec::new(),
+            whole: Vec::new(),
+            features: Vec::new(),
+            dim: self.dim,
+        };
         for (new_row, &old_row) in order.iter().enumerate() {
             sorted.rows.push(self.rows[old_row].clone());
             for &code in &codes_of[old_row] {
                 sorted.codes.words.extend_from_slice(self.codes.get(code));
                 sorted.owner.push(new_row as u32);
+                sorted.whole.push(self.whole[code]);
                 if self.dim > 0 {
                     sorted.features.extend_from_slice(&self.features[code * self.dim..(code + 1) * self.dim]);
                 }
             }
         }
         sorted
-    }
-
-    /// Builds the multi-index over the codes (worth it for large collections; a few ms per 100k codes).
-    pub fn with_multi_index(mut self) -> Index {
-        self.multi = Some(MultiIndex::build(&self.codes));
-        self
     }
 
     pub fn code_bits(&self) -> usize {
@@ -469,44 +531,100 @@ impl Index {
         codes_of(a).flat_map(|i| codes_of(b).map(move |j| (i, j))).map(|(i, j)| hamming(self.codes.get(i), self.codes.get(j))).min().unwrap_or(u32::MAX)
     }
 
-    /// Near-duplicate groups: rows joined whenever any of their codes are within `max_distance`
-    /// (union-find over the pairs; multi-index probing when built, else an exact scan per code).
-    /// Groups of two or more rows, each sorted, largest first.
-    pub fn duplicate_groups(&self, max_distance: u32) -> Vec<Vec<usize>> {
-        let mut parent: Vec<usize> = (0..self.rows.len()).collect();
-        fn root(parent: &mut [usize], mut x: usize) -> usize {
-            while parent[x] != x {
-                parent[x] = parent[parent[x]];
-                x = parent[x];
-            }
-            x
+    /// Near-duplicate groups under `rule` (see [`DuplicateRule`]): groups of two or more rows, each
+    /// sorted, largest first. Codes are compared once per distinct value, so 10,000 copies of one
+    /// photo are one code; candidates come from the multi-index when there are many codes.
+    pub fn duplicate_groups(&self, rule: &DuplicateRule) -> Result<Vec<Vec<usize>>, Error> {
+        if rule.verify.is_some() && self.dim == 0 {
+            return Err(Error::Config("the features table has no features (or ragged ones) to verify near-duplicates with; \
+                 use the rule without verification"
+                .into()));
         }
-        let mut seen = Vec::new();
-        let mut distances = Vec::new();
+        let mut groups = UnionFind::new(self.rows.len());
+        // Each distinct code, named by its first code entry; rows carrying it are joined to that row.
+        let mut first_of: std::collections::HashMap<&[u64], usize> = Default::default();
+        let mut distinct = Codes::new(self.codes.bits());
+        let mut representative = Vec::new();
         for i in 0..self.codes.len() {
-            let query = self.codes.get(i);
-            let near: Vec<u32> = match &self.multi {
-                Some(multi) => multi.within(&self.codes, query, max_distance, &mut seen).into_iter().map(|(id, _)| id).collect(),
+            match first_of.entry(self.codes.get(i)) {
+                std::collections::hash_map::Entry::Occupied(first) => groups.join(self.owner[i] as usize, self.owner[*first.get()] as usize),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(i);
+                    distinct.words.extend_from_slice(self.codes.get(i));
+                    representative.push(i);
+                }
+            }
+        }
+        let feature = |code: usize| &self.features[code * self.dim..(code + 1) * self.dim];
+        let multi = (distinct.len() > MULTI_INDEX_FROM).then(|| MultiIndex::build(&distinct));
+        let (mut seen, mut distances) = (Vec::new(), Vec::new());
+        for i in 0..distinct.len() {
+            let query = distinct.get(i);
+            let near: Vec<u32> = match &multi {
+                Some(multi) => multi.within(&distinct, query, rule.max_distance, &mut seen).into_iter().map(|(id, _)| id).collect(),
                 None => {
-                    self.codes.distances(query, &mut distances);
-                    distances.iter().enumerate().filter(|(_, &d)| d <= max_distance).map(|(id, _)| id as u32).collect()
+                    distinct.distances(query, &mut distances);
+                    distances.iter().enumerate().filter(|(_, &d)| d <= rule.max_distance).map(|(id, _)| id as u32).collect()
                 }
             };
-            let a = self.owner[i] as usize;
-            for id in near {
-                let b = self.owner[id as usize] as usize;
-                let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-                if ra != rb {
-                    parent[ra.max(rb)] = ra.min(rb);
+            let a = representative[i];
+            for j in near.into_iter().map(|j| j as usize).filter(|&j| j > i) {
+                let b = representative[j];
+                let (row_a, row_b) = (self.owner[a] as usize, self.owner[b] as usize);
+                if groups.same(row_a, row_b) {
+                    continue;
+                }
+                let verified = rule.verify.is_none_or(|verify| {
+                    let cosine: f32 = feature(a).iter().zip(feature(b)).map(|(x, y)| x * y).sum();
+                    cosine >= verify.threshold(self.whole[a], self.whole[b])
+                });
+                if verified {
+                    groups.join(row_a, row_b);
                 }
             }
         }
-        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-        for row in 0..self.rows.len() {
-            let r = root(&mut parent, row);
-            groups.entry(r).or_default().push(row);
+        Ok(groups.into_groups())
+    }
+}
+
+/// Distinct codes past which candidates are found by the multi-index instead of a scan per code.
+const MULTI_INDEX_FROM: usize = 2048;
+
+/// Union-find over rows: the smaller root names a set.
+struct UnionFind {
+    parent: Vec<usize>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> UnionFind {
+        UnionFind { parent: (0..n).collect() }
+    }
+
+    fn root(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
         }
-        let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        x
+    }
+
+    fn same(&mut self, a: usize, b: usize) -> bool {
+        self.root(a) == self.root(b)
+    }
+
+    fn join(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.root(a), self.root(b));
+        self.parent[ra.max(rb)] = ra.min(rb);
+    }
+
+    /// Sets of two or more, each sorted, largest first (then by first member).
+    fn into_groups(mut self) -> Vec<Vec<usize>> {
+        let mut sets: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for x in 0..self.parent.len() {
+            let r = self.root(x);
+            sets.entry(r).or_default().push(x);
+        }
+        let mut groups: Vec<Vec<usize>> = sets.into_values().filter(|g| g.len() > 1).collect();
         groups.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         groups
     }
@@ -587,12 +705,115 @@ mod tests {
         // Row 0 owns codes 0 and 1, row 1 code 2, row 2 codes 3 and 4.
         let owner = vec![0, 0, 1, 2, 2];
         let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None }).collect();
-        let index = Index { rows, codes: codes.clone(), owner, features: Vec::new(), dim: 0, multi: None };
+        let index = Index { rows, codes: codes.clone(), owner, whole: vec![true; 5], features: Vec::new(), dim: 0 };
         let d = |i: usize, j: usize| hamming(codes.get(i), codes.get(j));
         assert_eq!(index.row_distance(0, 1), d(0, 2).min(d(1, 2)));
         assert_eq!(index.row_distance(0, 2), [d(0, 3), d(0, 4), d(1, 3), d(1, 4)].into_iter().min().unwrap());
         assert_eq!(index.row_distance(2, 0), index.row_distance(0, 2));
         assert_eq!(index.row_distance(1, 1), 0);
+    }
+
+    /// An index of rows given as (code, feature, whole-image code?) entries, rows in order.
+    fn index_of(entries: &[(usize, Vec<u8>, Vec<f32>, bool)]) -> Index {
+        let rows = entries.iter().map(|e| e.0).max().map_or(0, |n| n + 1);
+        let mut index = Index {
+            rows: (0..rows).map(|i| IndexedRow { path: format!("{i:05}"), class_name: None }).collect(),
+            codes: Codes::new(entries[0].1.len() * 8),
+            owner: Vec::new(),
+            whole: Vec::new(),
+            features: Vec::new(),
+            dim: entries[0].2.len(),
+        };
+        for (row, code, feature, whole) in entries {
+            index.codes.push(code);
+            index.owner.push(*row as u32);
+            index.whole.push(*whole);
+            index.features.extend(feature);
+        }
+        index
+    }
+
+    /// `code` with its first `n` bits flipped.
+    fn flipped(code: &[u8], n: usize) -> Vec<u8> {
+        let mut out = code.to_vec();
+        for bit in 0..n {
+            out[bit / 8] ^= 0x80 >> (bit % 8);
+        }
+        out
+    }
+
+    /// A unit vector at `angle` radians from (1, 0, 0, 0) towards (0, 1, 0, 0): cosines are set exactly.
+    fn at(angle: f32) -> Vec<f32> {
+        vec![angle.cos(), angle.sin(), 0.0, 0.0]
+    }
+
+    #[test]
+    fn verification_joins_candidates_by_the_cosine_their_kinds_need() {
+        let base = vec![0u8; 32];
+        let cos = |c: f32| c.acos();
+        // Row 0/1: two whole images 40 bits apart, cosine 0.85 (≥ 0.80: joined).
+        // Row 2/3: two object codes 40 bits apart, cosine 0.85 (< 0.95: not joined) on other codes.
+        // Row 4/5: an object and a whole image, cosine 0.92 (≥ 0.90: joined).
+        // Row 6/7: whole images with cosine 0.99 but 70 bits apart (not candidates at 64).
+        let far = |n: usize| flipped(&[0xFFu8; 32], n);
+        let entries = vec![
+            (0, base.clone(), at(0.0), true),
+            (1, flipped(&base, 40), at(cos(0.85)), true),
+            (2, far(0), at(0.0), false),
+            (3, far(40), at(cos(0.85)), false),
+            (4, flipped(&[0x0Fu8; 32], 0), at(0.0), false),
+            (5, flipped(&[0x0Fu8; 32], 30), at(cos(0.92)), true),
+            (6, flipped(&[0x33u8; 32], 0), at(0.0), true),
+            (7, flipped(&[0x33u8; 32], 70), at(cos(0.99)), true),
+        ];
+        let index = index_of(&entries);
+        assert_eq!(index.duplicate_groups(&DuplicateRule::verified()).unwrap(), vec![vec![0, 1], vec![4, 5]]);
+        // Without verification every candidate pair is joined; at 24 bits none of these are candidates.
+        let hamming_only = DuplicateRule { max_distance: 64, verify: None };
+        assert_eq!(index.duplicate_groups(&hamming_only).unwrap(), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+        assert!(index.duplicate_groups(&DuplicateRule::default()).unwrap().is_empty());
+        // A stricter whole-image threshold splits rows 0 and 1.
+        let strict = DuplicateRule { max_distance: 64, verify: Some(Verification { whole: 0.9, ..Verification::default() }) };
+        assert_eq!(index.duplicate_groups(&strict).unwrap(), vec![vec![4, 5]]);
+    }
+
+    #[test]
+    fn identical_codes_are_one_code_and_always_joined() {
+        // 10,000 rows of one photo and one other photo: one group of 10,000, and fast (one distinct
+        // code, so no candidate pairs at all).
+        let mut entries: Vec<(usize, Vec<u8>, Vec<f32>, bool)> = (0..10_000).map(|row| (row, vec![7u8; 32], at(0.0), true)).collect();
+        entries.push((10_000, vec![0xF0u8; 32], at(1.0), true));
+        let index = index_of(&entries);
+        let started = std::time::Instant::now();
+        let groups = index.duplicate_groups(&DuplicateRule::verified()).unwrap();
+        assert_eq!(groups, vec![(0..10_000).collect::<Vec<usize>>()]);
+        assert!(started.elapsed().as_secs() < 5, "10,000 identical rows took {:?}", started.elapsed());
+        // One row, or none with features: nothing to group; verification without features is refused.
+        assert!(index_of(&entries[..1]).duplicate_groups(&DuplicateRule::verified()).unwrap().is_empty());
+        let mut featureless = index_of(&entries[..2]);
+        featureless.dim = 0;
+        featureless.features.clear();
+        let error = featureless.duplicate_groups(&DuplicateRule::verified()).unwrap_err().to_string();
+        assert!(error.contains("no features"), "{error}");
+        assert_eq!(featureless.duplicate_groups(&DuplicateRule::default()).unwrap(), vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn the_multi_index_path_groups_as_the_scan_does() {
+        // Past MULTI_INDEX_FROM distinct codes candidates come from the multi-index: the same groups.
+        let codes = random_codes(3000, 21);
+        let mut entries = Vec::new();
+        for i in 0..3000 {
+            entries.push((2 * i, codes.get(i).iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>(), at(i as f32 * 1e-4), true));
+            let near = flipped(&entries.last().unwrap().1, i % 40);
+            entries.push((2 * i + 1, near, at(i as f32 * 1e-4 + 0.3), true));
+        }
+        let index = index_of(&entries);
+        let rule = DuplicateRule { max_distance: 24, verify: Some(Verification::default()) };
+        let groups = index.duplicate_groups(&rule).unwrap();
+        // cos(0.3) = 0.955 ≥ 0.80: every pair within 24 bits is joined, none beyond.
+        let expected: Vec<Vec<usize>> = (0..3000).filter(|i| i % 40 <= 24).map(|i| vec![2 * i, 2 * i + 1]).collect();
+        assert_eq!(groups, expected);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 mod common;
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
@@ -133,6 +133,12 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
         vec![vec!["chelsea-mirrored.png", "chelsea.jpg"], vec!["coffee-cropped.png", "coffee-small.jpg", "coffee.jpg"]],
         "{csv}"
     );
+    // Verification keeps these groups: every copy's features agree with its original's.
+    let verified_csv = dir.join("verified.csv");
+    let out = imgfeat().args(["dedup", "--verify", "-o"]).arg(&verified_csv).arg(&features).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max distance 64, verified"));
+    assert_eq!(std::fs::read_to_string(&verified_csv).unwrap(), csv);
     // The same groups as Parquet.
     let groups_parquet = dir.join("groups.parquet");
     assert!(imgfeat().args(["dedup", "--max-distance", "40", "-o"]).arg(&groups_parquet).arg(&features).status().unwrap().success());
@@ -239,5 +245,76 @@ fn the_readme_resume_and_append_commands_work_as_written() {
     let stdout = String::from_utf8_lossy(&appended.stdout);
     assert!(appended.status.success() && stdout.starts_with("0 images") && stdout.contains("(4 already in the table)") && stdout.contains("(4 rows)"), "{stdout}");
     assert_eq!(read_parquet(&dir.join("features.parquet")).num_rows(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `dedup --verify` on real photos (photos 401–440 of ../shared/data, out of the set its thresholds were
+/// calibrated on) and four hard edits of each of the first 20 (blur, grayscale, crop with a banner re-saved
+/// as JPEG, a flat sticker): it groups more copies with their original than the Hamming rule does, and
+/// never puts two originals in one group.
+#[test]
+fn verified_dedup_groups_more_edited_copies_and_never_two_originals() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/imagenet-sample");
+    if !shared.is_dir() {
+        common::skipped(format_args!("SKIPPED: {} is absent; verified dedup is checked on constructed pairs only", shared.display()));
+        return;
+    }
+    let dir = temp_dir("cli-verified-dedup");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&shared).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for (i, path) in names[400..440].iter().enumerate() {
+        let photo = image::open(path).unwrap().to_rgb8();
+        photo.save(photos.join(format!("{i:02}.png"))).unwrap();
+        if i >= 20 {
+            continue;
+        }
+        let (w, h) = photo.dimensions();
+        image::imageops::blur(&photo, 3.0).save(photos.join(format!("{i:02}__blur.png"))).unwrap();
+        image::DynamicImage::ImageRgb8(photo.clone()).grayscale().to_rgb8().save(photos.join(format!("{i:02}__grayscale.png"))).unwrap();
+        let crop = image::imageops::crop_imm(&photo, w / 10, h / 10, w * 8 / 10, h * 8 / 10).to_image();
+        let mut banner = image::RgbImage::from_pixel(crop.width(), crop.height() + h / 6, image::Rgb([200, 30, 30]));
+        image::imageops::replace(&mut banner, &crop, 0, (h / 6) as i64);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 40).encode_image(&banner).unwrap();
+        std::fs::write(photos.join(format!("{i:02}__banner.jpg")), jpeg).unwrap();
+        let mut sticker = photo.clone();
+        for y in h / 4..h * 3 / 4 {
+            for x in w / 5..w * 4 / 5 {
+                sticker.put_pixel(x, y, image::Rgb([240, 200, 20]));
+            }
+        }
+        sticker.save(photos.join(format!("{i:02}__sticker.png"))).unwrap();
+    }
+    let features = dir.join("features.parquet");
+    let out = imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&features).arg(&photos).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // (copies in their original's group, originals sharing a group with another original)
+    let grouped = |extra: &[&str]| -> (usize, usize) {
+        let csv = dir.join("groups.csv");
+        let out = imgfeat().arg("dedup").args(extra).arg("-o").arg(&csv).arg(&features).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut group_of = std::collections::HashMap::new();
+        for line in std::fs::read_to_string(&csv).unwrap().lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let stem = Path::new(fields[1]).file_stem().unwrap().to_string_lossy().into_owned();
+            group_of.insert(stem, fields[0].to_string());
+        }
+        let with_original = group_of.iter().filter(|(name, group)| {
+            name.split_once("__").is_some_and(|(photo, _)| group_of.get(photo) == Some(group))
+        });
+        let mut originals_per_group = std::collections::HashMap::new();
+        for (name, group) in &group_of {
+            if !name.contains("__") {
+                *originals_per_group.entry(group.clone()).or_insert(0) += 1;
+            }
+        }
+        (with_original.count(), originals_per_group.values().filter(|&&n| n > 1).sum())
+    };
+    let (hamming_grouped, _) = grouped(&[]);
+    let (verified_grouped, verified_mixed) = grouped(&["--verify"]);
+    assert_eq!(verified_mixed, 0, "--verify put different photos in one group");
+    assert!(verified_grouped > hamming_grouped, "--verify grouped {verified_grouped} of 80 copies, the Hamming rule {hamming_grouped}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

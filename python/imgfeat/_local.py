@@ -158,13 +158,16 @@ class Index:
         data = image if isinstance(image, (bytes, bytearray)) else Path(image).read_bytes()
         return pa.Table.from_batches([self._native.search(self._pipeline._native, bytes(data), k, rerank, insets)])
 
-    def duplicate_groups(self, max_distance: int = 24) -> pa.Table:
+    def duplicate_groups(self, max_distance: Optional[int] = None, *, verify: bool = False) -> pa.Table:
         """Near-duplicate groups, as ``imgfeat dedup`` makes them: one row per member of a group of two or
         more (``group``, ``path``, ``representative``: the group's smallest path). Rows join when any of
-        their codes are within ``max_distance`` bits, transitively."""
+        their codes are within ``max_distance`` bits (default 24), transitively; with ``verify`` (as
+        ``imgfeat dedup --verify``, default distance 64) only when their features agree too."""
+        if max_distance is None:
+            max_distance = 64 if verify else 24
         if max_distance < 0:
             raise ValueError(f"max_distance must be ≥ 0, not {max_distance}")
-        return pa.Table.from_batches([self._native.duplicate_groups(max_distance)])
+        return pa.Table.from_batches([self._native.duplicate_groups(max_distance, bool(verify))])
 
 
 def search(table: Union[pa.Table, pa.RecordBatch], image: Union[PathLike, bytes], k: int = 10, *,
@@ -174,12 +177,13 @@ def search(table: Union[pa.Table, pa.RecordBatch], image: Union[PathLike, bytes]
     return Index(table, config, pipeline=pipeline).search(image, k)
 
 
-def find_duplicates(photos: Union[Inputs, pa.Table, pa.RecordBatch], max_distance: int = 24, *,
-                    config: ConfigLike = None, threads: Optional[int] = None, progress: bool = True) -> pa.Table:
+def find_duplicates(photos: Union[Inputs, pa.Table, pa.RecordBatch], max_distance: Optional[int] = None, *,
+                    verify: bool = False, config: ConfigLike = None, threads: Optional[int] = None,
+                    progress: bool = True) -> pa.Table:
     """Near-duplicate groups (``group``, ``path``, ``representative``) of a folder of photos (extracted
     first, with a progress bar) or of a features table, as ``imgfeat dedup`` makes them."""
     if isinstance(photos, (pa.Table, pa.RecordBatch)):
         table = _as_table(photos)
     else:
         table = extract(photos, config, threads=threads, progress=progress)
-    return Index(table).duplicate_groups(max_distance)
+    return Index(table).duplicate_groups(max_distance, verify=verify)

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 
-use imgfeat::search::Query;
+use imgfeat::search::{DuplicateRule, Query, Verification};
 use imgfeat::{Config, Error, ImageError};
 
 create_exception!(imgfeat, ImgfeatError, PyException, "An error of imgfeat's that is neither a bad argument nor a file that cannot be read: a model that does not load, a table that is not a features table.");
@@ -98,7 +98,7 @@ impl Index {
     #[new]
     fn new(py: Python<'_>, table: PyArrowType<Table>) -> PyResult<Index> {
         let (batches, _) = table.0.into_inner();
-        let index = py.detach(|| imgfeat::search::Index::from_batches(batches).map(|index| index.with_multi_index()));
+        let index = py.detach(|| imgfeat::search::Index::from_batches(batches));
         Ok(Index { inner: index.map_err(to_python)? })
     }
 
@@ -138,8 +138,11 @@ impl Index {
     }
 
     /// Near-duplicate groups, as `imgfeat dedup` makes them: (group, path, representative).
-    fn duplicate_groups(&self, py: Python<'_>, max_distance: u32) -> PyResult<PyArrowType<RecordBatch>> {
-        let groups = py.detach(|| self.inner.duplicate_groups(max_distance));
+    /// With `verify`, candidates are confirmed by their features (see `imgfeat dedup --verify`).
+    #[pyo3(signature = (max_distance, verify))]
+    fn duplicate_groups(&self, py: Python<'_>, max_distance: u32, verify: bool) -> PyResult<PyArrowType<RecordBatch>> {
+        let rule = DuplicateRule { max_distance, verify: verify.then(Verification::default) };
+        let groups = py.detach(|| self.inner.duplicate_groups(&rule)).map_err(to_python)?;
         imgfeat::output::groups_batch(&groups, &self.inner.rows).map(PyArrowType).map_err(to_python)
     }
 }

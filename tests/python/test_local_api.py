@@ -71,7 +71,8 @@ def test_search_and_find_duplicates_answer_as_the_cli_does(local, photos, cli_ta
         hits = [index.search(q).to_pylist() for q in {[str(q) for q in queries]!r}]
         one = imgfeat.search(table, {str(queries[0])!r}, k=3).to_pylist()
         groups = imgfeat.find_duplicates(table).to_pylist()
-        print(json.dumps({{"hits": hits, "one": one, "groups": groups, "rows": len(index)}}))
+        verified = index.duplicate_groups(verify=True).to_pylist()
+        print(json.dumps({{"hits": hits, "one": one, "groups": groups, "verified": verified, "rows": len(index)}}))
     """)
     for query, hits in zip(queries, found["hits"]):
         expected = cli_search(cli_table, query)
@@ -86,6 +87,11 @@ def test_search_and_find_duplicates_answer_as_the_cli_does(local, photos, cli_ta
     assert [{**g, "group": str(g["group"])} for g in found["groups"]] == cli_groups
     if (photos / "formats").is_dir():
         assert cli_groups, "the odd formats hold near-duplicates of one photo: dedup must group them"
+    subprocess.run([str(CLI), "dedup", "--verify", str(cli_table), "-o", str(csv)], check=True, capture_output=True, timeout=300)
+    lines = csv.read_text().splitlines()[1:]
+    cli_verified = [dict(zip(["group", "path", "representative"], line.split(","))) for line in lines]
+    assert [{**g, "group": str(g["group"])} for g in found["verified"]] == cli_verified
+    assert cli_verified, "the odd formats' copies of one photo are verified near-duplicates too"
 
 
 def test_find_duplicates_of_a_folder_extracts_then_groups(local, photos, cli_table):
