@@ -120,7 +120,7 @@ enum Command {
         /// Join two rows only when the cosine of the features behind their nearest codes reaches
         /// 0.80 for two whole images, 0.95 for two objects, 0.90 for one of each (calibrated in
         /// EVALUATION.md): groups more edited copies with their original without joining different
-        /// photos. Not yet what Spark's NearDuplicates does.
+        /// photos. Spark's NearDuplicates does the same with setVerify(true).
         #[arg(long)]
         verify: bool,
         /// Output: .parquet or .csv, one line per row in a group (group, path, representative).

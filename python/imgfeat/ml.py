@@ -228,18 +228,27 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
     bands: "Param[int]" = Param(Params._dummy(), "bands",
                   "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
                   typeConverter=TypeConverters.toInt)
+    verify: "Param[bool]" = Param(Params._dummy(), "verify",
+                   "join candidates only when their features agree (imgfeat dedup --verify); maxDistance is then 64 unless set",
+                   typeConverter=TypeConverters.toBoolean)
+    featureCols: "Param[List[str]]" = Param(Params._dummy(), "featureCols",
+                        "float feature columns of the codes in codeCols, in the same order, for verify",
+                        typeConverter=TypeConverters.toListString)
 
     @keyword_only
     def __init__(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 24,
-                 bands: int = 16) -> None:
+                 bands: int = 16, verify: bool = False,
+                 featureCols: Sequence[str] = ("feature", "whole_feature")) -> None:
         super().__init__()
         self._java_obj = self._new_java_obj(f"{_JVM_PACKAGE}.NearDuplicates", self.uid)
-        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=24, bands=16)
+        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=24, bands=16, verify=False,
+                         featureCols=["feature", "whole_feature"])
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 24,
-                  bands: int = 16) -> "NearDuplicates":
+                  bands: int = 16, verify: bool = False,
+                  featureCols: Sequence[str] = ("feature", "whole_feature")) -> "NearDuplicates":
         """Sets any of the params by keyword."""
         return self._set(**self._input_kwargs)
 
@@ -270,6 +279,20 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
     def setBands(self, value: int) -> "NearDuplicates":
         """Bands each code is cut into for the join (a divisor of the code's bits); exact for any distance."""
         return self._set(bands=value)
+
+    def getVerify(self) -> bool:
+        return self.getOrDefault(self.verify)
+
+    def setVerify(self, value: bool) -> "NearDuplicates":
+        """Join candidates only when their features agree, as ``imgfeat dedup --verify`` (maxDistance 64 unless set)."""
+        return self._set(verify=value)
+
+    def getFeatureCols(self) -> List[str]:
+        return self.getOrDefault(self.featureCols)
+
+    def setFeatureCols(self, value: Sequence[str]) -> "NearDuplicates":
+        """The float feature columns of the codes in ``codeCols``, in the same order (for ``verify``)."""
+        return self._set(featureCols=value)
 
     def codePairs(self, dataset: "DataFrame") -> "DataFrame":
         """The band join's result: pairs of distinct codes within maxDistance (id_a < id_b, distance), each

@@ -506,12 +506,13 @@ def extract_features(folder, out, bits):
     return out
 
 
-def cli_dedup_groups(features, out, max_distance=None):
+def cli_dedup_groups(features, out, max_distance=None, verify=False):
     """`imgfeat dedup`'s groups (its default distance when max_distance is None) as {path: representative}."""
     import csv
 
     distance = [] if max_distance is None else ["--max-distance", str(max_distance)]
-    subprocess.run([str(CLI), "dedup", str(features), *distance, "-o", str(out)], check=True, capture_output=True)
+    subprocess.run([str(CLI), "dedup", str(features), *distance, *(["--verify"] if verify else []), "-o", str(out)],
+                   check=True, capture_output=True)
     with open(out, newline="") as lines:
         return {row["path"]: row["representative"] for row in csv.DictReader(lines)}
 
@@ -524,6 +525,7 @@ def group_sizes(representatives):
 
 
 NEAR_DUPLICATE_DISTANCES = [None, 8, 40]  # the default (24), and per band 0 and 2 bits of 16 (16 bands)
+VERIFIED_DISTANCES = [None, 128]  # verify's default (64) and a distance where verification decides alone
 SKEWED_ROWS = 10_000
 
 
@@ -561,6 +563,8 @@ def near_duplicate_runs(spark, tmp_path_factory):
     runs = [{"label": f"256@{d}", "features": str(tables[256]), **({} if d is None else {"max_distance": d})}
             for d in NEAR_DUPLICATE_DISTANCES]
     runs += [{"label": f"{bits}@default", "features": str(tables[bits])} for bits in (64, 128)]
+    runs += [{"label": f"verified@{d}", "features": str(tables[256]), "verify": True, **({} if d is None else {"max_distance": d})}
+             for d in VERIFIED_DISTANCES]
     runs += [{"label": "skewed", "features": str(skewed), "code_pairs": True},
              {"label": "bands not dividing the bits", "features": str(tables[64]), "bands": 24},
              {"label": "missing id column", "features": str(tables[256]), "id_col": "photo"},
@@ -585,7 +589,7 @@ def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs,
     """NearDuplicates' groups are `imgfeat dedup`'s: the same members, the same representative (the smallest
     path) and group sizes, at the default distance (24 on both sides), a smaller and a larger one."""
     tables, groups, _, errors, defaults = near_duplicate_runs
-    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 24, 16], defaults
+    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 24, 16, False, ["feature", "whole_feature"]], defaults
     for distance in NEAR_DUPLICATE_DISTANCES:
         label = f"256@{distance}"
         assert label not in errors, errors[label]
@@ -596,6 +600,22 @@ def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs,
         if distance is None:
             (mirrored,) = (p for p in found if p.endswith("/mirrored-chelsea.jpg"))
             assert found[mirrored][0].endswith("/chelsea.jpg"), "the mirrored copy groups with its original"
+
+
+def test_verified_near_duplicate_groups_on_spark_equal_imgfeat_dedup_verify(near_duplicate_runs, tmp_path):
+    """With verify, NearDuplicates' groups are `imgfeat dedup --verify`'s (one rule: candidates by Hamming
+    distance, joined when their features agree by the thresholds of their kinds), at verify's default distance
+    and at 128 bits, where the Hamming rule alone would join unrelated photos and verification must not."""
+    tables, groups, _, errors, _ = near_duplicate_runs
+    for distance in VERIFIED_DISTANCES:
+        label = f"verified@{distance}"
+        assert label not in errors, errors[label]
+        cli = cli_dedup_groups(tables[256], tmp_path / f"verified-{distance}.csv", distance, verify=True)
+        assert {p: r for p, (r, _) in groups[label].items()} == cli, label
+        assert cli, "the copies verify as near-duplicates of their originals"
+    hamming_only = cli_dedup_groups(tables[256], tmp_path / "hamming-128.csv", 128)
+    assert len(set(hamming_only.values())) < len(set(cli.values())) or len(hamming_only) > len(cli), \
+        "at 128 bits verification must split what the Hamming rule alone joins"
 
 
 def test_near_duplicate_groups_on_spark_equal_an_exhaustive_comparison(near_duplicate_runs, spark):

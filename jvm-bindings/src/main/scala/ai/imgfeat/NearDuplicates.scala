@@ -2,12 +2,12 @@ package ai.imgfeat
 
 import org.apache.spark.graphx.Graph
 import org.apache.spark.ml.Transformer
-import org.apache.spark.ml.param.{IntParam, Param, ParamMap, ParamValidators, StringArrayParam}
+import org.apache.spark.ml.param.{BooleanParam, IntParam, Param, ParamMap, ParamValidators, StringArrayParam}
 import org.apache.spark.ml.util.{DefaultParamsReadable, DefaultParamsWritable, Identifiable}
 import org.apache.spark.sql.{DataFrame, Dataset, Row}
-import org.apache.spark.sql.functions.{array, col, count, explode, length, lit, max, min, posexplode, udf}
-import org.apache.spark.sql.types.{BinaryType, DataType, IntegerType, LongType, NumericType, StringType, StructField,
-  StructType}
+import org.apache.spark.sql.functions.{array, col, count, explode, length, lit, max, min, posexplode, struct, udf}
+import org.apache.spark.sql.types.{ArrayType, BinaryType, DataType, FloatType, IntegerType, LongType, NumericType, StringType,
+  StructField, StructType}
 import org.apache.spark.storage.StorageLevel
 
 /** Near-duplicate groups of a features table, the same groups `imgfeat dedup` writes: two rows are joined
@@ -32,6 +32,13 @@ import org.apache.spark.storage.StorageLevel
   * // path, representative (the smallest path of its group), group_size
   * }}}
   *
+  * With `verify` (as `imgfeat dedup --verify`), a candidate pair of distinct codes is joined only when the cosine
+  * of their features (`featureCols`, in the order of `codeCols`) reaches 0.80 for two whole-image codes, 0.95 for
+  * two object codes and 0.90 for one of each; the last code column is the whole image's, and an object code equal
+  * to its row's whole-image code counts as a whole image. A code is represented by the row with its smallest id
+  * (the first of its columns), as the CLI does, so the groups are `imgfeat dedup --verify`'s; maxDistance is 64
+  * unless set.
+  *
   * `transform` runs Spark jobs right away (GraphX's connected components iterate eagerly); what it returns
   * reads their cached result. Ids should be unique: rows sharing an id are one vertex.
   */
@@ -51,8 +58,15 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
     "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
     ParamValidators.gt(0))
 
+  final val verify = new BooleanParam(this, "verify",
+    "join candidates only when their features agree (imgfeat dedup --verify); maxDistance is then 64 unless set")
+  final val featureCols = new StringArrayParam(this, "featureCols",
+    "float feature columns of the codes in codeCols, in the same order, for verify",
+    ParamValidators.arrayLengthGt(0))
+
   // maxDistance 24 of 256 bits is `imgfeat dedup`'s default; 16 bands split 64-, 128- and 256-bit codes.
-  setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> 24, bands -> 16)
+  setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> 24, bands -> 16,
+    verify -> false, featureCols -> Array("feature", "whole_feature"))
 
   def getIdCol: String = $(idCol)
   def getCodeCols: Array[String] = $(codeCols)
@@ -62,6 +76,13 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
   def setCodeCols(value: Array[String]): this.type = set(codeCols, value)
   def setMaxDistance(value: Int): this.type = set(maxDistance, value)
   def setBands(value: Int): this.type = set(bands, value)
+  def getVerify: Boolean = $(verify)
+  def getFeatureCols: Array[String] = $(featureCols)
+  def setVerify(value: Boolean): this.type = set(verify, value)
+  def setFeatureCols(value: Array[String]): this.type = set(featureCols, value)
+
+  /** The candidate distance: maxDistance, or with verify and maxDistance not set 64 (as the CLI). */
+  private def candidateDistance: Int = if ($(verify) && !isSet(maxDistance)) NearDuplicates.VerifiedMaxDistance else $(maxDistance)
 
   /** One row per member of a near-duplicate group of two or more rows: the id (named as `idCol`), the
     * group's `representative` (its smallest id) and `group_size`. */
@@ -87,14 +108,29 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
     pairsOfDistinctCodes(codes, distinctCodes(codes))
   }
 
-  /** (id, code): one row per non-null code of each row with an id. */
-  private def rowCodes(dataset: Dataset[_]): DataFrame =
-    dataset.select(col($(idCol)).as("id"), explode(array($(codeCols).toIndexedSeq.map(col): _*)).as("code"))
+  /** (id, code, position, whole, feature): one row per non-null code of each row with an id; `whole` tells a
+    * whole-image code (the last column, or a code equal to it), `feature` is null without verify. */
+  private def rowCodes(dataset: Dataset[_]): DataFrame = {
+    val names = $(codeCols).toIndexedSeq
+    val wholeCol = col(names.last)
+    val entries = names.zipWithIndex.map { case (name, position) =>
+      val feature = if ($(verify)) col($(featureCols)(position)).cast(ArrayType(FloatType))
+        else lit(null).cast(ArrayType(FloatType))
+      val whole = if (position == names.size - 1) lit(true) else wholeCol.isNotNull && col(name) === wholeCol
+      struct(col(name).as("code"), lit(position).as("position"), whole.as("whole"), feature.as("feature"))
+    }
+    dataset.select(col($(idCol)).as("id"), explode(array(entries: _*)).as("entry"))
+      .select(col("id"), col("entry.code").as("code"), col("entry.position").as("position"), col("entry.whole").as("whole"),
+        col("entry.feature").as("feature"))
       .where(col("code").isNotNull && col("id").isNotNull)
+  }
 
-  /** (code, owner): each distinct code and the smallest id carrying it (a partial aggregation, so a code
-    * carried by millions of rows is combined on each executor before the shuffle). */
-  private def distinctCodes(codes: DataFrame): DataFrame = codes.groupBy("code").agg(min("id").as("owner"))
+  /** (code, owner, whole, feature): each distinct code, the smallest id carrying it (its first column there) and
+    * that entry's kind and feature (a partial aggregation, so a code carried by millions of rows is combined on
+    * each executor before the shuffle). */
+  private def distinctCodes(codes: DataFrame): DataFrame =
+    codes.groupBy("code").agg(min(struct(col("id"), col("position"), col("whole"), col("feature"))).as("first"))
+      .select(col("code"), col("first.id").as("owner"), col("first.whole").as("whole"), col("first.feature").as("feature"))
 
   private def pairsOfDistinctCodes(codes: DataFrame, owners: DataFrame): DataFrame =
     bandLayout(codes) match {
@@ -109,7 +145,7 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
     if (bounds.isNullAt(0)) return None
     val (shortest, longest) = (bounds.getInt(0) * 8, bounds.getInt(1) * 8)
     require(shortest == longest, s"codes of different lengths ($shortest and $longest bits) cannot be compared")
-    val (bits, bandCount, distance) = (longest, $(bands), $(maxDistance))
+    val (bits, bandCount, distance) = (longest, $(bands), candidateDistance)
     require(bits % bandCount == 0, s"a $bits-bit code does not split into $bandCount bands of equal width: " +
       s"set bands to a divisor of $bits (the default, 16, splits 64-, 128- and 256-bit codes)")
     val width = bits / bandCount
@@ -124,7 +160,9 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
 
   private def bandJoin(owners: DataFrame, layout: BandLayout): DataFrame = {
     val BandLayout(bandCount, width, radius) = layout
-    val distanceLimit = $(maxDistance)
+    val distanceLimit = candidateDistance
+    val verified = udf { (a: Seq[Float], wholeA: Boolean, b: Seq[Float], wholeB: Boolean) =>
+      NearDuplicates.verified(a, wholeA, b, wholeB) }
     val bandKeys = udf { (code: Array[Byte]) => Seq.tabulate(bandCount)(band => NearDuplicates.bandKey(code, band, width)) }
     val keysWithinRadius = udf { (key: Long) => NearDuplicates.keysWithin(key, width, radius).toSeq }
     // A pair close on several bands meets once per band; it is kept only in the first, so no distinct.
@@ -134,14 +172,19 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
       }
     }
     val hamming = udf { (a: Array[Byte], b: Array[Byte]) => NearDuplicates.hamming(a, b) }
-    val keyed = owners.select(col("owner"), col("code"), posexplode(bandKeys(col("code"))).as(Seq("band", "own_key")))
-    val probes = keyed.select(col("owner").as("id_a"), col("code").as("code_a"), col("band"),
-      explode(keysWithinRadius(col("own_key"))).as("key"))
-    val exact = keyed.select(col("owner").as("id_b"), col("code").as("code_b"), col("band"), col("own_key").as("key"))
-    probes.join(exact, Seq("band", "key"))
+    val keyed = owners.select(col("owner"), col("code"), col("whole"), col("feature"),
+      posexplode(bandKeys(col("code"))).as(Seq("band", "own_key")))
+    val probes = keyed.select(col("owner").as("id_a"), col("code").as("code_a"), col("whole").as("whole_a"),
+      col("feature").as("feature_a"), col("band"), explode(keysWithinRadius(col("own_key"))).as("key"))
+    val exact = keyed.select(col("owner").as("id_b"), col("code").as("code_b"), col("whole").as("whole_b"),
+      col("feature").as("feature_b"), col("band"), col("own_key").as("key"))
+    val candidates = probes.join(exact, Seq("band", "key"))
       .where(col("id_a") < col("id_b") && firstCloseBand(col("code_a"), col("code_b")) === col("band"))
-      .select(col("id_a"), col("id_b"), hamming(col("code_a"), col("code_b")).as("distance"))
+      .withColumn("distance", hamming(col("code_a"), col("code_b")))
       .where(col("distance") <= distanceLimit)
+    val kept = if ($(verify)) candidates.where(verified(col("feature_a"), col("whole_a"), col("feature_b"), col("whole_b")))
+      else candidates
+    kept.select(col("id_a"), col("id_b"), col("distance"))
       // Two distinct codes can be named by the same id (a row's object and whole-image codes).
       .groupBy("id_a", "id_b")
       .agg(min("distance").as("distance"))
@@ -186,6 +229,17 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
       require(code.dataType == BinaryType,
         s"code column '$name' must be binary (as `imgfeat extract` writes codes), not ${code.dataType.simpleString}")
     }
+    if ($(verify)) {
+      require($(featureCols).length == $(codeCols).length,
+        s"verify needs one feature column per code column: featureCols ${$(featureCols).mkString(", ")} for codeCols " +
+          $(codeCols).mkString(", "))
+      for (name <- $(featureCols)) {
+        val feature = field(name, "feature")
+        require(feature.dataType match { case ArrayType(_: NumericType, _) => true; case _ => false },
+          s"feature column '$name' must be an array of numbers (as `imgfeat extract` writes features), not " +
+            feature.dataType.simpleString)
+      }
+    }
     StructType(Seq(StructField($(idCol), id.dataType, nullable = false),
       StructField("representative", id.dataType, nullable = false),
       StructField("group_size", IntegerType, nullable = false)))
@@ -205,6 +259,29 @@ object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
   /** Probes per band key at most: 2^16, what `imgfeat dedup` probes at worst per 16-bit substring. Past it
     * a join would multiply each code's rows by more than the CLI ever does. */
   private[imgfeat] val MaxProbesPerKey: BigInt = BigInt(1) << 16
+
+  /** Candidate distance under verify when maxDistance is not set: `imgfeat dedup --verify`'s. */
+  private[imgfeat] val VerifiedMaxDistance = 64
+
+  /** Least cosine between two candidates' features by their kinds: the CLI's `Verification::default()`. */
+  private[imgfeat] val WholeCosine = 0.80f
+  private[imgfeat] val ObjectCosine = 0.95f
+  private[imgfeat] val MixedCosine = 0.90f
+
+  /** Whether two candidate codes' features agree enough to join them: their cosine (a float sum in order, as the
+    * CLI computes it, so that both sides decide alike) against the threshold for their kinds. */
+  private[imgfeat] def verified(a: Seq[Float], wholeA: Boolean, b: Seq[Float], wholeB: Boolean): Boolean = {
+    require(a != null && b != null, "verify needs every code's feature: a row has a code without one")
+    require(a.length == b.length, s"features of different lengths (${a.length} and ${b.length}) cannot be compared")
+    var cosine = 0f
+    var i = 0
+    while (i < a.length) {
+      cosine += a(i) * b(i)
+      i += 1
+    }
+    val threshold = if (wholeA && wholeB) WholeCosine else if (!wholeA && !wholeB) ObjectCosine else MixedCosine
+    cosine >= threshold
+  }
 
   /** Bits [band * width, (band + 1) * width) of the code, most significant bit of each byte first. */
   private[imgfeat] def bandKey(code: Array[Byte], band: Int, width: Int): Long = {

@@ -67,6 +67,28 @@ class ParamsSuite extends AnyFunSuite {
     val d = new NearDuplicates()
     assert(d.getIdCol == "path" && d.getCodeCols.toSeq == Seq("code", "whole_code"))
     assert(d.getMaxDistance == 24 && d.getBands == 16)
+    assert(!d.getVerify && d.getFeatureCols.toSeq == Seq("feature", "whole_feature"))
+  }
+
+  test("NearDuplicates: verify needs a numeric array feature column per code column") {
+    val withFeatures = StructType(features.fields ++ Seq(StructField("feature", ArrayType(FloatType)),
+      StructField("whole_feature", ArrayType(FloatType))))
+    new NearDuplicates().setVerify(true).transformSchema(withFeatures)
+    def message(d: NearDuplicates, schema: StructType) = intercept[IllegalArgumentException](d.transformSchema(schema)).getMessage
+    assert(message(new NearDuplicates().setVerify(true), features).contains("feature column 'feature' is not in the input"))
+    assert(message(new NearDuplicates().setVerify(true).setFeatureCols(Array("feature")), withFeatures).contains(
+      "verify needs one feature column per code column"))
+    assert(message(new NearDuplicates().setVerify(true).setFeatureCols(Array("feature", "class_name")), withFeatures).contains(
+      "feature column 'class_name' must be an array of numbers"))
+  }
+
+  test("NearDuplicates: verification thresholds by the kinds of the two codes, as the CLI's") {
+    def unit(cosine: Double): Seq[Float] = Seq(cosine.toFloat, math.sqrt(1 - cosine * cosine).toFloat)
+    val x = Seq(1f, 0f)
+    assert(NearDuplicates.verified(x, true, unit(0.85), true) && !NearDuplicates.verified(x, true, unit(0.75), true))
+    assert(NearDuplicates.verified(x, false, unit(0.96), false) && !NearDuplicates.verified(x, false, unit(0.85), false))
+    assert(NearDuplicates.verified(x, true, unit(0.92), false) && !NearDuplicates.verified(x, false, unit(0.85), true))
+    intercept[IllegalArgumentException](NearDuplicates.verified(x, true, null, true))
   }
 
   test("NearDuplicates: invalid values are refused when set") {
