@@ -214,7 +214,8 @@ def main():
         "What was tuned on what: the inset seam finder on photos 1–100, `dedup --verify`'s thresholds on photos "
         "1–300 with their edits (the widest rule that put no two originals in one group). Photos 401–700 were "
         "looked at by none of it. The code projection (`models/codes_itq_*.safetensors`) was fitted on all 700 "
-        "photos' features, without edits.", "",
+        "photos' features, without edits. Spark's `NearDuplicates` gives the CLI's groups on the same table, with "
+        "and without `verify` (tests/spark).", "",
     ]
     for name, result in runs:
         lines += report(name, result)
