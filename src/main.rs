@@ -515,7 +515,7 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
         }
     };
     if let Some(hex) = code {
-        let query = Query { codes: vec![imgfeat::search::parse_hex(hex)?], features: Vec::new() };
+        let query = Query { codes: vec![imgfeat::search::parse_hex(hex)?], ..Query::default() };
         check_bits(&query)?;
         print(hex, &query, 0);
         return Ok(());

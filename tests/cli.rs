@@ -188,6 +188,17 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     let out = imgfeat().args(["search", "--json", "-k", "1", "--insets", "0", "--index"]).arg(&features).arg(&pasted).output().unwrap();
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((line["insets"].as_u64(), first(&line).as_str()), (Some(0), "rocket.jpg"), "{line}");
+
+    // A photo turned by 90° either way is found through the query turned back: its original first, at
+    // a distance of a re-encoded copy (upright, its codes are 60+ bits from it).
+    for (name, turned) in [("left", image::imageops::rotate270(&coffee)), ("right", image::imageops::rotate90(&coffee))] {
+        let path = dir.join(format!("coffee-turned-{name}.png"));
+        turned.save(&path).unwrap();
+        let out = imgfeat().args(["search", "--json", "-k", "1", "--rerank", "0", "--index"]).arg(&features).arg(&path).output().unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(first(&line).starts_with("coffee"), "{line}");
+        assert!(line["hits"][0]["distance"].as_u64().unwrap() <= 16, "{line}");
+    }
 }
 
 /// A group far larger than a page should show (60 copies of one photo) is cut to 50 members with a
