@@ -493,10 +493,11 @@ impl Index {
     /// A query's turned codes count only when its best row by them is [`TURNED_MARGIN`] bits nearer than
     /// by its upright codes; then rows are ranked by all of them.
     pub fn search(&self, query: &Query, k: usize, rerank: usize) -> Vec<Hit> {
-        let mut best = self.nearest_per_row(&query.codes);
+        // One pass over the index for the upright and the turned codes together.
+        let codes: Vec<&Vec<u8>> = query.codes.iter().chain(&query.turned_codes).collect();
+        let [mut best, turned] = self.nearest_per_row(&codes, query.codes.len());
         let mut features: Vec<&[f32]> = query.features.iter().map(Vec::as_slice).collect();
         if !query.turned_codes.is_empty() {
-            let turned = self.nearest_per_row(&query.turned_codes);
             let nearest = |distances: &[u32]| distances.iter().copied().min().unwrap_or(u32::MAX);
             if nearest(&turned).saturating_add(TURNED_MARGIN) < nearest(&best) {
                 best.iter_mut().zip(&turned).for_each(|(b, &t)| *b = (*b).min(t));
@@ -515,13 +516,15 @@ impl Index {
         hits
     }
 
-    /// Each row's smallest Hamming distance to any of `codes` (u32::MAX for none).
-    fn nearest_per_row(&self, codes: &[Vec<u8>]) -> Vec<u32> {
-        let mut best = vec![u32::MAX; self.rows.len()];
+    /// Each row's smallest Hamming distance to any of the first `split` codes, and to any of the rest
+    /// (u32::MAX for none), from one batched scan.
+    fn nearest_per_row(&self, codes: &[&Vec<u8>], split: usize) -> [Vec<u32>; 2] {
+        let mut best = [vec![u32::MAX; self.rows.len()], vec![u32::MAX; self.rows.len()]];
         let words: Vec<Vec<u64>> = codes.iter().map(|code| to_words(code, self.codes.words_per_code)).collect();
         let mut all = vec![Vec::new(); words.len()];
         self.codes.distances_many(&words, &mut all);
-        for distances in &all {
+        for (i, distances) in all.iter().enumerate() {
+            let best = &mut best[usize::from(i >= split)];
             for (&d, &row) in distances.iter().zip(&self.owner) {
                 let slot = &mut best[row as usize];
                 *slot = (*slot).min(d);
