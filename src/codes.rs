@@ -15,6 +15,7 @@ use std::path::Path;
 use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 
@@ -28,6 +29,8 @@ pub struct Projection {
     rotation: DMatrix<f32>,
     /// The columns of P·R, one after another: direction j's sign is bit j.
     directions: Vec<f32>,
+    /// Names the codes this projection makes (see [`Projection::fingerprint`]).
+    fingerprint: String,
     metadata: HashMap<String, String>,
 }
 
@@ -35,7 +38,19 @@ impl Projection {
     fn new(mean: Vec<f32>, pca: DMatrix<f32>, rotation: DMatrix<f32>, metadata: HashMap<String, String>) -> Projection {
         // P·R is d × k and column-major, so each bit's direction (a column) is already contiguous.
         let directions = (&pca * &rotation).as_slice().to_vec();
-        Projection { mean, pca, rotation, directions, metadata }
+        let mut hash = Sha256::new();
+        for value in mean.iter().chain(&directions) {
+            hash.update(value.to_le_bytes());
+        }
+        let fingerprint = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Projection { mean, pca, rotation, directions, fingerprint, metadata }
+    }
+
+    /// The first 8 bytes of the SHA-256 of the mean and the directions, in hex: two projections with
+    /// the same fingerprint make the same codes. Tables record it, so that codes made by different
+    /// projections (which cannot be compared) are refused rather than ranked.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     pub fn bits(&self) -> usize {

@@ -108,21 +108,13 @@ enum Command {
         settings: Settings,
     },
     /// Group near-duplicate rows of a features file: rows whose codes (object or whole image, any
-    /// pair) are within --max-distance bits are joined, transitively; with --verify only when their
-    /// features agree too.
+    /// pair) are within --max-distance bits are candidates, joined (transitively) when their features
+    /// agree too, or with --no-verify by the codes alone.
     Dedup {
         /// Features table: the Parquet file `extract` writes, or a Spark job's output directory.
         features: PathBuf,
-        /// Largest Hamming distance between near-duplicates (of 256 bits by default) [default: 24,
-        /// or 64 with --verify].
-        #[arg(long)]
-        max_distance: Option<u32>,
-        /// Join two rows only when the cosine of the features behind their nearest codes reaches
-        /// 0.80 for two whole images, 0.95 for two objects, 0.90 for one of each (calibrated in
-        /// EVALUATION.md): groups more edited copies with their original without joining different
-        /// photos. Spark's NearDuplicates does the same with setVerify(true).
-        #[arg(long)]
-        verify: bool,
+        #[command(flatten)]
+        rule: RuleArgs,
         /// Output: .parquet or .csv, one line per row in a group (group, path, representative).
         #[arg(short, long, default_value = "duplicates.csv")]
         output: PathBuf,
@@ -135,9 +127,8 @@ enum Command {
         /// Output HTML file.
         #[arg(short, long, default_value = "report.html")]
         output: PathBuf,
-        /// Largest Hamming distance between near-duplicates, as for `dedup`.
-        #[arg(long, default_value_t = ReportOptions::default().max_distance)]
-        max_distance: u32,
+        #[command(flatten)]
+        rule: RuleArgs,
         /// Images shown in the gallery (the first, in the file's order).
         #[arg(long, default_value_t = ReportOptions::default().max_images)]
         max_images: usize,
@@ -156,6 +147,27 @@ enum Command {
 }
 
 /// Options every command shares; each overrides the same field of the --config file.
+/// When two rows are near-duplicates (`search::DuplicateRule`), for `dedup` and `report`.
+#[derive(Args)]
+struct RuleArgs {
+    /// Largest Hamming distance between candidate codes (of 256 bits by default) [default: 47, or 24
+    /// with --no-verify].
+    #[arg(long)]
+    max_distance: Option<u32>,
+    /// Join candidates by their codes alone. By default a candidate pair is joined only when the
+    /// cosine of the features behind its nearest codes reaches 0.80 for two whole images, 0.95 for two
+    /// objects, 0.90 for one of each (calibrated in EVALUATION.md): that groups more edited copies
+    /// with their original without joining different photos, and needs the table's feature columns.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+impl RuleArgs {
+    fn rule(&self) -> DuplicateRule {
+        DuplicateRule::new(self.max_distance, !self.no_verify)
+    }
+}
+
 #[derive(Args)]
 struct Settings {
     /// JSON configuration file (fields left out keep their defaults).
@@ -247,12 +259,9 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Search { index, images, code, k, rerank, insets, json, settings } => {
             search(&index, &images, code.as_deref(), &SearchOptions { k, rerank, insets: insets.into(), json }, settings)
         }
-        Command::Dedup { features, max_distance, verify, output } => {
-            let rule = if verify { DuplicateRule::verified() } else { DuplicateRule::default() };
-            dedup(&features, &DuplicateRule { max_distance: max_distance.unwrap_or(rule.max_distance), ..rule }, &output)
-        }
-        Command::Report { features, output, max_distance, max_images, max_groups, thumbnail_side } => {
-            report(&features, &output, &ReportOptions { max_distance, max_images, max_groups, thumbnail_side: thumbnail_side.clamp(16, 4096) })
+        Command::Dedup { features, rule, output } => dedup(&features, &rule.rule(), &output),
+        Command::Report { features, output, rule, max_images, max_groups, thumbnail_side } => {
+            report(&features, &output, &ReportOptions { rule: rule.rule(), max_images, max_groups, thumbnail_side: thumbnail_side.clamp(16, 4096) })
         }
         Command::Config { settings } => {
             println!("{}", settings.config()?.to_json());
@@ -290,7 +299,7 @@ fn for_each_batch(
 
 fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, config: Config) -> Result<(), Error> {
     let files = image_files(inputs)?;
-    let mut table = ExtractOutput::open(output, Provenance::of(&config), append)?;
+    let mut table = ExtractOutput::open(output, Provenance::of(&config)?, append)?;
     let todo: Vec<PathBuf> = files.iter().filter(|f| !table.is_done(f)).cloned().collect();
     if table.resumed() > 0 {
         eprintln!("resuming an interrupted run: {} rows already committed in {}.parts", table.resumed(), output.display());
@@ -520,7 +529,10 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
         print(hex, &query, 0);
         return Ok(());
     }
-    let pipeline = Pipeline::new(settings.config()?)?;
+    let config = settings.config()?;
+    let bits = config.codes.bits;
+    let pipeline = Pipeline::new(config)?;
+    index.check_comparable(bits, pipeline.projection_fingerprint())?;
     let mut failed = 0;
     for image in images {
         let name = image.display().to_string();
@@ -573,7 +585,7 @@ fn dedup(features: &Path, rule: &DuplicateRule, output: &Path) -> Result<(), Err
         index.rows.len(),
         groups.len(),
         rule.max_distance,
-        if rule.verify.is_some() { ", verified" } else { "" },
+        if rule.verify.is_some() { ", features verified" } else { ", codes only" },
         output.display()
     );
     Ok(())

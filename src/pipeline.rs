@@ -94,6 +94,11 @@ impl Pipeline {
         Self::build(config, Some(projection))
     }
 
+    /// The [fingerprint](Projection::fingerprint) of the projection that makes this pipeline's codes.
+    pub fn projection_fingerprint(&self) -> Option<&str> {
+        self.projection.as_ref().map(Projection::fingerprint)
+    }
+
     /// A pipeline that computes features but no codes: what `fit-codes` needs before a projection exists.
     pub fn without_codes(config: Config) -> Result<Pipeline, Error> {
         Self::build(config, None)

@@ -26,8 +26,8 @@ use crate::search::{DuplicateRule, Index};
 /// with more than a few thousand images is one nobody scrolls through.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
-    /// Largest Hamming distance between near-duplicates (as `imgfeat dedup --max-distance`).
-    pub max_distance: u32,
+    /// When two rows are near-duplicates (as for `imgfeat dedup`).
+    pub rule: DuplicateRule,
     /// Images shown in the gallery, in path order.
     pub max_images: usize,
     /// Near-duplicate groups shown, largest first.
@@ -38,7 +38,7 @@ pub struct ReportOptions {
 
 impl Default for ReportOptions {
     fn default() -> ReportOptions {
-        ReportOptions { max_distance: 24, max_images: 1000, max_groups: 500, thumbnail_side: 240 }
+        ReportOptions { rule: DuplicateRule::default(), max_images: 1000, max_groups: 500, thumbnail_side: 240 }
     }
 }
 
@@ -201,7 +201,7 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
             message: "the table changed while it was being read".into(),
         })
     };
-    let groups = index.duplicate_groups(&DuplicateRule { max_distance: options.max_distance, verify: None })?;
+    let groups = index.duplicate_groups(&options.rule)?;
     let shown_groups = &groups[..groups.len().min(options.max_groups)];
     let gallery: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].error.is_none()).take(options.max_images).collect();
 
@@ -249,14 +249,15 @@ pub fn write_report(features: &Path, output: &Path, options: &ReportOptions, pro
     let _ = write!(
         html,
         "<h1>imgfeat report</h1><p class=\"summary\">{}: {} rows, {} failed. {} near-duplicate groups within {} of {} bits \
-         (rows joined, transitively, when any of their object or whole-image codes are that close).</p>\n\
+         (rows joined, transitively, when any of their object or whole-image codes are that close{}).</p>\n\
          <nav><a href=\"#groups\">Near-duplicate groups</a><a href=\"#images\">Images</a><a href=\"#errors\">Failed rows</a></nav>\n",
         escape(&features.display().to_string()),
         rows.len(),
         failed.len(),
         groups.len(),
-        options.max_distance,
+        options.rule.max_distance,
         index.code_bits(),
+        if options.rule.verify.is_some() { " and the features behind them agree" } else { "" },
     );
 
     let _ = writeln!(html, "<section id=\"groups\"><h2>Near-duplicate groups ({})</h2>", groups.len());

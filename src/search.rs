@@ -15,7 +15,7 @@ use arrow::datatypes::Float32Type;
 
 use crate::error::Error;
 use crate::features::read::conform;
-use crate::features::FeaturesReader;
+use crate::features::{FeaturesReader, Provenance, PROVENANCE_KEY};
 use crate::pipeline::QueryRecord;
 
 /// Codes as 64-bit words (a 256-bit code is 4 words), packed back to back.
@@ -285,15 +285,18 @@ pub struct Index {
     /// Each code's L2-normalised feature (dim values per code), when the file has them.
     features: Vec<f32>,
     dim: usize,
+    /// The fingerprint of the projection that made the codes, when the table records it.
+    projection: Option<String>,
 }
 
 /// When two rows are near-duplicates (`imgfeat dedup`, `Index.duplicate_groups` in Python).
 ///
 /// Rows carrying the same code are always joined. Two different codes within `max_distance` bits
-/// are candidates; without `verify` they are joined, with it only when the cosine of their features
-/// reaches the threshold [`Verification`] sets for their kinds. A code that several rows carry is
-/// represented by its first row in path order (object code before whole-image code), so the rule
-/// depends only on the table's contents. Groups are the connected components (union-find).
+/// are candidates; with `verify` (the default) they are joined only when the cosine of their features
+/// reaches the threshold [`Verification`] sets for their kinds, without it every candidate pair is. A
+/// code that several rows carry is represented by its first row in path order (object code before
+/// whole-image code), so the rule depends only on the table's contents. Groups are the connected
+/// components (union-find).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DuplicateRule {
     pub max_distance: u32,
@@ -301,17 +304,34 @@ pub struct DuplicateRule {
 }
 
 impl Default for DuplicateRule {
-    /// 24 of 256 bits, no verification: `imgfeat dedup`'s and Spark's `NearDuplicates`' default.
+    /// Candidates within 47 bits, verified by [`Verification::default`]: on photos 1–300 of the
+    /// evaluation set with their edits, the widest thresholds that joined no two originals (EVALUATION.md).
     fn default() -> DuplicateRule {
-        DuplicateRule { max_distance: 24, verify: None }
+        DuplicateRule::new(None, true)
     }
 }
 
 impl DuplicateRule {
-    /// Candidates within 64 bits, verified by [`Verification::default`]: on photos 1–300 of the
-    /// evaluation set with their edits, the widest rule that joined no two originals (EVALUATION.md).
-    pub fn verified() -> DuplicateRule {
-        DuplicateRule { max_distance: 64, verify: Some(Verification::default()) }
+    /// The candidate distance of the verified rule when none is given. Past about 40 bits few
+    /// candidates verify (on photos 1–300 with 20 edits each, 47 bits grouped 70.4 % of the copies, 64
+    /// bits 70.7 %, with the same thresholds and no two originals joined), while the cost grows fast:
+    /// 16 bands of a 256-bit code are each probed within ⌊47/16⌋ = 2 bits (137 keys), where 64 bits
+    /// would take 2,517 keys per band (the multi-index here, Spark's band join).
+    pub const VERIFIED_DISTANCE: u32 = 47;
+    /// The distance of the rule without verification when none is given: past it, different photos
+    /// start to share groups (EVALUATION.md).
+    pub const CODES_ONLY_DISTANCE: u32 = 24;
+
+    /// The rule `imgfeat dedup [--max-distance N] [--no-verify]` applies: `max_distance` or the
+    /// default of its kind, verified by [`Verification::default`] or by the codes alone.
+    pub fn new(max_distance: Option<u32>, verify: bool) -> DuplicateRule {
+        match verify {
+            true => DuplicateRule {
+                max_distance: max_distance.unwrap_or(Self::VERIFIED_DISTANCE),
+                verify: Some(Verification::default()),
+            },
+            false => DuplicateRule { max_distance: max_distance.unwrap_or(Self::CODES_ONLY_DISTANCE), verify: None },
+        }
     }
 }
 
@@ -385,20 +405,46 @@ impl Index {
     /// rows without codes (errors) are skipped. Rows are kept in path order, whatever order the table
     /// has them in (Spark's part files come in any order), so that every answer depends only on the
     /// table's contents.
+    /// Part files whose codes come from different projections are refused.
     pub fn from_table(path: &Path) -> Result<Index, Error> {
-        Index::from_conformed(FeaturesReader::open(path)?.batches())
+        let reader = FeaturesReader::open(path)?;
+        let made = reader.provenance()?;
+        let index = Index::from_conformed(reader.batches())?;
+        Ok(Index { projection: made.and_then(|made| made.projection), ..index })
     }
 
     /// The same from a table in memory (the Python API's `pyarrow.Table`), in any shape the reader
-    /// accepts from a file.
+    /// accepts from a file; pyarrow keeps the file's provenance in the schema's metadata.
     pub fn from_batches(batches: impl IntoIterator<Item = RecordBatch>) -> Result<Index, Error> {
+        let mut batches = batches.into_iter().peekable();
+        let recorded = batches.peek().and_then(|batch| batch.schema().metadata().get(PROVENANCE_KEY).cloned());
+        let made: Option<Provenance> = recorded.and_then(|json| serde_json::from_str(&json).ok());
         let mut code_bytes = None;
         let source = Path::new("(in memory)");
-        Index::from_conformed(batches.into_iter().map(|batch| conform(&batch, &mut code_bytes, source)))
+        let index = Index::from_conformed(batches.map(|batch| conform(&batch, &mut code_bytes, source)))?;
+        Ok(Index { projection: made.and_then(|made| made.projection), ..index })
+    }
+
+    /// Refuses to compare the table's codes with `bits`-bit codes made by the projection `fingerprint`
+    /// names ([`Projection::fingerprint`](crate::codes::Projection::fingerprint)) when the table's are
+    /// of another length or record another projection: their bits mean different things, so every
+    /// ranking would be noise.
+    pub fn check_comparable(&self, bits: usize, fingerprint: Option<&str>) -> Result<(), Error> {
+        match (self.projection.as_deref(), fingerprint) {
+            _ if bits != self.code_bits() => {
+                Err(Error::Config(format!("the query codes have {bits} bits, the table's {}: set codes.bits to {}", self.code_bits(), self.code_bits())))
+            }
+            (Some(table), Some(ours)) if table != ours => Err(Error::Config(format!(
+                "the table's codes come from projection {table}, this run's from projection {ours}: search with the \
+                 settings the table was made with (codes.projection), or extract the table again"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn from_conformed(batches: impl Iterator<Item = Result<RecordBatch, Error>>) -> Result<Index, Error> {
-        let mut index = Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), whole: Vec::new(), features: Vec::new(), dim: 0 };
+        let mut index =
+            Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), whole: Vec::new(), features: Vec::new(), dim: 0, projection: None };
         for batch in batches {
             let batch = batch?;
             let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
@@ -469,6 +515,7 @@ impl Index {
             whole: Vec::new(),
             features: Vec::new(),
             dim: self.dim,
+            projection: self.projection.clone(),
         };
         for (new_row, &old_row) in order.iter().enumerate() {
             sorted.rows.push(self.rows[old_row].clone());
@@ -568,8 +615,8 @@ impl Index {
     /// photo are one code; candidates come from the multi-index when there are many codes.
     pub fn duplicate_groups(&self, rule: &DuplicateRule) -> Result<Vec<Vec<usize>>, Error> {
         if rule.verify.is_some() && self.dim == 0 {
-            return Err(Error::Config("the features table has no features (or ragged ones) to verify near-duplicates with; \
-                 use the rule without verification"
+            return Err(Error::Config("the features table has no features (or ragged ones) to verify near-duplicates with: \
+                 group by the codes alone (`imgfeat dedup --no-verify`, `verify=False` in Python)"
                 .into()));
         }
         let mut groups = UnionFind::new(self.rows.len());
@@ -737,7 +784,7 @@ mod tests {
         // Row 0 owns codes 0 and 1, row 1 code 2, row 2 codes 3 and 4.
         let owner = vec![0, 0, 1, 2, 2];
         let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None }).collect();
-        let index = Index { rows, codes: codes.clone(), owner, whole: vec![true; 5], features: Vec::new(), dim: 0 };
+        let index = Index { rows, codes: codes.clone(), owner, whole: vec![true; 5], features: Vec::new(), dim: 0, projection: None };
         let d = |i: usize, j: usize| hamming(codes.get(i), codes.get(j));
         assert_eq!(index.row_distance(0, 1), d(0, 2).min(d(1, 2)));
         assert_eq!(index.row_distance(0, 2), [d(0, 3), d(0, 4), d(1, 3), d(1, 4)].into_iter().min().unwrap());
@@ -755,6 +802,7 @@ mod tests {
             whole: Vec::new(),
             features: Vec::new(),
             dim: entries[0].2.len(),
+            projection: None,
         };
         for (row, code, feature, whole) in entries {
             index.codes.push(code);
@@ -799,11 +847,11 @@ mod tests {
             (7, flipped(&[0x33u8; 32], 70), at(cos(0.99)), true),
         ];
         let index = index_of(&entries);
-        assert_eq!(index.duplicate_groups(&DuplicateRule::verified()).unwrap(), vec![vec![0, 1], vec![4, 5]]);
+        assert_eq!(index.duplicate_groups(&DuplicateRule::default()).unwrap(), vec![vec![0, 1], vec![4, 5]]);
         // Without verification every candidate pair is joined; at 24 bits none of these are candidates.
-        let hamming_only = DuplicateRule { max_distance: 64, verify: None };
-        assert_eq!(index.duplicate_groups(&hamming_only).unwrap(), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
-        assert!(index.duplicate_groups(&DuplicateRule::default()).unwrap().is_empty());
+        let codes_only = DuplicateRule::new(Some(64), false);
+        assert_eq!(index.duplicate_groups(&codes_only).unwrap(), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+        assert!(index.duplicate_groups(&DuplicateRule::new(None, false)).unwrap().is_empty());
         // A stricter whole-image threshold splits rows 0 and 1.
         let strict = DuplicateRule { max_distance: 64, verify: Some(Verification { whole: 0.9, ..Verification::default() }) };
         assert_eq!(index.duplicate_groups(&strict).unwrap(), vec![vec![4, 5]]);
@@ -817,17 +865,17 @@ mod tests {
         entries.push((10_000, vec![0xF0u8; 32], at(1.0), true));
         let index = index_of(&entries);
         let started = std::time::Instant::now();
-        let groups = index.duplicate_groups(&DuplicateRule::verified()).unwrap();
+        let groups = index.duplicate_groups(&DuplicateRule::default()).unwrap();
         assert_eq!(groups, vec![(0..10_000).collect::<Vec<usize>>()]);
         assert!(started.elapsed().as_secs() < 5, "10,000 identical rows took {:?}", started.elapsed());
         // One row, or none with features: nothing to group; verification without features is refused.
-        assert!(index_of(&entries[..1]).duplicate_groups(&DuplicateRule::verified()).unwrap().is_empty());
+        assert!(index_of(&entries[..1]).duplicate_groups(&DuplicateRule::default()).unwrap().is_empty());
         let mut featureless = index_of(&entries[..2]);
         featureless.dim = 0;
         featureless.features.clear();
-        let error = featureless.duplicate_groups(&DuplicateRule::verified()).unwrap_err().to_string();
+        let error = featureless.duplicate_groups(&DuplicateRule::default()).unwrap_err().to_string();
         assert!(error.contains("no features"), "{error}");
-        assert_eq!(featureless.duplicate_groups(&DuplicateRule::default()).unwrap(), vec![vec![0, 1]]);
+        assert_eq!(featureless.duplicate_groups(&DuplicateRule::new(None, false)).unwrap(), vec![vec![0, 1]]);
     }
 
     #[test]
@@ -841,7 +889,7 @@ mod tests {
             entries.push((2 * i + 1, near, at(i as f32 * 1e-4 + 0.3), true));
         }
         let index = index_of(&entries);
-        let rule = DuplicateRule { max_distance: 24, verify: Some(Verification::default()) };
+        let rule = DuplicateRule::new(Some(24), true);
         let groups = index.duplicate_groups(&rule).unwrap();
         // cos(0.3) = 0.955 ≥ 0.80: every pair within 24 bits is joined, none beyond.
         let expected: Vec<Vec<usize>> = (0..3000).filter(|i| i % 40 <= 24).map(|i| vec![2 * i, 2 * i + 1]).collect();

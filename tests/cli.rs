@@ -116,7 +116,7 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let groups_csv = dir.join("groups.csv");
-    let out = imgfeat().args(["dedup", "--max-distance", "40", "-o"]).arg(&groups_csv).arg(&features).output().unwrap();
+    let out = imgfeat().args(["dedup", "--no-verify", "--max-distance", "40", "-o"]).arg(&groups_csv).arg(&features).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let csv = std::fs::read_to_string(&groups_csv).unwrap();
     let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -133,15 +133,16 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
         vec![vec!["chelsea-mirrored.png", "chelsea.jpg"], vec!["coffee-cropped.png", "coffee-small.jpg", "coffee.jpg"]],
         "{csv}"
     );
-    // Verification keeps these groups: every copy's features agree with its original's.
+    // The default rule (candidates within 47 bits, features verified) keeps these groups: every copy's
+    // features agree with its original's.
     let verified_csv = dir.join("verified.csv");
-    let out = imgfeat().args(["dedup", "--verify", "-o"]).arg(&verified_csv).arg(&features).output().unwrap();
+    let out = imgfeat().args(["dedup", "-o"]).arg(&verified_csv).arg(&features).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("max distance 64, verified"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max distance 47, features verified"));
     assert_eq!(std::fs::read_to_string(&verified_csv).unwrap(), csv);
     // The same groups as Parquet.
     let groups_parquet = dir.join("groups.parquet");
-    assert!(imgfeat().args(["dedup", "--max-distance", "40", "-o"]).arg(&groups_parquet).arg(&features).status().unwrap().success());
+    assert!(imgfeat().args(["dedup", "-o"]).arg(&groups_parquet).arg(&features).status().unwrap().success());
     assert_eq!(read_parquet(&groups_parquet).num_rows(), 5);
 
     let out = imgfeat().args(["search", "-k", "3", "--index"]).arg(&features).arg(photos.join("chelsea-mirrored.png")).output().unwrap();
@@ -259,9 +260,9 @@ fn the_readme_resume_and_append_commands_work_as_written() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `dedup --verify` on real photos (photos 401–440 of ../shared/data, out of the set its thresholds were
+/// `dedup` (its default rule, features verified) on real photos (photos 401–440 of ../shared/data, out of the set its thresholds were
 /// calibrated on) and four hard edits of each of the first 20 (blur, grayscale, crop with a banner re-saved
-/// as JPEG, a flat sticker): it groups more copies with their original than the Hamming rule does, and
+/// as JPEG, a flat sticker): it groups more copies with their original than the codes alone do, and
 /// never puts two originals in one group.
 #[test]
 fn verified_dedup_groups_more_edited_copies_and_never_two_originals() {
@@ -323,9 +324,68 @@ fn verified_dedup_groups_more_edited_copies_and_never_two_originals() {
         }
         (with_original.count(), originals_per_group.values().filter(|&&n| n > 1).sum())
     };
-    let (hamming_grouped, _) = grouped(&[]);
-    let (verified_grouped, verified_mixed) = grouped(&["--verify"]);
-    assert_eq!(verified_mixed, 0, "--verify put different photos in one group");
-    assert!(verified_grouped > hamming_grouped, "--verify grouped {verified_grouped} of 80 copies, the Hamming rule {hamming_grouped}");
+    let (hamming_grouped, _) = grouped(&["--no-verify"]);
+    let (verified_grouped, verified_mixed) = grouped(&[]);
+    assert_eq!(verified_mixed, 0, "the verified rule put different photos in one group");
+    assert!(verified_grouped > hamming_grouped, "the verified rule grouped {verified_grouped} of 80 copies, the codes alone {hamming_grouped}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A projection file like the shipped 64-bit one but with its bits in reverse order: valid, and
+/// making codes that cannot be compared with the shipped projection's.
+fn reversed_projection(path: &Path) {
+    let shipped = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/codes_itq_64.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&shipped).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&shipped).unwrap();
+    let rotation = tensors.tensor("rotation").unwrap();
+    let k = rotation.shape()[0];
+    // Row-major [k, k]: reversing each row's columns reverses the bits.
+    let reversed: Vec<u8> = rotation.data().chunks_exact(4 * k).flat_map(|row| row.chunks_exact(4).rev().flatten().copied().collect::<Vec<u8>>()).collect();
+    let view = |name: &str| tensors.tensor(name).unwrap();
+    let (mean, pca) = (view("mean"), view("pca"));
+    let rotation = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![k, k], &reversed).unwrap();
+    let bytes = safetensors::serialize(vec![("mean", mean), ("pca", pca), ("rotation", rotation)], header.metadata().clone()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Codes from another projection or of another length are refused with a clear error, never ranked:
+/// a search with settings other than the table's, and a folder holding the part files of two runs.
+#[test]
+fn codes_from_another_projection_are_refused_not_compared() {
+    let dir = temp_dir("cli-projection");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["chelsea.jpg", "coffee.jpg"] {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    let other = dir.join("reversed_64.safetensors");
+    reversed_projection(&other);
+    let config = dir.join("other.json");
+    std::fs::write(&config, serde_json::json!({"codes": {"bits": 64, "projection": other}}).to_string()).unwrap();
+
+    let parts = dir.join("table");
+    std::fs::create_dir_all(&parts).unwrap();
+    let shipped = parts.join("part-00000.parquet");
+    let out = imgfeat().args(["extract", "--bits", "64", "-o"]).arg(&shipped).arg(&photos).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let query = photos.join("coffee.jpg");
+    let search = |extra: &[&str], table: &Path| imgfeat().arg("search").args(extra).arg("--index").arg(table).arg(&query).output().unwrap();
+    let found = search(&["--bits", "64"], &shipped);
+    assert!(found.status.success() && String::from_utf8_lossy(&found.stdout).contains("coffee.jpg"), "{}", String::from_utf8_lossy(&found.stderr));
+
+    let refused = search(&["--config", config.to_str().unwrap()], &shipped);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && message.contains("from projection") && message.contains("codes.projection"), "{message}");
+    assert!(refused.stdout.is_empty(), "nothing ranked: {}", String::from_utf8_lossy(&refused.stdout));
+    let refused = search(&[], &shipped);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && message.contains("256 bits, the table's 64"), "{message}");
+
+    // A second run's part file made with the other projection, beside the first: dedup refuses the folder.
+    let out = imgfeat().args(["extract", "--config"]).arg(&config).arg("-o").arg(parts.join("part-00001.parquet")).arg(&photos).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = imgfeat().args(["dedup", "-o"]).arg(dir.join("groups.csv")).arg(&parts).output().unwrap();
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && message.contains("part-00001.parquet") && message.contains("cannot be compared"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -194,6 +194,26 @@ fn tables_that_cannot_be_read_are_errors_naming_the_file() {
     let message = error(&mixed);
     assert!(message.contains("part-00001.parquet") && message.contains("64 bits"), "{message}");
 
+    // A table whose feature columns are empty: the default rule verifies with features, so dedup asks
+    // for the rule without verification, which groups by the codes.
+    let rows = raw_rows(&table);
+    let columns: Vec<ArrayRef> = rows
+        .schema()
+        .fields()
+        .iter()
+        .zip(rows.columns())
+        .map(|(field, column)| match field.name().ends_with("feature") {
+            true => arrow::array::new_null_array(field.data_type(), rows.num_rows()),
+            false => column.clone(),
+        })
+        .collect();
+    let featureless = dir.join("featureless.parquet");
+    write_parquet(&featureless, &RecordBatch::try_new(rows.schema(), columns).unwrap());
+    let message = error(&featureless);
+    assert!(message.contains("no features") && message.contains("--no-verify"), "{message}");
+    run(imgfeat().args(["dedup", "--no-verify", "-o"]).arg(dir.join("codes-only.csv")).arg(&featureless));
+    assert!(std::fs::read_to_string(dir.join("codes-only.csv")).unwrap().contains("chelsea-mirrored.png"));
+
     let message = error(&dir.join("missing.parquet"));
     assert!(message.contains("cannot read features table") && message.contains("missing.parquet"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -158,14 +158,13 @@ class Index:
         data = image if isinstance(image, (bytes, bytearray)) else Path(image).read_bytes()
         return pa.Table.from_batches([self._native.search(self._pipeline._native, bytes(data), k, rerank, insets)])
 
-    def duplicate_groups(self, max_distance: Optional[int] = None, *, verify: bool = False) -> pa.Table:
+    def duplicate_groups(self, max_distance: Optional[int] = None, *, verify: bool = True) -> pa.Table:
         """Near-duplicate groups, as ``imgfeat dedup`` makes them: one row per member of a group of two or
-        more (``group``, ``path``, ``representative``: the group's smallest path). Rows join when any of
-        their codes are within ``max_distance`` bits (default 24), transitively; with ``verify`` (as
-        ``imgfeat dedup --verify``, default distance 64) only when their features agree too."""
-        if max_distance is None:
-            max_distance = 64 if verify else 24
-        if max_distance < 0:
+        more (``group``, ``path``, ``representative``: the group's smallest path). Rows whose codes are
+        within ``max_distance`` bits are candidates (default 47), joined, transitively, when their
+        features agree; with ``verify=False`` (``imgfeat dedup --no-verify``, default distance 24) by the
+        codes alone, which a table without feature columns needs."""
+        if max_distance is not None and max_distance < 0:
             raise ValueError(f"max_distance must be ≥ 0, not {max_distance}")
         return pa.Table.from_batches([self._native.duplicate_groups(max_distance, bool(verify))])
 
@@ -178,7 +177,7 @@ def search(table: Union[pa.Table, pa.RecordBatch], image: Union[PathLike, bytes]
 
 
 def find_duplicates(photos: Union[Inputs, pa.Table, pa.RecordBatch], max_distance: Optional[int] = None, *,
-                    verify: bool = False, config: ConfigLike = None, threads: Optional[int] = None,
+                    verify: bool = True, config: ConfigLike = None, threads: Optional[int] = None,
                     progress: bool = True) -> pa.Table:
     """Near-duplicate groups (``group``, ``path``, ``representative``) of a folder of photos (extracted
     first, with a progress bar) or of a features table, as ``imgfeat dedup`` makes them."""

@@ -209,8 +209,10 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _Imgfeat
 
 class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
     """Near-duplicate groups, the same as ``imgfeat dedup``'s: one row per member of a group of two or more
-    rows (the id, ``representative``: the group's smallest id, ``group_size``). Rows are joined when any of
-    their codes are within ``maxDistance`` bits, transitively (GraphX connected components). Exact at any
+    rows (the id, ``representative``: the group's smallest id, ``group_size``). Rows whose codes are within
+    ``maxDistance`` bits (47) are candidates, joined when their features agree (``verify``, as ``imgfeat dedup``)
+    or with ``verify`` off by the codes alone (``--no-verify``, 24 bits unless set); transitively (GraphX
+    connected components). Exact at any
     distance: a band join on the codes (multi-index hashing) over the distinct codes only, so thousands of
     rows with one code cost no more than one.
 
@@ -223,31 +225,32 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
     codeCols: "Param[List[str]]" = Param(Params._dummy(), "codeCols",
                      "binary code columns; two rows are joined when any of their codes are within maxDistance",
                      typeConverter=TypeConverters.toListString)
-    maxDistance: "Param[int]" = Param(Params._dummy(), "maxDistance", "largest Hamming distance of near-duplicates",
+    maxDistance: "Param[int]" = Param(Params._dummy(), "maxDistance",
+                        "largest Hamming distance of candidate codes (with verify off, 24 unless set)",
                         typeConverter=TypeConverters.toInt)
     bands: "Param[int]" = Param(Params._dummy(), "bands",
                   "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
                   typeConverter=TypeConverters.toInt)
     verify: "Param[bool]" = Param(Params._dummy(), "verify",
-                   "join candidates only when their features agree (imgfeat dedup --verify); maxDistance is then 64 unless set",
+                   "join candidates only when their features agree, as imgfeat dedup (off: by the codes alone, as --no-verify)",
                    typeConverter=TypeConverters.toBoolean)
     featureCols: "Param[List[str]]" = Param(Params._dummy(), "featureCols",
                         "float feature columns of the codes in codeCols, in the same order, for verify",
                         typeConverter=TypeConverters.toListString)
 
     @keyword_only
-    def __init__(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 24,
-                 bands: int = 16, verify: bool = False,
+    def __init__(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 47,
+                 bands: int = 16, verify: bool = True,
                  featureCols: Sequence[str] = ("feature", "whole_feature")) -> None:
         super().__init__()
         self._java_obj = self._new_java_obj(f"{_JVM_PACKAGE}.NearDuplicates", self.uid)
-        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=24, bands=16, verify=False,
+        self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=47, bands=16, verify=True,
                          featureCols=["feature", "whole_feature"])
         self.setParams(**self._input_kwargs)
 
     @keyword_only
-    def setParams(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 24,
-                  bands: int = 16, verify: bool = False,
+    def setParams(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 47,
+                  bands: int = 16, verify: bool = True,
                   featureCols: Sequence[str] = ("feature", "whole_feature")) -> "NearDuplicates":
         """Sets any of the params by keyword."""
         return self._set(**self._input_kwargs)
@@ -284,7 +287,9 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
         return self.getOrDefault(self.verify)
 
     def setVerify(self, value: bool) -> "NearDuplicates":
-        """Join candidates only when their features agree, as ``imgfeat dedup --verify`` (maxDistance 64 unless set)."""
+        """Join candidates only when their features agree, as ``imgfeat dedup`` does (the default); off, by the
+        codes alone, as ``imgfeat dedup --no-verify`` (maxDistance 24 unless set), which a table without feature
+        columns needs."""
         return self._set(verify=value)
 
     def getFeatureCols(self) -> List[str]:

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 
-use imgfeat::search::{DuplicateRule, Query, Verification};
+use imgfeat::search::{DuplicateRule, Query};
 use imgfeat::{Config, Error, ImageError};
 
 create_exception!(imgfeat, ImgfeatError, PyException, "An error of imgfeat's that is neither a bad argument nor a file that cannot be read: a model that does not load, a table that is not a features table.");
@@ -119,10 +119,8 @@ impl Index {
     ) -> PyResult<PyArrowType<RecordBatch>> {
         let found = py.detach(|| pipeline.inner.query(&image, insets)).map_err(|e| ImgfeatError::new_err(e.to_string()))?;
         let query = Query::from(found);
-        if let Some(bad) = query.codes.iter().find(|c| c.len() * 8 != self.inner.code_bits()) {
-            let message = format!("the query code has {} bits, the index {}", bad.len() * 8, self.inner.code_bits());
-            return Err(PyValueError::new_err(message));
-        }
+        let bits = query.codes.first().map_or(self.inner.code_bits(), |code| code.len() * 8);
+        self.inner.check_comparable(bits, pipeline.inner.projection_fingerprint()).map_err(to_python)?;
         let hits = py.detach(|| self.inner.search(&query, k, rerank));
         let schema = Schema::new(vec![
             Field::new("path", DataType::Utf8, false),
@@ -137,11 +135,11 @@ impl Index {
         RecordBatch::try_new(std::sync::Arc::new(schema), columns).map(PyArrowType).map_err(|e| ImgfeatError::new_err(e.to_string()))
     }
 
-    /// Near-duplicate groups, as `imgfeat dedup` makes them: (group, path, representative).
-    /// With `verify`, candidates are confirmed by their features (see `imgfeat dedup --verify`).
+    /// Near-duplicate groups, as `imgfeat dedup [--max-distance N] [--no-verify]` makes them: (group,
+    /// path, representative); `max_distance` None is the rule's default.
     #[pyo3(signature = (max_distance, verify))]
-    fn duplicate_groups(&self, py: Python<'_>, max_distance: u32, verify: bool) -> PyResult<PyArrowType<RecordBatch>> {
-        let rule = DuplicateRule { max_distance, verify: verify.then(Verification::default) };
+    fn duplicate_groups(&self, py: Python<'_>, max_distance: Option<u32>, verify: bool) -> PyResult<PyArrowType<RecordBatch>> {
+        let rule = DuplicateRule::new(max_distance, verify);
         let groups = py.detach(|| self.inner.duplicate_groups(&rule)).map_err(to_python)?;
         imgfeat::output::groups_batch(&groups, &self.inner.rows).map(PyArrowType).map_err(to_python)
     }

@@ -17,6 +17,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::codes::Projection;
 use crate::config::Config;
 use crate::error::{Error, ImageError};
 use crate::pipeline::Record;
@@ -34,26 +35,55 @@ pub struct Provenance {
     /// imgfeat's version that wrote the table.
     pub version: String,
     pub code_bits: usize,
+    /// The projection's [`fingerprint`](crate::codes::Projection::fingerprint): codes from another
+    /// projection (another fit, another file) cannot be compared with these. Absent in tables written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<String>,
     /// Every setting that changes a row's values (the configuration less threads, model folder and
     /// resource limits), as JSON.
     pub settings: serde_json::Value,
 }
 
 impl Provenance {
-    pub fn of(config: &Config) -> Provenance {
+    /// How `config` makes rows; reads its projection file to fingerprint it.
+    pub fn of(config: &Config) -> Result<Provenance, Error> {
+        let projection = Projection::load(&config.projection_path())?;
         let mut settings: serde_json::Value = serde_json::from_str(&config.to_json()).expect("Config is JSON");
         if let Some(fields) = settings.as_object_mut() {
             for field in ["threads", "model_dir", "limits"] {
                 fields.remove(field);
             }
         }
-        Provenance { version: env!("CARGO_PKG_VERSION").into(), code_bits: config.codes.bits, settings }
+        Ok(Provenance {
+            version: env!("CARGO_PKG_VERSION").into(),
+            code_bits: config.codes.bits,
+            projection: Some(projection.fingerprint().to_string()),
+            settings,
+        })
+    }
+
+    /// Why codes made as `self` cannot be compared with codes made as `other` (other lengths, another
+    /// projection), or `None` when they can: searching or grouping them together would rank noise.
+    pub fn codes_mismatch(&self, other: &Provenance) -> Option<String> {
+        if self.code_bits != other.code_bits {
+            return Some(format!("codes of {} bits against codes of {} bits", self.code_bits, other.code_bits));
+        }
+        match (&self.projection, &other.projection) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                Some(format!("codes from projection {ours} against codes from projection {theirs}"))
+            }
+            _ => None,
+        }
     }
 
     /// Why rows made as `self` cannot join a table made as `other`, or `None` when they can.
     pub fn mismatch(&self, other: &Provenance) -> Option<String> {
         if self.code_bits != other.code_bits {
             return Some(format!("its codes have {} bits, this run makes {}", other.code_bits, self.code_bits));
+        }
+        if let Some(codes) = self.codes_mismatch(other) {
+            return Some(format!("it holds {codes}"));
         }
         let (ours, theirs) = (self.settings.as_object(), other.settings.as_object());
         let differing: Vec<&String> = match (ours, theirs) {

@@ -74,9 +74,24 @@ impl FeaturesReader {
         Batches { files: self.files.clone(), next_file: 0, current: None, code_bytes: None }
     }
 
-    /// How the first file's rows were made, when imgfeat recorded it (Spark's output has none).
+    /// How the table's rows were made, when imgfeat recorded it (Spark's output has none): the first
+    /// recorded file's. Files whose codes cannot be compared with it (another projection, as when
+    /// the part files of two runs share a folder) are an error naming both.
     pub fn provenance(&self) -> Result<Option<Provenance>, Error> {
-        provenance(&self.files[0])
+        let mut first: Option<(&PathBuf, Provenance)> = None;
+        for file in &self.files {
+            let Some(this) = provenance(file)? else { continue };
+            match &first {
+                None => first = Some((file, this)),
+                Some((first_file, made)) => {
+                    if let Some(why) = made.codes_mismatch(&this) {
+                        let message = format!("its codes cannot be compared with {}'s: {why}", first_file.display());
+                        return Err(read_error(file, message));
+                    }
+                }
+            }
+        }
+        Ok(first.map(|(_, made)| made))
     }
 }
 

@@ -50,10 +50,14 @@ impl FeaturesWriter {
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(4096))
-            .set_key_value_metadata(Some(vec![metadata]))
+            .set_key_value_metadata(Some(vec![metadata.clone()]))
             .build();
         let code_bytes = provenance.code_bits / 8;
-        let writer = ArrowWriter::try_new(file, schema(code_bytes), Some(properties))?;
+        // In the Arrow schema too: pyarrow reads a file's schema metadata from the Arrow schema arrow-rs
+        // embeds, so the Python API's `Index` sees the provenance only there.
+        let recorded = std::collections::HashMap::from([(metadata.key.clone(), metadata.value.clone().unwrap_or_default())]);
+        let described = schema(code_bytes).as_ref().clone().with_metadata(recorded);
+        let writer = ArrowWriter::try_new(file, std::sync::Arc::new(described), Some(properties))?;
         Ok(FeaturesWriter { writer, code_bytes, aside, path: path.to_path_buf() })
     }
 

@@ -71,8 +71,8 @@ def test_search_and_find_duplicates_answer_as_the_cli_does(local, photos, cli_ta
         hits = [index.search(q).to_pylist() for q in {[str(q) for q in queries]!r}]
         one = imgfeat.search(table, {str(queries[0])!r}, k=3).to_pylist()
         groups = imgfeat.find_duplicates(table).to_pylist()
-        verified = index.duplicate_groups(verify=True).to_pylist()
-        print(json.dumps({{"hits": hits, "one": one, "groups": groups, "verified": verified, "rows": len(index)}}))
+        codes_only = index.duplicate_groups(verify=False).to_pylist()
+        print(json.dumps({{"hits": hits, "one": one, "groups": groups, "codes_only": codes_only, "rows": len(index)}}))
     """)
     for query, hits in zip(queries, found["hits"]):
         expected = cli_search(cli_table, query)
@@ -87,11 +87,11 @@ def test_search_and_find_duplicates_answer_as_the_cli_does(local, photos, cli_ta
     assert [{**g, "group": str(g["group"])} for g in found["groups"]] == cli_groups
     if (photos / "formats").is_dir():
         assert cli_groups, "the odd formats hold near-duplicates of one photo: dedup must group them"
-    subprocess.run([str(CLI), "dedup", "--verify", str(cli_table), "-o", str(csv)], check=True, capture_output=True, timeout=300)
+    subprocess.run([str(CLI), "dedup", "--no-verify", str(cli_table), "-o", str(csv)], check=True, capture_output=True, timeout=300)
     lines = csv.read_text().splitlines()[1:]
-    cli_verified = [dict(zip(["group", "path", "representative"], line.split(","))) for line in lines]
-    assert [{**g, "group": str(g["group"])} for g in found["verified"]] == cli_verified
-    assert cli_verified, "the odd formats' copies of one photo are verified near-duplicates too"
+    cli_codes_only = [dict(zip(["group", "path", "representative"], line.split(","))) for line in lines]
+    assert [{**g, "group": str(g["group"])} for g in found["codes_only"]] == cli_codes_only
+    assert cli_codes_only, "the odd formats' copies of one photo are near-duplicates by their codes alone too"
 
 
 def test_find_duplicates_of_a_folder_extracts_then_groups(local, photos, cli_table):
@@ -104,6 +104,42 @@ def test_find_duplicates_of_a_folder_extracts_then_groups(local, photos, cli_tab
         print(json.dumps(imgfeat.find_duplicates(pq.read_table({str(cli_table)!r})).to_pylist()))
     """)
     assert groups == cli
+
+
+def reversed_projection(path):
+    """The shipped 256-bit projection with its bits in reverse order: valid, and making codes that cannot be
+    compared with the shipped projection's (safetensors: an 8-byte header length, a JSON header, the data)."""
+    data = (ROOT / "models/codes_itq_256.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    start, end = header["rotation"]["data_offsets"]
+    k = header["rotation"]["shape"][0]
+    body = bytearray(data[8 + n:])
+    rows = [bytes(body[start + r * 4 * k:start + (r + 1) * 4 * k]) for r in range(k)]
+    body[start:end] = b"".join(b"".join(row[c * 4:(c + 1) * 4] for c in reversed(range(k))) for row in rows)
+    path.write_bytes(data[:8 + n] + bytes(body))
+
+
+def test_search_refuses_codes_from_another_projection_or_length(local, photos, cli_table, tmp_path):
+    """The table read with pyarrow keeps the provenance `extract` recorded: a query made by another projection
+    or with another code length is refused with the CLI's message, never ranked."""
+    other = tmp_path / "reversed.safetensors"
+    reversed_projection(other)
+    query = next(p for p in sorted(photos.rglob("*.JPEG")) + sorted(photos.rglob("*.jpg")) if "corrupt" not in p.name)
+    errors = local(f"""
+        import json, imgfeat, pyarrow.parquet as pq
+        table = pq.read_table({str(cli_table)!r})
+        errors = {{}}
+        for name, config in (("projection", {{"codes": {{"projection": {str(other)!r}}}}}), ("bits", {{"codes": {{"bits": 64}}}})):
+            try:
+                imgfeat.Index(table, config).search({str(query)!r})
+            except ValueError as error:
+                errors[name] = str(error)
+        print(json.dumps({{"errors": errors, "found": imgfeat.Index(table).search({str(query)!r}, k=1).to_pylist()}}))
+    """)
+    assert "from projection" in errors["errors"]["projection"], errors
+    assert "64 bits, the table's 256" in errors["errors"]["bits"], errors
+    assert errors["found"][0]["path"] == str(query), "the table's own settings find the photo"
 
 
 def test_bad_settings_and_inputs_raise_clear_python_exceptions(local, tmp_path):

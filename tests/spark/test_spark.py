@@ -506,12 +506,13 @@ def extract_features(folder, out, bits):
     return out
 
 
-def cli_dedup_groups(features, out, max_distance=None, verify=False):
-    """`imgfeat dedup`'s groups (its default distance when max_distance is None) as {path: representative}."""
+def cli_dedup_groups(features, out, max_distance=None, verify=True):
+    """`imgfeat dedup`'s groups (its default distance when max_distance is None; by the codes alone with
+    verify False) as {path: representative}."""
     import csv
 
     distance = [] if max_distance is None else ["--max-distance", str(max_distance)]
-    subprocess.run([str(CLI), "dedup", str(features), *distance, *(["--verify"] if verify else []), "-o", str(out)],
+    subprocess.run([str(CLI), "dedup", str(features), *distance, *([] if verify else ["--no-verify"]), "-o", str(out)],
                    check=True, capture_output=True)
     with open(out, newline="") as lines:
         return {row["path"]: row["representative"] for row in csv.DictReader(lines)}
@@ -524,8 +525,8 @@ def group_sizes(representatives):
     return {path: sizes[representative] for path, representative in representatives.items()}
 
 
-NEAR_DUPLICATE_DISTANCES = [None, 8, 40]  # the default (24), and per band 0 and 2 bits of 16 (16 bands)
-VERIFIED_DISTANCES = [None, 128]  # verify's default (64) and a distance where verification decides alone
+NEAR_DUPLICATE_DISTANCES = [None, 8, 40]  # codes alone: their default (24), and per band 0 and 2 bits of 16 (16 bands)
+VERIFIED_DISTANCES = [None, 128]  # the default rule's distance (47) and one where verification decides alone
 SKEWED_ROWS = 10_000
 
 
@@ -560,12 +561,13 @@ def near_duplicate_runs(spark, tmp_path_factory):
                                      F.lit(bytes(row["code"])).alias("code"), F.lit(bytes(row["whole_code"])).alias("whole_code"))
      .write.parquet(str(skewed)))
     tables["skewed"] = skewed
-    runs = [{"label": f"256@{d}", "features": str(tables[256]), **({} if d is None else {"max_distance": d})}
+    runs = [{"label": f"256@{d}", "features": str(tables[256]), "verify": False, **({} if d is None else {"max_distance": d})}
             for d in NEAR_DUPLICATE_DISTANCES]
     runs += [{"label": f"{bits}@default", "features": str(tables[bits])} for bits in (64, 128)]
-    runs += [{"label": f"verified@{d}", "features": str(tables[256]), "verify": True, **({} if d is None else {"max_distance": d})}
+    runs += [{"label": f"verified@{d}", "features": str(tables[256]), **({} if d is None else {"max_distance": d})}
              for d in VERIFIED_DISTANCES]
-    runs += [{"label": "skewed", "features": str(skewed), "code_pairs": True},
+    runs += [{"label": "skewed", "features": str(skewed), "verify": False, "code_pairs": True},
+             {"label": "no feature columns", "features": str(skewed)},
              {"label": "bands not dividing the bits", "features": str(tables[64]), "bands": 24},
              {"label": "missing id column", "features": str(tables[256]), "id_col": "photo"},
              {"label": "code column not binary", "features": str(tables[256]), "code_cols": ["code", "class_name"]}]
@@ -586,14 +588,15 @@ def near_duplicate_runs(spark, tmp_path_factory):
 
 
 def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs, tmp_path):
-    """NearDuplicates' groups are `imgfeat dedup`'s: the same members, the same representative (the smallest
-    path) and group sizes, at the default distance (24 on both sides), a smaller and a larger one."""
+    """By the codes alone (verify off), NearDuplicates' groups are `imgfeat dedup --no-verify`'s: the same members,
+    the same representative (the smallest path) and group sizes, at that rule's default distance (24 on both
+    sides), a smaller and a larger one."""
     tables, groups, _, errors, defaults = near_duplicate_runs
-    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 24, 16, False, ["feature", "whole_feature"]], defaults
+    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 47, 16, True, ["feature", "whole_feature"]], defaults
     for distance in NEAR_DUPLICATE_DISTANCES:
         label = f"256@{distance}"
         assert label not in errors, errors[label]
-        cli = cli_dedup_groups(tables[256], tmp_path / f"dedup-{distance}.csv", distance)
+        cli = cli_dedup_groups(tables[256], tmp_path / f"dedup-{distance}.csv", distance, verify=False)
         found = groups[label]
         assert {p: r for p, (r, _) in found.items()} == cli, label
         assert {p: size for p, (_, size) in found.items()} == group_sizes(cli), label
@@ -603,19 +606,22 @@ def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs,
 
 
 def test_verified_near_duplicate_groups_on_spark_equal_imgfeat_dedup_verify(near_duplicate_runs, tmp_path):
-    """With verify, NearDuplicates' groups are `imgfeat dedup --verify`'s (one rule: candidates by Hamming
-    distance, joined when their features agree by the thresholds of their kinds), at verify's default distance
-    and at 128 bits, where the Hamming rule alone would join unrelated photos and verification must not."""
+    """By default (verify), NearDuplicates' groups are `imgfeat dedup`'s (one rule: candidates by Hamming
+    distance, joined when their features agree by the thresholds of their kinds), at the default distance
+    and at 128 bits, where the Hamming rule alone would join unrelated photos and verification must not. A
+    table without feature columns is refused with the way out."""
     tables, groups, _, errors, _ = near_duplicate_runs
     for distance in VERIFIED_DISTANCES:
         label = f"verified@{distance}"
         assert label not in errors, errors[label]
-        cli = cli_dedup_groups(tables[256], tmp_path / f"verified-{distance}.csv", distance, verify=True)
+        cli = cli_dedup_groups(tables[256], tmp_path / f"verified-{distance}.csv", distance)
         assert {p: r for p, (r, _) in groups[label].items()} == cli, label
         assert cli, "the copies verify as near-duplicates of their originals"
-    hamming_only = cli_dedup_groups(tables[256], tmp_path / "hamming-128.csv", 128)
+    hamming_only = cli_dedup_groups(tables[256], tmp_path / "hamming-128.csv", 128, verify=False)
     assert len(set(hamming_only.values())) < len(set(cli.values())) or len(hamming_only) > len(cli), \
         "at 128 bits verification must split what the Hamming rule alone joins"
+    message = errors["no feature columns"]
+    assert "feature column 'feature' is not in the input" in message and "setVerify(false)" in message, message
 
 
 def test_near_duplicate_groups_on_spark_equal_an_exhaustive_comparison(near_duplicate_runs, spark):
@@ -653,7 +659,7 @@ def test_near_duplicate_groups_on_spark_equal_an_exhaustive_comparison(near_dupl
 def test_near_duplicates_of_64_128_and_256_bit_codes_with_the_default_bands_equal_imgfeat_dedup(near_duplicate_runs, tmp_path):
     """16 bands of 4, 8 and 16 bits: every code length works with the defaults, and gives the CLI's groups."""
     tables, groups, _, errors, _ = near_duplicate_runs
-    for bits, label in ((64, "64@default"), (128, "128@default"), (256, "256@None")):
+    for bits, label in ((64, "64@default"), (128, "128@default"), (256, "verified@None")):
         assert label not in errors, errors[label]
         cli = cli_dedup_groups(tables[bits], tmp_path / f"dedup-{bits}.csv")
         assert {p: r for p, (r, _) in groups[label].items()} == cli, bits

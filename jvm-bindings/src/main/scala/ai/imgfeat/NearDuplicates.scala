@@ -32,12 +32,13 @@ import org.apache.spark.storage.StorageLevel
   * // path, representative (the smallest path of its group), group_size
   * }}}
   *
-  * With `verify` (as `imgfeat dedup --verify`), a candidate pair of distinct codes is joined only when the cosine
-  * of their features (`featureCols`, in the order of `codeCols`) reaches 0.80 for two whole-image codes, 0.95 for
-  * two object codes and 0.90 for one of each; the last code column is the whole image's, and an object code equal
-  * to its row's whole-image code counts as a whole image. A code is represented by the row with its smallest id
-  * (the first of its columns), as the CLI does, so the groups are `imgfeat dedup --verify`'s; maxDistance is 64
-  * unless set.
+  * By default (`verify`, as `imgfeat dedup`), a candidate pair of distinct codes within maxDistance (47) is joined
+  * only when the cosine of their features (`featureCols`, in the order of `codeCols`) reaches 0.80 for two
+  * whole-image codes, 0.95 for two object codes and 0.90 for one of each; the last code column is the whole
+  * image's, and an object code equal to its row's whole-image code counts as a whole image. A code is represented
+  * by the row with its smallest id (the first of its columns), as the CLI does, so the groups are `imgfeat
+  * dedup`'s. `setVerify(false)` joins candidates by their codes alone (`imgfeat dedup --no-verify`; maxDistance
+  * is then 24 unless set), which a table without feature columns needs.
   *
   * `transform` runs Spark jobs right away (GraphX's connected components iterate eagerly); what it returns
   * reads their cached result. Ids should be unique: rows sharing an id are one vertex.
@@ -52,21 +53,21 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
   final val codeCols = new StringArrayParam(this, "codeCols",
     "binary code columns; two rows are joined when any of their codes are within maxDistance",
     ParamValidators.arrayLengthGt(0))
-  final val maxDistance = new IntParam(this, "maxDistance", "largest Hamming distance of near-duplicates",
-    ParamValidators.gtEq(0))
+  final val maxDistance = new IntParam(this, "maxDistance",
+    "largest Hamming distance of candidate codes (with verify off, 24 unless set)", ParamValidators.gtEq(0))
   final val bands = new IntParam(this, "bands",
     "bands of bits each code is cut into for the join (a divisor of the code's bits); exact for any maxDistance",
     ParamValidators.gt(0))
 
   final val verify = new BooleanParam(this, "verify",
-    "join candidates only when their features agree (imgfeat dedup --verify); maxDistance is then 64 unless set")
+    "join candidates only when their features agree, as imgfeat dedup (off: by the codes alone, as --no-verify)")
   final val featureCols = new StringArrayParam(this, "featureCols",
     "float feature columns of the codes in codeCols, in the same order, for verify",
     ParamValidators.arrayLengthGt(0))
 
-  // maxDistance 24 of 256 bits is `imgfeat dedup`'s default; 16 bands split 64-, 128- and 256-bit codes.
-  setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> 24, bands -> 16,
-    verify -> false, featureCols -> Array("feature", "whole_feature"))
+  // `imgfeat dedup`'s defaults; 16 bands split 64-, 128- and 256-bit codes.
+  setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> NearDuplicates.VerifiedMaxDistance,
+    bands -> 16, verify -> true, featureCols -> Array("feature", "whole_feature"))
 
   def getIdCol: String = $(idCol)
   def getCodeCols: Array[String] = $(codeCols)
@@ -81,8 +82,8 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
   def setVerify(value: Boolean): this.type = set(verify, value)
   def setFeatureCols(value: Array[String]): this.type = set(featureCols, value)
 
-  /** The candidate distance: maxDistance, or with verify and maxDistance not set 64 (as the CLI). */
-  private def candidateDistance: Int = if ($(verify) && !isSet(maxDistance)) NearDuplicates.VerifiedMaxDistance else $(maxDistance)
+  /** The candidate distance: maxDistance, or with verify off and maxDistance not set 24 (as the CLI). */
+  private def candidateDistance: Int = if (!$(verify) && !isSet(maxDistance)) NearDuplicates.CodesOnlyMaxDistance else $(maxDistance)
 
   /** One row per member of a near-duplicate group of two or more rows: the id (named as `idCol`), the
     * group's `representative` (its smallest id) and `group_size`. */
@@ -234,7 +235,9 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
         s"verify needs one feature column per code column: featureCols ${$(featureCols).mkString(", ")} for codeCols " +
           $(codeCols).mkString(", "))
       for (name <- $(featureCols)) {
-        val feature = field(name, "feature")
+        val feature = schema.find(_.name == name).getOrElse(throw new IllegalArgumentException(
+          s"feature column '$name' is not in the input (columns: ${schema.fieldNames.mkString(", ")}): verify compares " +
+            "features; setVerify(false) groups by the codes alone"))
         require(feature.dataType match { case ArrayType(_: NumericType, _) => true; case _ => false },
           s"feature column '$name' must be an array of numbers (as `imgfeat extract` writes features), not " +
             feature.dataType.simpleString)
@@ -260,8 +263,10 @@ object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
     * a join would multiply each code's rows by more than the CLI ever does. */
   private[imgfeat] val MaxProbesPerKey: BigInt = BigInt(1) << 16
 
-  /** Candidate distance under verify when maxDistance is not set: `imgfeat dedup --verify`'s. */
-  private[imgfeat] val VerifiedMaxDistance = 64
+  /** Candidate distance when maxDistance is not set: `imgfeat dedup`'s, and with verify off `--no-verify`'s (the
+    * CLI's `DuplicateRule::VERIFIED_DISTANCE` and `CODES_ONLY_DISTANCE`). */
+  private[imgfeat] val VerifiedMaxDistance = 47
+  private[imgfeat] val CodesOnlyMaxDistance = 24
 
   /** Least cosine between two candidates' features by their kinds: the CLI's `Verification::default()`. */
   private[imgfeat] val WholeCosine = 0.80f

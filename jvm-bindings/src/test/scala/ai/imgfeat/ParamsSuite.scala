@@ -66,16 +66,18 @@ class ParamsSuite extends AnyFunSuite {
   test("NearDuplicates: defaults are imgfeat dedup's") {
     val d = new NearDuplicates()
     assert(d.getIdCol == "path" && d.getCodeCols.toSeq == Seq("code", "whole_code"))
-    assert(d.getMaxDistance == 24 && d.getBands == 16)
-    assert(!d.getVerify && d.getFeatureCols.toSeq == Seq("feature", "whole_feature"))
+    assert(d.getMaxDistance == 47 && d.getBands == 16)
+    assert(d.getVerify && d.getFeatureCols.toSeq == Seq("feature", "whole_feature"))
   }
 
   test("NearDuplicates: verify needs a numeric array feature column per code column") {
     val withFeatures = StructType(features.fields ++ Seq(StructField("feature", ArrayType(FloatType)),
       StructField("whole_feature", ArrayType(FloatType))))
-    new NearDuplicates().setVerify(true).transformSchema(withFeatures)
+    new NearDuplicates().transformSchema(withFeatures)
+    new NearDuplicates().setVerify(false).transformSchema(features)
     def message(d: NearDuplicates, schema: StructType) = intercept[IllegalArgumentException](d.transformSchema(schema)).getMessage
-    assert(message(new NearDuplicates().setVerify(true), features).contains("feature column 'feature' is not in the input"))
+    assert(message(new NearDuplicates(), features).contains("feature column 'feature' is not in the input") &&
+      message(new NearDuplicates(), features).contains("setVerify(false)"))
     assert(message(new NearDuplicates().setVerify(true).setFeatureCols(Array("feature")), withFeatures).contains(
       "verify needs one feature column per code column"))
     assert(message(new NearDuplicates().setVerify(true).setFeatureCols(Array("feature", "class_name")), withFeatures).contains(
@@ -100,16 +102,17 @@ class ParamsSuite extends AnyFunSuite {
   }
 
   test("NearDuplicates: the output schema and bad inputs") {
-    val out = new NearDuplicates().transformSchema(features)
+    def codesOnly() = new NearDuplicates().setVerify(false) // `features` has no feature columns
+    val out = codesOnly().transformSchema(features)
     assert(out.fieldNames.toSeq == Seq("path", "representative", "group_size"))
     assert(out.map(_.dataType) == Seq(StringType, StringType, IntegerType))
     def message(d: NearDuplicates) = intercept[IllegalArgumentException](d.transformSchema(features)).getMessage
-    assert(message(new NearDuplicates().setIdCol("photo")).contains("idCol column 'photo' is not in the input"))
-    assert(message(new NearDuplicates().setCodeCols(Array("code", "class_name"))).contains(
+    assert(message(codesOnly().setIdCol("photo")).contains("idCol column 'photo' is not in the input"))
+    assert(message(codesOnly().setCodeCols(Array("code", "class_name"))).contains(
       "code column 'class_name' must be binary"))
-    assert(message(new NearDuplicates().setCodeCols(Array("nope"))).contains("code column 'nope' is not in the input"))
+    assert(message(codesOnly().setCodeCols(Array("nope"))).contains("code column 'nope' is not in the input"))
     val byNumber = StructType(Seq(StructField("id", LongType), StructField("code", BinaryType), StructField("whole_code", BinaryType)))
-    assert(new NearDuplicates().setIdCol("id").transformSchema(byNumber)("representative").dataType == LongType)
+    assert(codesOnly().setIdCol("id").transformSchema(byNumber)("representative").dataType == LongType)
   }
 
   test("NearDuplicates: band keys, probes and Hamming distance") {
