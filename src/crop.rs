@@ -146,8 +146,10 @@ pub fn inset_rects(image: &RgbImage, max: usize) -> Vec<PixelRect> {
         }
     }
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // The cells of a grid come first: a collage's corner tile has only two sides on a seam (the other
+    // two are the image's border), so the three-seam rule above misses it.
     let mut chosen: Vec<PixelRect> = Vec::new();
-    for (_, rect) in scored {
+    for rect in grid_cells(&columns, &rows, width, height).into_iter().chain(scored.into_iter().map(|(_, rect)| rect)) {
         if chosen.len() == max {
             break;
         }
@@ -158,12 +160,49 @@ pub fn inset_rects(image: &RgbImage, max: usize) -> Vec<PixelRect> {
     chosen
 }
 
+/// The cells of a collage: the image split on its full-length seams (straight seams that cross the
+/// whole image, as between the tiles of a grid), largest first. Empty when there are none, or when a
+/// cell would be smaller than `MIN_SIDE` of the image either way.
+fn grid_cells(columns: &Seams, rows: &Seams, width: u32, height: u32) -> Vec<PixelRect> {
+    let cuts = |seams: &Seams, extent: u32, length: u32| -> Vec<u32> {
+        let inside = MIN_SIDE * extent as f32..=(1.0 - MIN_SIDE) * extent as f32;
+        let positions: Vec<u32> = seams
+            .runs
+            .iter()
+            .filter(|r| r.len() as f32 >= FULL_LENGTH * length as f32 && inside.contains(&(r.position as f32)))
+            .filter(|r| seams.contrast(r.position, 0, length) >= MIN_SEAM_CONTRAST)
+            .map(|r| r.position)
+            .collect();
+        // A seam is marked on the boundaries beside it too: one cut, in the middle of each cluster.
+        let mut cuts = vec![0];
+        for cluster in positions.chunk_by(|a, b| b - a <= 2) {
+            cuts.push(cluster[cluster.len() / 2]);
+        }
+        cuts.push(extent);
+        cuts
+    };
+    let (xs, ys) = (cuts(columns, width, height), cuts(rows, height, width));
+    if xs.len() == 2 && ys.len() == 2 {
+        return Vec::new();
+    }
+    let fits = |cuts: &[u32], extent: u32| cuts.windows(2).all(|w| (w[1] - w[0]) as f32 >= MIN_SIDE * extent as f32);
+    if !fits(&xs, width) || !fits(&ys, height) {
+        return Vec::new();
+    }
+    let mut cells: Vec<PixelRect> =
+        ys.windows(2).flat_map(|y| xs.windows(2).map(move |x| PixelRect { left: x[0], top: y[0], right: x[1], bottom: y[1] })).collect();
+    cells.sort_by_key(|c| std::cmp::Reverse(c.width() * c.height()));
+    cells
+}
+
 /// The longest side the seam search works on (larger images are sampled down to it).
 const SEAM_SEARCH_SIDE: u32 = 1024;
 /// An inset's side spans at least this fraction of the image (smaller ones carry too few pixels to
 /// embed) and at most `MAX_SIDE` (larger is the whole image, embedded anyway).
 const MIN_SIDE: f32 = 0.15;
 const MAX_SIDE: f32 = 0.95;
+/// A seam this much of the image long crosses it: a cut between the tiles of a collage.
+const FULL_LENGTH: f32 = 0.9;
 /// How much more of a side lies on seam pixels than of the lines 4 and 8 pixels either side of it.
 const MIN_SEAM_CONTRAST: f32 = 0.2;
 /// Colour step (summed over R, G, B) below which no seam is seen.
@@ -369,6 +408,35 @@ mod tests {
         let inset = PixelRect { left: 0, top: 50, right: 180, bottom: 220 };
         let found = inset_rects(&pasted(400, 300, inset), 3);
         assert!(found.iter().any(|r| rect_iou(r, &inset) > 0.95), "{found:?}");
+    }
+
+    #[test]
+    fn the_tiles_of_a_collage_are_found_corners_included() {
+        // A 2×2 grid of the striped background and three smooth "photos": the corner tiles have only
+        // two sides on a seam, the other two on the image's border.
+        let (width, height) = (400, 300);
+        let collage = RgbImage::from_fn(width, height, |x, y| {
+            let tile = (x >= width / 2) as u32 + 2 * (y >= height / 2) as u32;
+            match tile {
+                0 => image::Rgb([(60 + x * 120 / width) as u8, (90 + y * 120 / height) as u8, 140]),
+                1 => image::Rgb([200, (40 + y / 3) as u8, (x / 4) as u8]),
+                2 => {
+                    let n = (((x + 2 * y) / 20) % 2 * 60) as u8;
+                    image::Rgb([170 + n / 2, 140 + n, 90 + n])
+                }
+                _ => image::Rgb([30, 60, (100 + x / 5) as u8]),
+            }
+        });
+        let found = inset_rects(&collage, 4);
+        for (left, top) in [(0, 0), (200, 0), (0, 150), (200, 150)] {
+            let tile = PixelRect { left, top, right: left + 200, bottom: top + 150 };
+            assert!(found.iter().any(|r| rect_iou(r, &tile) > 0.95), "tile at ({left}, {top}) not in {found:?}");
+        }
+        // A single pasted photo crosses no full-length seam: no grid.
+        let single = pasted(width, height, PixelRect { left: 90, top: 40, right: 300, bottom: 200 });
+        let columns = Seams::find(&single, Direction::Columns);
+        let rows = Seams::find(&single, Direction::Rows);
+        assert!(grid_cells(&columns, &rows, width, height).is_empty());
     }
 
     #[test]

@@ -98,7 +98,7 @@ enum Command {
         rerank: usize,
         /// Photos pasted into a query image (found by their seams) that are embedded and searched
         /// too, at most this many per query (0: none; 16 at most). Each costs one embedding.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=16))]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=16))]
         insets: u8,
         /// One JSON object per query on a line: {"query", "insets", "hits": [{"path", "distance",
         /// "cosine"}]} or {"query", "error"}.

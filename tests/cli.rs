@@ -200,6 +200,30 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
         assert!(first(&line).starts_with("coffee"), "{line}");
         assert!(line["hits"][0]["distance"].as_u64().unwrap() <= 16, "{line}");
     }
+
+    // The coffee photo as the bottom-right tile of a 2×2 collage (a red card with white "text", stripes,
+    // a gradient): the four tiles (corners, with two sides on the image's border) are cut on the
+    // collage's full-length seams, and the coffee tile finds the coffee photo itself, nearer than the
+    // whole collage comes to any row (its detected cup finds the half-size copy, 24 bits away).
+    let (w, h) = (coffee.width() / 2, coffee.height() / 2);
+    let mut collage = image::RgbImage::from_fn(2 * w, 2 * h, |x, y| match (x >= w, y >= h) {
+        (false, false) if (y / 12) % 3 == 1 && (x / 9) % 4 != 3 && x > 20 && x + 20 < w => image::Rgb([250, 250, 250]),
+        (false, false) => image::Rgb([200, 30, 30]),
+        (true, false) => image::Rgb([120 + ((x + y) / 15 % 2 * 90) as u8, 90, 160]),
+        _ => image::Rgb([(x * 255 / (2 * w)) as u8, (y * 255 / (2 * h)) as u8, 90]),
+    });
+    let tile = image::imageops::resize(&coffee, w, h, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut collage, &tile, w as i64, h as i64);
+    let query = dir.join("coffee-in-collage.png");
+    collage.save(&query).unwrap();
+    let nearest = |insets: &str| -> serde_json::Value {
+        let out = imgfeat().args(["search", "--json", "-k", "1", "--rerank", "0", "--insets", insets, "--index"]).arg(&features).arg(&query).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (tiled, whole) = (nearest("4"), nearest("0"));
+    let distance = |line: &serde_json::Value| line["hits"][0]["distance"].as_u64().unwrap();
+    assert_eq!((tiled["insets"].as_u64(), first(&tiled).as_str()), (Some(4), "coffee.jpg"), "{tiled}");
+    assert!(distance(&tiled) < distance(&whole), "the tile is nearer than the whole collage: {tiled} / {whole}");
 }
 
 /// A group far larger than a page should show (60 copies of one photo) is cut to 50 members with a

@@ -146,7 +146,7 @@ class Index:
     def __len__(self) -> int:
         return len(self._native)
 
-    def search(self, image: Union[PathLike, bytes], k: int = 10, *, rerank: int = 50, insets: int = 3) -> pa.Table:
+    def search(self, image: Union[PathLike, bytes], k: int = 10, *, rerank: int = 50, insets: int = 4) -> pa.Table:
         """The ``k`` rows nearest to ``image`` (a file or encoded bytes), nearest first: ``path``, Hamming
         ``distance`` (best over the code pairs), ``cosine`` of the features; the first ``rerank`` by
         Hamming distance re-ordered by cosine, and up to ``insets`` photos pasted into the query searched
