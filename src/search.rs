@@ -12,6 +12,7 @@ use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float32Type;
+use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::features::read::conform;
@@ -636,29 +637,44 @@ impl Index {
         }
         let feature = |code: usize| &self.features[code * self.dim..(code + 1) * self.dim];
         let multi = (distinct.len() > MULTI_INDEX_FROM).then(|| MultiIndex::build(&distinct));
-        let (mut seen, mut distances) = (Vec::new(), Vec::new());
-        for i in 0..distinct.len() {
-            let query = distinct.get(i);
-            let near: Vec<u32> = match &multi {
-                Some(multi) => multi.within(&distinct, query, rule.max_distance, &mut seen).into_iter().map(|(id, _)| id).collect(),
-                None => {
-                    distinct.distances(query, &mut distances);
-                    distances.iter().enumerate().filter(|(_, &d)| d <= rule.max_distance).map(|(id, _)| id as u32).collect()
-                }
-            };
-            let a = representative[i];
-            for j in near.into_iter().map(|j| j as usize).filter(|&j| j > i) {
-                let b = representative[j];
-                let (row_a, row_b) = (self.owner[a] as usize, self.owner[b] as usize);
-                if groups.same(row_a, row_b) {
-                    continue;
-                }
-                let verified = rule.verify.is_none_or(|verify| {
-                    let cosine: f32 = feature(a).iter().zip(feature(b)).map(|(x, y)| x * y).sum();
-                    cosine >= verify.threshold(self.whole[a], self.whole[b])
-                });
-                if verified {
-                    groups.join(row_a, row_b);
+        // The candidate search (multi-index probes, or a scan, per code) is most of the time: it runs in
+        // parallel, a chunk of codes at a time so that the lists stay small. Joining stays in code order,
+        // so the groups do not depend on the threads.
+        for start in (0..distinct.len()).step_by(CANDIDATE_CHUNK) {
+            let codes = start..(start + CANDIDATE_CHUNK).min(distinct.len());
+            let candidates: Vec<Vec<u32>> = codes
+                .clone()
+                .into_par_iter()
+                .map_init(
+                    || (Vec::new(), Vec::new()),
+                    |(seen, distances), i| {
+                        let query = distinct.get(i);
+                        let mut near: Vec<u32> = match &multi {
+                            Some(multi) => multi.within(&distinct, query, rule.max_distance, seen).into_iter().map(|(id, _)| id).collect(),
+                            None => {
+                                distinct.distances(query, distances);
+                                distances.iter().enumerate().filter(|(_, &d)| d <= rule.max_distance).map(|(id, _)| id as u32).collect()
+                            }
+                        };
+                        near.retain(|&j| j as usize > i);
+                        near
+                    },
+                )
+                .collect();
+            for (i, near) in codes.zip(candidates) {
+                let a = representative[i];
+                for b in near.into_iter().map(|j| representative[j as usize]) {
+                    let (row_a, row_b) = (self.owner[a] as usize, self.owner[b] as usize);
+                    if groups.same(row_a, row_b) {
+                        continue;
+                    }
+                    let verified = rule.verify.is_none_or(|verify| {
+                        let cosine: f32 = feature(a).iter().zip(feature(b)).map(|(x, y)| x * y).sum();
+                        cosine >= verify.threshold(self.whole[a], self.whole[b])
+                    });
+                    if verified {
+                        groups.join(row_a, row_b);
+                    }
                 }
             }
         }
@@ -668,6 +684,8 @@ impl Index {
 
 /// Distinct codes past which candidates are found by the multi-index instead of a scan per code.
 const MULTI_INDEX_FROM: usize = 2048;
+/// Distinct codes whose candidates are searched at once, in parallel, before they are joined.
+const CANDIDATE_CHUNK: usize = 4096;
 
 /// Union-find over rows: the smaller root names a set.
 struct UnionFind {
