@@ -146,7 +146,6 @@ enum Command {
     },
 }
 
-/// Options every command shares; each overrides the same field of the --config file.
 /// When two rows are near-duplicates (`search::DuplicateRule`), for `dedup` and `report`.
 #[derive(Args)]
 struct RuleArgs {
@@ -168,6 +167,7 @@ impl RuleArgs {
     }
 }
 
+/// Options every command shares; each overrides the same field of the --config file.
 #[derive(Args)]
 struct Settings {
     /// JSON configuration file (fields left out keep their defaults).
