@@ -1,12 +1,15 @@
-//! DeepBit-style binary codes: `bits = sign(Rᵀ Pᵀ (x − μ))`, with P the top-k PCA directions of a sample
-//! of features and R the ITQ rotation (Gong & Lazebnik, "Iterative Quantization", CVPR 2011) that makes
-//! the signs lose as little as possible. A 256-bit code is 160× smaller than the 1280 floats it stands
-//! for and compares with a handful of popcounts.
+//! DeepBit-style binary codes: `bits = sign(Rᵀ Pᵀ (x − μ))`, with P k directions fitted on a sample of
+//! features — the top-k PCA directions, or the directions edits of a photo move least relative to how
+//! photos differ (see [`fit`]) — and R the ITQ rotation (Gong & Lazebnik, "Iterative Quantization",
+//! CVPR 2011) that makes the signs lose as little as possible. A 256-bit code is 160× smaller than the
+//! 1280 floats it stands for and compares with a handful of popcounts.
 //!
 //! The projection lives in a safetensors file (readable from Python with `safetensors.numpy.load_file`):
-//! tensors `mean` f32 `[d]`, `pca` f32 `[d, k]` (columns = directions, by decreasing variance) and
-//! `rotation` f32 `[k, k]`; metadata `format = "imgfeat-itq-v1"` plus the fit's figures.
+//! tensors `mean` f32 `[d]`, `pca` f32 `[d, k]` (columns = the k directions, PCA's or the edit-invariant
+//! ones, strongest first) and `rotation` f32 `[k, k]`; metadata `format = "imgfeat-itq-v1"` plus the
+//! fit's figures.
 
+pub mod edits;
 mod linalg;
 
 use std::collections::HashMap;
@@ -18,6 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use edits::SplitMix64;
 
 const FORMAT: &str = "imgfeat-itq-v1";
 
@@ -155,14 +159,22 @@ pub fn pack_signs(values: &[f32]) -> Vec<u8> {
 /// What a fit achieved, recorded in the projection file and printed by `imgfeat fit-codes`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
+    /// "pca" (the directions of largest variance) or "edit-invariant" (the directions along which
+    /// photos differ most relative to how edits of one photo differ).
+    pub method: &'static str,
     pub bits: usize,
     pub samples: usize,
+    /// (original, edited copy) feature pairs the fit learnt invariance from; 0 for PCA.
+    pub edit_pairs: usize,
     pub dim: usize,
     pub iterations: usize,
-    /// Share of the features' variance the k PCA directions keep.
-    pub explained_variance: f64,
-    /// ‖B − V R‖²_F / (n k) after the last ITQ iteration, with V the PCA-projected samples scaled to unit
-    /// RMS and B their signs: the mean squared error per bit (about 0.40 for Gaussian data left unrotated).
+    /// Share of the features' variance the k directions keep, for PCA (whose directions are orthonormal).
+    pub explained_variance: Option<f64>,
+    /// The edits' variance along the k directions over the photos' variance along them: how much of what
+    /// a code sees is edit rather than photo (lower is more invariant). Measured where edits were given.
+    pub edit_to_photo_variance: Option<f64>,
+    /// ‖B − V R‖²_F / (n k) after the last ITQ iteration, with V the projected samples scaled to unit RMS
+    /// and B their signs: the mean squared error per bit (about 0.40 for Gaussian data left unrotated).
     pub quantisation_loss: f64,
     /// The same loss with the initial random rotation, to show what ITQ bought.
     pub quantisation_loss_before_itq: f64,
@@ -173,8 +185,26 @@ pub struct FitReport {
     pub backend: &'static str,
 }
 
-/// Fits μ, P (top-`bits` PCA) and R (ITQ, `iterations` rounds from a seeded random rotation).
-pub fn fit(samples: &[Vec<f32>], bits: usize, iterations: usize, seed: u64) -> Result<(Projection, FitReport), Error> {
+/// How strongly the edit-invariant fit trusts the edits' covariance: Sw + ε·(tr Sw / d)·I with this ε.
+/// Some hundred photos' edits cannot estimate a 1280 × 1280 covariance; without the ridge the fit would
+/// chase directions the edits happened not to move. 0.1–0.3 measured alike on photos 1–300 (EVALUATION.md).
+const EDIT_RIDGE: f64 = 0.2;
+
+/// Fits μ, P and R (ITQ, `iterations` rounds from a seeded random rotation) on `samples`, the features
+/// of the user's photos.
+///
+/// Without `edit_differences`, P is the top-`bits` PCA directions. With them (each an edited copy's
+/// feature minus its original's), P solves the generalised eigenproblem St p = λ Sw p — St the photos'
+/// covariance, Sw the edits' (ridged) — and keeps the `bits` directions of largest λ: those along which
+/// different photos are far apart and edited copies of one photo stay close, the linear form of what
+/// DeepBit trains its network for.
+pub fn fit(
+    samples: &[Vec<f32>],
+    edit_differences: &[Vec<f32>],
+    bits: usize,
+    iterations: usize,
+    seed: u64,
+) -> Result<(Projection, FitReport), Error> {
     let n = samples.len();
     let d = samples.first().map_or(0, Vec::len);
     if bits == 0 || !bits.is_multiple_of(8) {
@@ -185,23 +215,52 @@ pub fn fit(samples: &[Vec<f32>], bits: usize, iterations: usize, seed: u64) -> R
             "{bits} bits need features of at least {bits} dimensions and more than {bits} samples; got {n} samples of {d}"
         )));
     }
-    if samples.iter().any(|s| s.len() != d) {
+    if samples.iter().chain(edit_differences).any(|s| s.len() != d) {
         return Err(Error::Fit("samples have different lengths".into()));
     }
     let mean: Vec<f64> = (0..d).map(|j| samples.iter().map(|s| s[j] as f64).sum::<f64>() / n as f64).collect();
     let centred = DMatrix::<f64>::from_fn(n, d, |i, j| samples[i][j] as f64 - mean[j]);
-
-    // PCA: eigenvectors of the covariance, by decreasing eigenvalue.
     let covariance = linalg::gram(&centred) / (n as f64 - 1.0);
-    let (eigenvalues, eigenvectors) = linalg::symmetric_eigen(&covariance);
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| eigenvalues[b].total_cmp(&eigenvalues[a]));
-    let pca = DMatrix::<f64>::from_fn(d, bits, |i, j| eigenvectors[(i, order[j])]);
-    let total_variance: f64 = eigenvalues.iter().map(|v| v.max(0.0)).sum();
-    let kept_variance: f64 = order[..bits].iter().map(|&i| eigenvalues[i].max(0.0)).sum();
+    let edit_covariance = (!edit_differences.is_empty()).then(|| {
+        let m = edit_differences.len();
+        linalg::gram(&DMatrix::<f64>::from_fn(m, d, |i, j| edit_differences[i][j] as f64)) / m as f64
+    });
+
+    let (method, directions, explained_variance) = match &edit_covariance {
+        None => {
+            let (eigenvalues, eigenvectors) = linalg::symmetric_eigen(&covariance);
+            let order = descending(&eigenvalues);
+            let total: f64 = eigenvalues.iter().map(|v| v.max(0.0)).sum();
+            let kept: f64 = order[..bits].iter().map(|&i| eigenvalues[i].max(0.0)).sum();
+            let pca = DMatrix::<f64>::from_fn(d, bits, |i, j| eigenvectors[(i, order[j])]);
+            ("pca", pca, Some(kept / total.max(f64::MIN_POSITIVE)))
+        }
+        Some(edits) => {
+            // Whiten the edits (W = V Λ^-½ of the ridged Sw), then PCA of the photos in that space.
+            let ridge = EDIT_RIDGE * edits.trace() / d as f64;
+            let ridged = edits + DMatrix::<f64>::identity(d, d) * ridge.max(f64::MIN_POSITIVE);
+            let (values, vectors) = linalg::symmetric_eigen(&ridged);
+            let whiten = DMatrix::<f64>::from_fn(d, d, |i, j| vectors[(i, j)] / values[j].max(ridge).sqrt());
+            let whitened = linalg::matmul(&linalg::matmul(&whiten.transpose(), &covariance), &whiten);
+            let whitened = (&whitened + whitened.transpose()) * 0.5;
+            let (eigenvalues, eigenvectors) = linalg::symmetric_eigen(&whitened);
+            let order = descending(&eigenvalues);
+            let top = DMatrix::<f64>::from_fn(d, bits, |i, j| eigenvectors[(i, order[j])]);
+            let mut directions = linalg::matmul(&whiten, &top);
+            // Unit columns: the scale of a direction changes no sign, and unit ones keep P's numbers tame.
+            for mut column in directions.column_iter_mut() {
+                let norm = column.norm().max(f64::MIN_POSITIVE);
+                column /= norm;
+            }
+            ("edit-invariant", directions, None)
+        }
+    };
+    let variance_along = |matrix: &DMatrix<f64>| linalg::matmul(&linalg::matmul(&directions.transpose(), matrix), &directions).trace();
+    let edit_to_photo_variance = edit_covariance.as_ref().map(|edits| variance_along(edits) / variance_along(&covariance).max(f64::MIN_POSITIVE));
+
     // V: n × k, scaled to unit RMS so the loss below reads the same whatever the features' scale
     // (the rotation ITQ finds does not depend on it).
-    let projected = linalg::matmul(&centred, &pca);
+    let projected = linalg::matmul(&centred, &directions);
     let projected = &projected * ((n * bits) as f64 / projected.norm_squared().max(f64::MIN_POSITIVE)).sqrt();
 
     // ITQ: alternate B = sign(V R) and the orthogonal Procrustes solution R = U Wᵀ of Vᵀ B = U Σ Wᵀ.
@@ -221,11 +280,14 @@ pub fn fit(samples: &[Vec<f32>], bits: usize, iterations: usize, seed: u64) -> R
     let balance: Vec<f64> = (0..bits).map(|j| rotated.column(j).iter().filter(|&&v| v > 0.0).count() as f64 / n as f64).collect();
 
     let report = FitReport {
+        method,
         bits,
         samples: n,
+        edit_pairs: edit_differences.len(),
         dim: d,
         iterations,
-        explained_variance: kept_variance / total_variance.max(f64::MIN_POSITIVE),
+        explained_variance,
+        edit_to_photo_variance,
         quantisation_loss,
         quantisation_loss_before_itq,
         bit_balance_min: balance.iter().copied().fold(f64::INFINITY, f64::min),
@@ -238,16 +300,24 @@ pub fn fit(samples: &[Vec<f32>], bits: usize, iterations: usize, seed: u64) -> R
         .as_object()
         .expect("report is an object")
         .iter()
+        .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| (k.clone(), v.to_string().trim_matches('"').to_string()))
         .collect();
     metadata.insert("format".into(), FORMAT.into());
     let projection = Projection::new(
         mean.iter().map(|&m| m as f32).collect(),
-        pca.map(|x| x as f32),
+        directions.map(|x| x as f32),
         rotation.map(|x| x as f32),
         metadata,
     );
     Ok((projection, report))
+}
+
+/// Indices of `values`, largest first.
+fn descending(values: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    order
 }
 
 fn signum(v: f64) -> f64 {
@@ -260,17 +330,9 @@ fn signum(v: f64) -> f64 {
 
 /// A seeded random orthogonal matrix: the U factor of a Gaussian matrix's SVD.
 fn random_rotation(k: usize, seed: u64) -> DMatrix<f64> {
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut uniform = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut random = SplitMix64::new(seed);
     let gaussian = DMatrix::<f64>::from_fn(k, k, |_, _| {
-        let (u1, u2) = (uniform().max(f64::MIN_POSITIVE), uniform());
+        let (u1, u2) = (random.uniform(0.0, 1.0).max(f64::MIN_POSITIVE), random.uniform(0.0, 1.0));
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     });
     linalg::svd(&gaussian).0
@@ -312,9 +374,9 @@ mod tests {
     #[test]
     fn fit_keeps_the_variance_balances_bits_and_itq_lowers_the_loss() {
         let samples = synthetic_samples(600);
-        let (projection, report) = fit(&samples, 16, 50, 7).unwrap();
+        let (projection, report) = fit(&samples, &[], 16, 50, 7).unwrap();
         assert_eq!((projection.bits(), projection.dim()), (16, 48));
-        assert!(report.explained_variance > 0.99, "{report:?}");
+        assert!(report.explained_variance.unwrap() > 0.99, "{report:?}");
         assert!(report.quantisation_loss < report.quantisation_loss_before_itq, "{report:?}");
         assert!(report.bit_balance_min > 0.3 && report.bit_balance_max < 0.7, "{report:?}");
         // The rotation stays orthogonal.
@@ -323,10 +385,63 @@ mod tests {
         assert!((r.transpose() * &r - identity).abs().max() < 1e-4);
     }
 
+    /// Photos that differ in 16 latent factors over dimensions 0..24, plus a "style" over dimensions
+    /// 24..48 that is larger still and that edits re-draw. PCA keeps the style; the edit-invariant fit
+    /// must keep the photos' factors, so an edited copy's code stays near its original's.
+    #[test]
+    fn the_edit_invariant_fit_keeps_what_edits_leave_alone() {
+        let mut random = SplitMix64::new(99);
+        let mut gaussian = move || {
+            let (u1, u2) = (random.uniform(0.0, 1.0).max(f64::MIN_POSITIVE), random.uniform(0.0, 1.0));
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        };
+        let mixing: Vec<Vec<f32>> = (0..16).map(|_| (0..24).map(|_| gaussian()).collect()).collect();
+        let style_mixing: Vec<Vec<f32>> = (0..8).map(|_| (0..24).map(|_| gaussian()).collect()).collect();
+        let photo = |latent: &[f32], style: &[f32], noise: &[f32]| -> Vec<f32> {
+            let signal = (0..24).map(|j| (0..16).map(|f| latent[f] * mixing[f][j]).sum::<f32>());
+            let nuisance = (0..24).map(|j| 1.5 * (0..8).map(|f| style[f] * style_mixing[f][j]).sum::<f32>());
+            signal.chain(nuisance).zip(noise).map(|(v, e)| v + 0.05 * e).collect()
+        };
+        let mut draw = |n: usize| -> Vec<(Vec<f32>, Vec<f32>)> {
+            (0..n)
+                .map(|_| {
+                    let mut normal = |k: usize| -> Vec<f32> { (0..k).map(|_| gaussian()).collect() };
+                    let (latent, style, restyle) = (normal(16), normal(8), normal(8));
+                    (photo(&latent, &style, &normal(48)), photo(&latent, &restyle, &normal(48)))
+                })
+                .collect()
+        };
+        let (training, held_out) = (draw(400), draw(200));
+        let originals: Vec<Vec<f32>> = training.iter().map(|(o, _)| o.clone()).collect();
+        let differences: Vec<Vec<f32>> =
+            training.iter().map(|(o, e)| e.iter().zip(o).map(|(a, b)| a - b).collect()).collect();
+        let (pca, pca_report) = fit(&originals, &[], 16, 30, 1).unwrap();
+        let (invariant, report) = fit(&originals, &differences, 16, 30, 1).unwrap();
+        assert_eq!((pca_report.method, report.method, report.edit_pairs), ("pca", "edit-invariant", 400));
+        assert!(report.edit_to_photo_variance.unwrap() < 0.25, "{report:?}");
+        // Recall@1 of each held-out edited copy among the held-out originals, by Hamming distance.
+        let recall = |projection: &Projection| -> f64 {
+            let codes: Vec<Vec<u8>> = held_out.iter().map(|(o, _)| projection.encode(o)).collect();
+            let hamming = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum::<u32>();
+            let found = held_out
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, edited))| {
+                    let query = projection.encode(edited);
+                    let own = hamming(&query, &codes[*i]);
+                    codes.iter().enumerate().all(|(j, c)| j == *i || hamming(&query, c) > own)
+                })
+                .count();
+            found as f64 / held_out.len() as f64
+        };
+        let (pca_recall, invariant_recall) = (recall(&pca), recall(&invariant));
+        assert!(invariant_recall > 0.5 && invariant_recall > pca_recall + 0.3, "PCA {pca_recall}, edit-invariant {invariant_recall}");
+    }
+
     #[test]
     fn encode_matches_the_definition() {
         let samples = synthetic_samples(300);
-        let (projection, _) = fit(&samples, 8, 10, 1).unwrap();
+        let (projection, _) = fit(&samples, &[], 8, 10, 1).unwrap();
         let x = &samples[5];
         let centred = DMatrix::from_fn(48, 1, |i, _| x[i] - projection.mean[i]);
         let expected = projection.rotation.transpose() * projection.pca.transpose() * centred;
@@ -340,7 +455,7 @@ mod tests {
 
     #[test]
     fn save_and_load_round_trip() {
-        let (projection, report) = fit(&synthetic_samples(200), 8, 5, 3).unwrap();
+        let (projection, report) = fit(&synthetic_samples(200), &[], 8, 5, 3).unwrap();
         let path = std::env::temp_dir().join(format!("imgfeat-projection-{}.safetensors", std::process::id()));
         projection.save(&path).unwrap();
         let loaded = Projection::load(&path).unwrap();
@@ -358,6 +473,6 @@ mod tests {
 
     #[test]
     fn fit_rejects_too_few_samples() {
-        assert!(fit(&synthetic_samples(10), 16, 5, 1).is_err());
+        assert!(fit(&synthetic_samples(10), &[], 16, 5, 1).is_err());
     }
 }

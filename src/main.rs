@@ -46,22 +46,16 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Fit binary-code projections (PCA + ITQ) on the features of the given images.
+    /// Fit binary-code projections on the features of the given images (PCA + ITQ), or with --edits N
+    /// also on edited copies of them (edit-invariant codes).
     FitCodes {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Code lengths to fit, each written to codes_itq_<bits>.safetensors.
-        #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
-        bits_list: Vec<usize>,
         /// Folder for the projection files [default: the model folder].
         #[arg(long)]
         output_dir: Option<PathBuf>,
-        /// ITQ iterations.
-        #[arg(long, default_value_t = 50)]
-        iterations: usize,
-        /// Seed of ITQ's random initial rotation.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        fit: FitOptions,
         #[command(flatten)]
         settings: Settings,
     },
@@ -144,6 +138,27 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+}
+
+/// How `fit-codes` fits.
+#[derive(Args)]
+struct FitOptions {
+    /// Code lengths to fit, each written to codes_itq_<bits>.safetensors.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    bits_list: Vec<usize>,
+    /// Edited copies made of each photo (crop, JPEG, blur, grayscale, colour, mirror, quarter turn,
+    /// sticker, pasted small) for the codes to learn to ignore, e.g. 8: edit-invariant codes, which rank
+    /// edited copies better by Hamming distance and keep other photos farther away (EVALUATION.md). 0:
+    /// PCA + ITQ on the photos alone, the kind of the shipped projections, which dedup's default
+    /// distances were tuned on.
+    #[arg(long, default_value_t = 0)]
+    edits: usize,
+    /// ITQ iterations.
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// Seed of the edits and of ITQ's random initial rotation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 /// When two rows are near-duplicates (`search::DuplicateRule`), for `dedup` and `report`.
@@ -249,10 +264,10 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Extract { inputs, output, append, batch_size, settings } => {
             extract(&inputs, &output, append, batch_size.max(1), settings.config()?)
         }
-        Command::FitCodes { inputs, bits_list, output_dir, iterations, seed, settings } => {
+        Command::FitCodes { inputs, output_dir, fit, settings } => {
             let config = settings.config()?;
             let output_dir = output_dir.unwrap_or_else(|| config.model_dir.clone());
-            fit_codes(&inputs, &bits_list, &output_dir, iterations, seed, config)
+            fit_codes(&inputs, &fit, &output_dir, config)
         }
         Command::Show { image, index: Some(table), json, .. } => show_row(&image, &table, json),
         Command::Show { image, index: None, json, settings } => show(&image, json, settings.config()?),
@@ -351,15 +366,30 @@ fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, c
     Ok(())
 }
 
-fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterations: usize, seed: u64, mut config: Config) -> Result<(), Error> {
+fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut config: Config) -> Result<(), Error> {
     let files = image_files(inputs)?;
     config.embed = EmbedMode::Both;
     let pipeline = Pipeline::without_codes(config)?;
-    let bar = progress_bar(files.len(), "images");
+    let bar = progress_bar(files.len() * (1 + options.edits), "images and edited copies");
     let mut samples: Vec<Vec<f32>> = Vec::new();
+    let mut edit_differences: Vec<Vec<f32>> = Vec::new();
     let mut failed = 0;
-    for_each_batch(&pipeline, &files, 64, &bar, |_, results| {
-        for result in results {
+    for (number, batch) in files.chunks(32).enumerate() {
+        let originals = pipeline.process_files(batch);
+        bar.inc(batch.len() as u64);
+        if options.edits > 0 {
+            let edits = edited_copies(&pipeline, batch, options.edits, options.seed ^ number as u64);
+            let refs: Vec<Result<&[u8], ImageError>> = edits.iter().map(|e| e.as_deref().map_err(Clone::clone)).collect();
+            let copies = pipeline.process_inputs(refs);
+            bar.inc(copies.len() as u64);
+            for (original, copies) in originals.iter().zip(copies.chunks(options.edits)) {
+                let Ok(original) = original else { continue };
+                for copy in copies.iter().flatten() {
+                    edit_differences.extend(edit_difference(original, copy));
+                }
+            }
+        }
+        for result in originals {
             match result {
                 // A crop that covers the whole image has the whole image's feature: count it once.
                 Ok(record) if record.crop == PixelRect::whole(record.width, record.height) => {
@@ -369,18 +399,18 @@ fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterati
                 Err(_) => failed += 1,
             }
         }
-        Ok(())
-    })?;
+    }
     bar.finish_and_clear();
     eprintln!(
-        "{} images ({failed} failed) gave {} samples (whole images, and the object crops that differ from them)",
+        "{} images ({failed} failed) gave {} samples (whole images, and the object crops that differ from them) and {} edit pairs",
         files.len(),
-        samples.len()
+        samples.len(),
+        edit_differences.len()
     );
     let mut reports: Vec<FitReport> = Vec::new();
-    for &bits in bits_list {
+    for &bits in &options.bits_list {
         let started = Instant::now();
-        let (projection, report) = codes::fit(&samples, bits, iterations, seed)?;
+        let (projection, report) = codes::fit(&samples, &edit_differences, bits, options.iterations, options.seed)?;
         let path = output_dir.join(format!("codes_itq_{bits}.safetensors"));
         projection.save(&path)?;
         eprintln!("{bits} bits: fitted in {:.1} s → {}", started.elapsed().as_secs_f64(), path.display());
@@ -388,6 +418,54 @@ fn fit_codes(inputs: &[PathBuf], bits_list: &[usize], output_dir: &Path, iterati
     }
     println!("{}", serde_json::to_string_pretty(&reports).expect("reports serialise"));
     Ok(())
+}
+
+/// `per_photo` edited copies of each file of `batch`, in file order (a file that cannot be read or
+/// decoded gives error slots, which the fit skips). A pasted copy sits on the batch's next photo. The
+/// photos are edited at most 640 pixels on a side: the embedder sees 224, and blurring 12 megapixels
+/// would cost more than embedding them.
+fn edited_copies(pipeline: &Pipeline, batch: &[PathBuf], per_photo: usize, seed: u64) -> Vec<Result<Vec<u8>, ImageError>> {
+    let limits = &pipeline.config().limits;
+    let photos: Vec<Result<image::RgbImage, ImageError>> = batch
+        .iter()
+        .map(|file| {
+            let bytes = std::fs::read(file).map_err(|e| ImageError::Unreadable(e.to_string()))?;
+            let photo = imgfeat::decode::decode(&bytes, limits)?;
+            let scale = 640.0 / photo.width().max(photo.height()) as f64;
+            Ok(if scale < 1.0 {
+                let (w, h) = ((photo.width() as f64 * scale).round().max(1.0), (photo.height() as f64 * scale).round().max(1.0));
+                image::imageops::resize(&photo, w as u32, h as u32, image::imageops::FilterType::Triangle)
+            } else {
+                photo
+            })
+        })
+        .collect();
+    photos
+        .iter()
+        .enumerate()
+        .flat_map(|(i, photo)| match photo {
+            Ok(photo) => {
+                let backdrop = photos[(i + 1) % photos.len()].as_ref().unwrap_or(photo);
+                let seed = seed.wrapping_mul(0x1000_0000_01B3) ^ i as u64;
+                codes::edits::edited_copies(photo, backdrop, per_photo, seed).into_iter().map(Ok).collect()
+            }
+            Err(error) => vec![Err(error.clone()); per_photo],
+        })
+        .collect()
+}
+
+/// What an edit did to a photo's features: the whole images' difference, and the objects' when both
+/// have one of the same class (a different object is not an edit of the same thing).
+fn edit_difference(original: &Record, copy: &Record) -> Vec<Vec<f32>> {
+    let minus = |a: &Option<Vec<f32>>, b: &Option<Vec<f32>>| -> Option<Vec<f32>> {
+        Some(a.as_ref()?.iter().zip(b.as_ref()?).map(|(x, y)| x - y).collect())
+    };
+    let has_object = |r: &Record| r.crop != PixelRect::whole(r.width, r.height);
+    let mut differences: Vec<Vec<f32>> = minus(&copy.whole_feature, &original.whole_feature).into_iter().collect();
+    if has_object(original) && has_object(copy) && original.class_name == copy.class_name {
+        differences.extend(minus(&copy.feature, &original.feature));
+    }
+    differences
 }
 
 fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
@@ -500,10 +578,6 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
     if index.rows.is_empty() {
         return Err(Error::Config(format!("{} has no rows with codes to search", path.display())));
     }
-    let check_bits = |query: &Query| match query.codes.iter().find(|c| c.len() * 8 != index.code_bits()) {
-        Some(bad) => Err(Error::Config(format!("the query code has {} bits, the index {}", bad.len() * 8, index.code_bits()))),
-        None => Ok(()),
-    };
     let print = |name: &str, query: &Query, insets: usize| {
         let hits = index.search(query, options.k, options.rerank);
         if options.json {
@@ -524,14 +598,18 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
         }
     };
     if let Some(hex) = code {
-        let query = Query { codes: vec![imgfeat::search::parse_hex(hex)?], ..Query::default() };
-        check_bits(&query)?;
-        print(hex, &query, 0);
+        let code = imgfeat::search::parse_hex(hex)?;
+        // A code typed in has no projection to check; its length is all there is.
+        if code.len() * 8 != index.code_bits() {
+            return Err(Error::Config(format!("the code has {} bits, the table's {}", code.len() * 8, index.code_bits())));
+        }
+        print(hex, &Query { codes: vec![code], ..Query::default() }, 0);
         return Ok(());
     }
     let config = settings.config()?;
     let bits = config.codes.bits;
     let pipeline = Pipeline::new(config)?;
+    // Once for all queries: every query's codes come from this pipeline's projection.
     index.check_comparable(bits, pipeline.projection_fingerprint())?;
     let mut failed = 0;
     for image in images {
@@ -539,10 +617,9 @@ fn search(index: &Path, images: &[PathBuf], code: Option<&str>, options: &Search
         let result = std::fs::read(image)
             .map_err(|e| Error::io(image, e))
             .and_then(|bytes| pipeline.query(&bytes, options.insets).map_err(|source| Error::Image { path: image.clone(), source }))
-            .and_then(|found| {
+            .map(|found| {
                 let insets = found.insets.len();
-                let query = Query::from(found);
-                check_bits(&query).map(|()| (query, insets))
+                (Query::from(found), insets)
             });
         let (query, insets) = match result {
             Ok(found) => found,

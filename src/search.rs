@@ -419,9 +419,9 @@ impl Index {
     pub fn from_batches(batches: impl IntoIterator<Item = RecordBatch>) -> Result<Index, Error> {
         let mut batches = batches.into_iter().peekable();
         let recorded = batches.peek().and_then(|batch| batch.schema().metadata().get(PROVENANCE_KEY).cloned());
-        let made: Option<Provenance> = recorded.and_then(|json| serde_json::from_str(&json).ok());
-        let mut code_bytes = None;
         let source = Path::new("(in memory)");
+        let made = recorded.map(|json| Provenance::parse(&json, source)).transpose()?;
+        let mut code_bytes = None;
         let index = Index::from_conformed(batches.map(|batch| conform(&batch, &mut code_bytes, source)))?;
         Ok(Index { projection: made.and_then(|made| made.projection), ..index })
     }

@@ -9,7 +9,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use common::{fixtures, imgfeat, near_duplicate_photos, temp_dir};
+use common::{fixture_folder, fixtures, imgfeat, near_duplicate_photos, temp_dir};
 use imgfeat::{Config, Pipeline};
 
 fn read_parquet(path: &Path) -> RecordBatch {
@@ -161,6 +161,9 @@ fn dedup_groups_near_duplicates_and_search_finds_the_original() {
     assert!(stdout.lines().nth(1).is_some_and(|l| l.contains(" 0 ") && l.ends_with("rocket.jpg")), "{stdout}");
     let bad = imgfeat().args(["search", "--code", "abc", "--index"]).arg(&features).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("hex"));
+    let short = imgfeat().args(["search", "--code", &code[..16], "--index"]).arg(&features).output().unwrap();
+    let message = String::from_utf8_lossy(&short.stderr);
+    assert!(!short.status.success() && message.contains("the code has 64 bits, the table's 256"), "{message}");
 
     // Several queries at once as JSON lines, a photo pasted onto another among them, and a query that
     // is not an image: its line says why, the others are answered, the exit code says one failed.
@@ -377,11 +380,7 @@ fn reversed_projection(path: &Path) {
 #[test]
 fn codes_from_another_projection_are_refused_not_compared() {
     let dir = temp_dir("cli-projection");
-    let photos = dir.join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["chelsea.jpg", "coffee.jpg"] {
-        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
-    }
+    let photos = fixture_folder(&dir, &["chelsea.jpg", "coffee.jpg"]);
     let other = dir.join("reversed_64.safetensors");
     reversed_projection(&other);
     let config = dir.join("other.json");

@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
-use common::{fixtures, imgfeat, near_duplicate_photos, temp_dir};
+use common::{fixture_folder, fixtures, imgfeat, near_duplicate_photos, temp_dir};
 use imgfeat::features::FeaturesReader;
 
 
@@ -214,6 +214,23 @@ fn tables_that_cannot_be_read_are_errors_naming_the_file() {
     run(imgfeat().args(["dedup", "--no-verify", "-o"]).arg(dir.join("codes-only.csv")).arg(&featureless));
     assert!(std::fs::read_to_string(dir.join("codes-only.csv")).unwrap().contains("chelsea-mirrored.png"));
 
+    // In memory (the Python API's pyarrow tables, whose schema metadata carries the provenance): the
+    // record is read, so foreign codes are refused, and a damaged record is an error rather than taken
+    // for no record.
+    let made = imgfeat::features::read::provenance(&table).unwrap().expect("extract records the provenance");
+    let with_provenance = |json: String| {
+        let mut metadata = rows.schema().metadata().clone();
+        metadata.insert("imgfeat.provenance", json);
+        let schema = Arc::new(rows.schema().as_ref().clone().with_metadata(metadata));
+        RecordBatch::try_new(schema, rows.columns().to_vec()).unwrap()
+    };
+    let index = imgfeat::search::Index::from_batches([with_provenance(serde_json::to_string(&made).unwrap())]).unwrap();
+    let message = index.check_comparable(256, Some("0123456789abcdef")).unwrap_err().to_string();
+    assert!(message.contains("projection 0123456789abcdef"), "{message}");
+    index.check_comparable(256, made.projection.as_deref()).unwrap();
+    let message = imgfeat::search::Index::from_batches([with_provenance("{not json".into())]).unwrap_err().to_string();
+    assert!(message.contains("unreadable imgfeat.provenance"), "{message}");
+
     let message = error(&dir.join("missing.parquet"));
     assert!(message.contains("cannot read features table") && message.contains("missing.parquet"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -299,11 +316,7 @@ fn an_extract_killed_at_random_moments_resumes_to_the_uninterrupted_rows() {
 #[test]
 fn append_adds_only_new_photos_and_refuses_tables_made_otherwise() {
     let dir = temp_dir("features-append");
-    let photos = dir.join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["chelsea.jpg", "coffee.jpg"] {
-        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
-    }
+    let photos = fixture_folder(&dir, &["chelsea.jpg", "coffee.jpg"]);
     let output = dir.join("features.parquet");
     run(imgfeat().args(["extract", "--threads", "2", "-o"]).arg(&output).arg(&photos));
     for name in ["astronaut.jpg", "rocket.jpg"] {

@@ -158,15 +158,19 @@ class Index:
         data = image if isinstance(image, (bytes, bytearray)) else Path(image).read_bytes()
         return pa.Table.from_batches([self._native.search(self._pipeline._native, bytes(data), k, rerank, insets)])
 
-    def duplicate_groups(self, max_distance: Optional[int] = None, *, verify: bool = True) -> pa.Table:
+    def duplicate_groups(self, max_distance: Optional[int] = None, *, verify: bool = True,
+                         threads: Optional[int] = None) -> pa.Table:
         """Near-duplicate groups, as ``imgfeat dedup`` makes them: one row per member of a group of two or
         more (``group``, ``path``, ``representative``: the group's smallest path). Rows whose codes are
         within ``max_distance`` bits are candidates (default 47), joined, transitively, when their
         features agree; with ``verify=False`` (``imgfeat dedup --no-verify``, default distance 24) by the
-        codes alone, which a table without feature columns needs."""
+        codes alone, which a table without feature columns needs. ``threads``: how many threads search
+        the candidates (default: every core); the groups do not depend on it."""
         if max_distance is not None and max_distance < 0:
             raise ValueError(f"max_distance must be ≥ 0, not {max_distance}")
-        return pa.Table.from_batches([self._native.duplicate_groups(max_distance, bool(verify))])
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be ≥ 1, not {threads}")
+        return pa.Table.from_batches([self._native.duplicate_groups(max_distance, bool(verify), threads)])
 
 
 def search(table: Union[pa.Table, pa.RecordBatch], image: Union[PathLike, bytes], k: int = 10, *,
@@ -185,4 +189,4 @@ def find_duplicates(photos: Union[Inputs, pa.Table, pa.RecordBatch], max_distanc
         table = _as_table(photos)
     else:
         table = extract(photos, config, threads=threads, progress=progress)
-    return Index(table).duplicate_groups(max_distance, verify=verify)
+    return Index(table).duplicate_groups(max_distance, verify=verify, threads=threads)

@@ -136,11 +136,28 @@ impl Index {
     }
 
     /// Near-duplicate groups, as `imgfeat dedup [--max-distance N] [--no-verify]` makes them: (group,
-    /// path, representative); `max_distance` None is the rule's default.
-    #[pyo3(signature = (max_distance, verify))]
-    fn duplicate_groups(&self, py: Python<'_>, max_distance: Option<u32>, verify: bool) -> PyResult<PyArrowType<RecordBatch>> {
+    /// path, representative); `max_distance` None is the rule's default. `threads` None searches the
+    /// candidates on every core; a number confines the call to a pool of that many threads (a Python
+    /// worker of a Spark job uses the cores its task was given, not the host's).
+    #[pyo3(signature = (max_distance, verify, threads))]
+    fn duplicate_groups(
+        &self,
+        py: Python<'_>,
+        max_distance: Option<u32>,
+        verify: bool,
+        threads: Option<usize>,
+    ) -> PyResult<PyArrowType<RecordBatch>> {
         let rule = DuplicateRule::new(max_distance, verify);
-        let groups = py.detach(|| self.inner.duplicate_groups(&rule)).map_err(to_python)?;
+        let groups = py
+            .detach(|| match threads {
+                None => self.inner.duplicate_groups(&rule),
+                Some(threads) => rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| imgfeat::Error::Config(format!("cannot start {threads} threads: {e}")))?
+                    .install(|| self.inner.duplicate_groups(&rule)),
+            })
+            .map_err(to_python)?;
         imgfeat::output::groups_batch(&groups, &self.inner.rows).map(PyArrowType).map_err(to_python)
     }
 }

@@ -46,6 +46,12 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// A provenance as a table records it (Parquet key-value or Arrow schema metadata); `source` names
+    /// the table in the error, so that a damaged record is refused rather than taken for no record.
+    pub fn parse(json: &str, source: &std::path::Path) -> Result<Provenance, Error> {
+        serde_json::from_str(json).map_err(|e| read::read_error(source, format!("unreadable {PROVENANCE_KEY}: {e}")))
+    }
+
     /// How `config` makes rows; reads its projection file to fingerprint it.
     pub fn of(config: &Config) -> Result<Provenance, Error> {
         let projection = Projection::load(&config.projection_path())?;

@@ -101,7 +101,7 @@ pub fn provenance(file: &Path) -> Result<Option<Provenance>, Error> {
     let reader = SerializedFileReader::new(opened).map_err(|e| read_error(file, e))?;
     let Some(pairs) = reader.metadata().file_metadata().key_value_metadata() else { return Ok(None) };
     match pairs.iter().find(|kv| kv.key == PROVENANCE_KEY).and_then(|kv| kv.value.as_deref()) {
-        Some(json) => serde_json::from_str(json).map(Some).map_err(|e| read_error(file, format!("unreadable {PROVENANCE_KEY}: {e}"))),
+        Some(json) => Provenance::parse(json, file).map(Some),
         None => Ok(None),
     }
 }

@@ -1674,6 +1674,13 @@ mod tests {
                 _ => None,
             })
             .collect();
+        if !super::super::packed::available() {
+            // Without AVX-512 every product goes to the GEMM backend: nothing is packed, so nothing
+            // here can be channels first.
+            assert!(products.iter().all(|&channels_last| channels_last), "{products:?}");
+            eprintln!("SKIPPED part: this CPU has no AVX-512, so the executor packs no products to check");
+            return;
+        }
         assert!(products.len() >= 30 && products.iter().all(|&channels_last| channels_last), "{products:?}");
     }
 

@@ -38,15 +38,22 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// `dir/photos` with copies of the fixtures `names`.
+#[allow(dead_code)]
+pub fn fixture_folder(dir: &Path, names: &[&str]) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in names {
+        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
+    }
+    photos
+}
+
 /// `dir/photos`: the four fixtures, a mirrored copy of chelsea.jpg and a half-size JPEG of coffee.jpg
 /// (near-duplicates that `dedup` and `search` must find).
 #[allow(dead_code)]
 pub fn near_duplicate_photos(dir: &Path) -> PathBuf {
-    let photos = dir.join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"] {
-        std::fs::copy(fixtures().join(name), photos.join(name)).unwrap();
-    }
+    let photos = fixture_folder(dir, &["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]);
     let chelsea = image::open(fixtures().join("chelsea.jpg")).unwrap().to_rgb8();
     image::imageops::flip_horizontal(&chelsea).save(photos.join("chelsea-mirrored.png")).unwrap();
     let coffee = image::open(fixtures().join("coffee.jpg")).unwrap().to_rgb8();

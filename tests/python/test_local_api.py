@@ -72,7 +72,14 @@ def test_search_and_find_duplicates_answer_as_the_cli_does(local, photos, cli_ta
         one = imgfeat.search(table, {str(queries[0])!r}, k=3).to_pylist()
         groups = imgfeat.find_duplicates(table).to_pylist()
         codes_only = index.duplicate_groups(verify=False).to_pylist()
-        print(json.dumps({{"hits": hits, "one": one, "groups": groups, "codes_only": codes_only, "rows": len(index)}}))
+        one_thread = index.duplicate_groups(threads=1).to_pylist()
+        try:
+            index.duplicate_groups(threads=0)
+            refused = ""
+        except ValueError as e:
+            refused = str(e)
+        print(json.dumps({{"hits": hits, "one": one, "groups": groups, "codes_only": codes_only, "rows": len(index),
+                          "one_thread": one_thread, "refused": refused}}))
     """)
     for query, hits in zip(queries, found["hits"]):
         expected = cli_search(cli_table, query)
@@ -85,6 +92,8 @@ def test_search_and_find_duplicates_answer_as_the_cli_does(local, photos, cli_ta
     lines = csv.read_text().splitlines()[1:]
     cli_groups = [dict(zip(["group", "path", "representative"], line.split(","))) for line in lines]
     assert [{**g, "group": str(g["group"])} for g in found["groups"]] == cli_groups
+    assert found["one_thread"] == found["groups"], "the groups must not depend on the threads"
+    assert "threads must be ≥ 1" in found["refused"], found["refused"]
     if (photos / "formats").is_dir():
         assert cli_groups, "the odd formats hold near-duplicates of one photo: dedup must group them"
     subprocess.run([str(CLI), "dedup", "--no-verify", str(cli_table), "-o", str(csv)], check=True, capture_output=True, timeout=300)
