@@ -92,11 +92,15 @@ def main():
             rows[method] = row
             print(method, row, flush=True)
 
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    avx512 = "avx512f" in Path("/proc/cpuinfo").read_text()
     columns = list(next(iter(rows.values())))
     fmt = lambda v: "–" if v is None else (f"{v:.3f}" if isinstance(v, float) and v < 1 else (f"{v:.0f}" if isinstance(v, float) else v))  # noqa: E731
     section = [
         SECTION, "",
-        f"Command: `.venv/bin/python scripts/compare_fits.py` ({datetime.date.today()}). Both projections fitted on "
+        f"Command: `.venv/bin/python scripts/compare_fits.py` ({datetime.date.today()}, {cpu}, "
+        f"{'with' if avx512 else 'no'} AVX-512, 2 threads). Both projections fitted on "
         f"photos 1–{FITTED} (the edit-invariant one with its own edits, `src/codes/edits.rs`), both evaluated on "
         "the held-out split above (photos 401–700, the same 2000 edited queries). Dedup figures: the share of edited "
         "copies grouped with their original (originals in mixed groups).", "",
