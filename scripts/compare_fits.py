@@ -77,7 +77,7 @@ def main():
             started = time.time()
             report = json.loads(run("fit-codes", "--threads", "2", "--bits-list", "256", "--edits", edits,
                                     "--model-dir", models, fit))[0]
-            row = {"fit seconds": time.time() - started, "edit/photo variance": report.get("edit_to_photo_variance")}
+            row = {"fit-codes seconds": time.time() - started, "edit/photo variance": report.get("edit_to_photo_variance")}
             table = work / f"table-{edits}"
             table.mkdir()
             run("extract", "--threads", "2", "--model-dir", models, "-o", table / "originals.parquet", originals)

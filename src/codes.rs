@@ -187,7 +187,8 @@ pub struct FitReport {
 
 /// How strongly the edit-invariant fit trusts the edits' covariance: Sw + ε·(tr Sw / d)·I with this ε.
 /// Some hundred photos' edits cannot estimate a 1280 × 1280 covariance; without the ridge the fit would
-/// chase directions the edits happened not to move. 0.1–0.3 measured alike on photos 1–300 (EVALUATION.md).
+/// chase directions the edits happened not to move. Issue 19's numpy prototype measured 0.1–0.3 alike on
+/// photos 1–300; not swept again since.
 const EDIT_RIDGE: f64 = 0.2;
 
 /// Fits μ, P and R (ITQ, `iterations` rounds from a seeded random rotation) on `samples`, the features
@@ -236,6 +237,9 @@ pub fn fit(
             ("pca", pca, Some(kept / total.max(f64::MIN_POSITIVE)))
         }
         Some(edits) => {
+            if edits.trace() <= f64::EPSILON * d as f64 {
+                return Err(Error::Fit("the edited copies' features equal their originals': there is nothing to be invariant to".into()));
+            }
             // Whiten the edits (W = V Λ^-½ of the ridged Sw), then PCA of the photos in that space.
             let ridge = EDIT_RIDGE * edits.trace() / d as f64;
             let ridged = edits + DMatrix::<f64>::identity(d, d) * ridge.max(f64::MIN_POSITIVE);
@@ -247,7 +251,8 @@ pub fn fit(
             let order = descending(&eigenvalues);
             let top = DMatrix::<f64>::from_fn(d, bits, |i, j| eigenvectors[(i, order[j])]);
             let mut directions = linalg::matmul(&whiten, &top);
-            // Unit columns: the scale of a direction changes no sign, and unit ones keep P's numbers tame.
+            // Unit columns, a choice not measured against keeping W·q: ITQ rotates the columns together,
+            // so their scales weight them (W·q would weight the most edit-invariant directions more).
             for mut column in directions.column_iter_mut() {
                 let norm = column.norm().max(f64::MIN_POSITIVE);
                 column /= norm;
@@ -469,6 +474,13 @@ mod tests {
         let err = Projection::load(Path::new("/nonexistent/codes.safetensors")).unwrap_err().to_string();
         assert!(err.contains("fit-codes"), "{err}");
         assert!(Projection::from_bytes(b"garbage").unwrap_err().contains("safetensors"));
+    }
+
+    #[test]
+    fn edits_that_change_nothing_are_refused() {
+        let zeros = vec![vec![0.0f32; 48]; 10];
+        let err = fit(&synthetic_samples(100), &zeros, 16, 5, 1).unwrap_err().to_string();
+        assert!(err.contains("nothing to be invariant to"), "{err}");
     }
 
     #[test]

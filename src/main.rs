@@ -374,7 +374,8 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
     let mut samples: Vec<Vec<f32>> = Vec::new();
     let mut edit_differences: Vec<Vec<f32>> = Vec::new();
     let mut failed = 0;
-    for (number, batch) in files.chunks(32).enumerate() {
+    const BATCH: usize = 32;
+    for (number, batch) in files.chunks(BATCH).enumerate() {
         let originals = pipeline.process_files(batch);
         bar.inc(batch.len() as u64);
         if options.edits > 0 {
@@ -407,6 +408,9 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
         samples.len(),
         edit_differences.len()
     );
+    if options.edits > 0 && edit_differences.is_empty() {
+        return Err(Error::Fit("no edited copy could be processed: nothing to learn invariance from (--edits 0 fits PCA + ITQ)".into()));
+    }
     let mut reports: Vec<FitReport> = Vec::new();
     for &bits in &options.bits_list {
         let started = Instant::now();
@@ -420,8 +424,9 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
     Ok(())
 }
 
-/// `per_photo` edited copies of each file of `batch`, in file order (a file that cannot be read or
-/// decoded gives error slots, which the fit skips). A pasted copy sits on the batch's next photo. The
+/// `per_photo` edited copies of each file of `batch`, in file order, seeded by `seed` (the batch's) and
+/// the photo's place in the batch. A file that cannot be read or decoded gives error slots, which the
+/// fit skips. A pasted copy sits on the batch's next photo. The
 /// photos are edited at most 640 pixels on a side: the embedder sees 224, and blurring 12 megapixels
 /// would cost more than embedding them.
 fn edited_copies(pipeline: &Pipeline, batch: &[PathBuf], per_photo: usize, seed: u64) -> Vec<Result<Vec<u8>, ImageError>> {

@@ -189,4 +189,4 @@ def find_duplicates(photos: Union[Inputs, pa.Table, pa.RecordBatch], max_distanc
         table = _as_table(photos)
     else:
         table = extract(photos, config, threads=threads, progress=progress)
-    return Index(table).duplicate_groups(max_distance, verify=verify, threads=threads)
+    return Index(table).duplicate_groups(max_distance, verify=verify, threads=threads or None)  # 0: every core
