@@ -393,9 +393,7 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
         for result in originals {
             match result {
                 // A crop that covers the whole image has the whole image's feature: count it once.
-                Ok(record) if record.crop == PixelRect::whole(record.width, record.height) => {
-                    samples.extend(record.whole_feature)
-                }
+                Ok(record) if !has_own_object(&record) => samples.extend(record.whole_feature),
                 Ok(record) => samples.extend(record.feature.into_iter().chain(record.whole_feature)),
                 Err(_) => failed += 1,
             }
@@ -459,15 +457,20 @@ fn edited_copies(pipeline: &Pipeline, batch: &[PathBuf], per_photo: usize, seed:
         .collect()
 }
 
+/// Whether the row's object feature is its own: a crop that covers the whole image has the whole
+/// image's feature.
+fn has_own_object(record: &Record) -> bool {
+    record.crop != PixelRect::whole(record.width, record.height)
+}
+
 /// What an edit did to a photo's features: the whole images' difference, and the objects' when both
 /// have one of the same class (a different object is not an edit of the same thing).
 fn edit_difference(original: &Record, copy: &Record) -> Vec<Vec<f32>> {
     let minus = |a: &Option<Vec<f32>>, b: &Option<Vec<f32>>| -> Option<Vec<f32>> {
         Some(a.as_ref()?.iter().zip(b.as_ref()?).map(|(x, y)| x - y).collect())
     };
-    let has_object = |r: &Record| r.crop != PixelRect::whole(r.width, r.height);
     let mut differences: Vec<Vec<f32>> = minus(&copy.whole_feature, &original.whole_feature).into_iter().collect();
-    if has_object(original) && has_object(copy) && original.class_name == copy.class_name {
+    if has_own_object(original) && has_own_object(copy) && original.class_name == copy.class_name {
         differences.extend(minus(&copy.feature, &original.feature));
     }
     differences
