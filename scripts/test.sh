@@ -16,6 +16,9 @@
 #      127.0.0.1, started and stopped by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase prints its seconds, and pytest its 15 slowest tests, so that CI's hour can be read off.
+test_started=$(date +%s)
+phase() { echo "== test.sh: $1 at $(( $(date +%s) - test_started )) s"; }
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -29,23 +32,32 @@ fi
   -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt -r tests/spark/requirements.txt \
   -r tests/report/requirements.txt -r tests/hadoop/requirements.txt -r tests/python/requirements.txt \
   -r scripts/build-requirements.txt
+phase "reference check"
 .venv/bin/python tests/reference/reference.py --check tests/fixtures/reference_outputs.json tests/fixtures/photos/*.jpg
 
+phase "rust tests"
 .venv/bin/python tests/hostile/generate_corpus.py target/hostile-corpus
 cargo test --release
 cargo build --release          # the CLI; everything else is already built
-.venv/bin/python -m pytest -v -rs tests/report
+phase "report"
+.venv/bin/python -m pytest -v -rs --durations=15 tests/report
 
 # The jar's native library, against glibc 2.17 (manylinux2014) so that it loads on older clusters: a
 # second target folder (target/x86_64-unknown-linux-gnu), the library alone.
 # Built by the very cargo call the wheel's build makes (scripts/build-wheel.sh), so that the wheel then
 # finds the core compiled and builds only its module.
+phase "jni library (glibc 2.17)"
 scripts/build-wheel.sh --jni-library
 
+phase "maven"
 mvn -q -B install              # Spark 4 / Scala 2.13: target/jvm/imgfeat-{spark,example}.jar, ai.imgfeat:imgfeat-spark4_2.13
 mvn -q -B install -Pspark-3.5  # Spark 3.5 / Scala 2.12: target/jvm/spark3.5_2.12/, ai.imgfeat:imgfeat-spark3.5_2.12
 # The Python wheel (the Spark 4 jar inside): only its module compiles (13.6 s), on the core built above.
+phase "wheel"
 scripts/build-wheel.sh
-.venv/bin/python -m pytest -v -rs tests/packaging tests/spark tests/python
+phase "packaging, spark, python tests"
+.venv/bin/python -m pytest -v -rs --durations=15 tests/packaging tests/spark tests/python
 # HDFS, YARN and S3 (servers on 127.0.0.1), in a pytest run of their own (their own Spark sessions).
-.venv/bin/python -m pytest -v -rs tests/hadoop
+phase "hadoop tests"
+.venv/bin/python -m pytest -v -rs --durations=15 tests/hadoop
+phase "done"
