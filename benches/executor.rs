@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use imgfeat::config::{EngineConfig, Executor, GemmChoice, InputSpec, Precision};
 use imgfeat::decode::decode;
 use imgfeat::preprocess::write_input;
-use imgfeat::runtime::OnnxModel;
+use imgfeat::model::OnnxModel;
 use imgfeat::Config;
 
 fn engines() -> Vec<(&'static str, EngineConfig)> {

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use imgfeat::runtime::packed::{self, ConstSide, PackedConst};
+use imgfeat::bench_internals::{self as packed, ConstSide, PackedConst};
 use ndarray::Array2;
 
 /// (M, K, N): SSD MobileNetV2 expansions and projections at 150², 75², 38², 19², EfficientNet-Lite0's

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run):
+#   0. no import cycles between the modules of src/ (scripts/check-module-cycles.py);
 #   1. the committed onnxruntime reference still matches onnxruntime itself;
 #   2. every Rust test, in the release profile (the only profile we build: debug builds of the model
 #      runtime are too slow for real photos), including the pipeline over the generated hostile-input
@@ -32,6 +33,8 @@ fi
   -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt -r tests/spark/requirements.txt \
   -r tests/report/requirements.txt -r tests/hadoop/requirements.txt -r tests/python/requirements.txt \
   -r scripts/build-requirements.txt
+# No import cycles between the modules of src/ (docs/ARCHITECTURE.md).
+python3 scripts/check-module-cycles.py
 phase "reference check"
 .venv/bin/python tests/reference/reference.py --check tests/fixtures/reference_outputs.json tests/fixtures/photos/*.jpg
 

@@ -188,7 +188,7 @@ pub struct EngineConfig {
 
 /// The own executor's arithmetic. int8 runs the 1x1 and dense convolutions between channels-last
 /// tensors as u8×s8 products on AVX-512 VNNI, about four times the multiply-adds per instruction, at
-/// the cost of rounding their inputs to 256 levels (features within ~1 % of f32's; README); on a CPU
+/// the cost of rounding their inputs to 256 levels (whole-image feature cosine to f32's ≥ 0.994 on 204 photos: tests/int8.rs, docs/performance.md); on a CPU
 /// without VNNI it is f32.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::{AnchorSpec, Config, DetectorSpec, LabelFormat};
 use crate::error::{Error, ImageError};
-use crate::runtime::OnnxModel;
+use crate::model::OnnxModel;
 
 /// An anchor box in normalised coordinates, centre and size.
 #[derive(Debug, Clone, Copy, PartialEq)]

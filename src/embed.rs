@@ -5,7 +5,7 @@ use image::RgbImage;
 
 use crate::config::Config;
 use crate::error::{Error, ImageError};
-use crate::runtime::OnnxModel;
+use crate::model::OnnxModel;
 
 /// A loaded embedding model.
 #[derive(Debug)]

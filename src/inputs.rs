@@ -25,7 +25,7 @@ pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
                     // One loop can be met through several links: say so once.
                     let ancestor = e.loop_ancestor().map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf()));
                     if loops.insert(ancestor) {
-                        eprintln!("imgfeat: warning: {e}; not followed");
+                        log::warn!("{e}; not followed");
                     }
                     continue;
                 }

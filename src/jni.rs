@@ -1,6 +1,9 @@
 //! The JNI edge for Spark executors: a handful of exports of `ai.imgfeat.NativeLib` over the plain Rust
 //! API, and the only place where Rust errors and panics become Java exceptions (as DataFusion Comet
-//! does it: every export runs inside `with_env`, which catches panics, and one policy throws).
+//! does it: every export runs inside `with_env`, which catches panics, and one policy throws): a bad
+//! argument is an `IllegalArgumentException`, a closed handle an `IllegalStateException`, anything
+//! else an `ImgfeatException`, each with the Rust message. The library's log records go to the JVM's
+//! logger (`log_bridge`), at the level the executor's logger has.
 //!
 //! Pipelines live in a registry keyed by an opaque handle, so a closed, stale or made-up handle is an
 //! `ImgfeatException`, never a dangling pointer; and one pipeline serves every task thread of an
@@ -12,7 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use jni::errors::ErrorPolicy;
 use jni::objects::{JByteArray, JClass, JObjectArray, JString};
-use jni::strings::JNIString;
+use jni::strings::{JNIStr, JNIString};
 use jni::sys::{jint, jlong};
 use jni::{jni_str, Env, EnvUnowned};
 
@@ -20,7 +23,9 @@ use crate::error::panic_message;
 use crate::output::pack_rows;
 use crate::{Config, Pipeline};
 
-/// Why an export failed; its message becomes the Java exception's.
+mod log_bridge;
+
+/// Why an export failed; its message becomes the Java exception's, its kind the exception's class.
 #[derive(Debug, thiserror::Error)]
 pub enum JniError {
     #[error(transparent)]
@@ -58,33 +63,45 @@ fn registry() -> std::sync::MutexGuard<'static, HashMap<jlong, Arc<Pipeline>>> {
     PIPELINES.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Throws `ai.imgfeat.ImgfeatException` with the whole message: for errors, the error's text; for
-/// panics, `panic: ` and the payload, `String` or `&str` (jni's stock policy drops formatted ones).
-pub struct ThrowImgfeatException;
+/// Throws the Java exception [`JniError::exception_class`] names, with the whole message: for errors,
+/// the error's text; for panics (an `ImgfeatException`), `panic: ` and the payload, `String` or `&str`
+/// (jni's stock policy drops formatted ones).
+pub struct ThrowJavaException;
 
-const EXCEPTION_CLASS: &jni::strings::JNIStr = jni_str!("ai/imgfeat/ImgfeatException");
+const EXCEPTION_CLASS: &JNIStr = jni_str!("ai/imgfeat/ImgfeatException");
 
-fn throw(env: &mut Env<'_>, message: &str) {
+impl JniError {
+    /// The exception a JVM developer expects for this error.
+    fn exception_class(&self) -> &'static JNIStr {
+        match self {
+            JniError::InvalidArgument(_) => jni_str!("java/lang/IllegalArgumentException"),
+            JniError::UnknownHandle(_) => jni_str!("java/lang/IllegalStateException"),
+            JniError::Jni(_) | JniError::Imgfeat(_) => EXCEPTION_CLASS,
+        }
+    }
+}
+
+fn throw(env: &mut Env<'_>, class: &JNIStr, message: &str) {
     if env.exception_check() {
         return; // a Java exception is already on its way; keep it
     }
     let message = JNIString::new(message);
-    let _ = env.throw_new(EXCEPTION_CLASS, &message);
+    let _ = env.throw_new(class, &message);
     if !env.exception_check() {
         // Our class is not on this class loader's path (a bare JVM): still say what went wrong.
         let _ = env.throw_new(jni_str!("java/lang/RuntimeException"), &message);
     }
 }
 
-impl<T: Default, E: std::fmt::Display> ErrorPolicy<T, E> for ThrowImgfeatException {
+impl<T: Default> ErrorPolicy<T, JniError> for ThrowJavaException {
     type Captures<'unowned_env_local: 'native_method, 'native_method> = ();
 
     fn on_error<'unowned_env_local: 'native_method, 'native_method>(
         env: &mut Env<'unowned_env_local>,
         _captures: &mut (),
-        error: E,
+        error: JniError,
     ) -> jni::errors::Result<T> {
-        throw(env, &error.to_string());
+        throw(env, error.exception_class(), &error.to_string());
         Ok(T::default())
     }
 
@@ -98,7 +115,7 @@ impl<T: Default, E: std::fmt::Display> ErrorPolicy<T, E> for ThrowImgfeatExcepti
         if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
         }
-        throw(env, &format!("panic: {message}"));
+        throw(env, EXCEPTION_CLASS, &format!("panic: {message}"));
         Ok(T::default())
     }
 }
@@ -112,13 +129,18 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_create<'local>(
 ) -> jlong {
     unowned_env
         .with_env(|env| -> Result<jlong, JniError> {
-            if config_json.is_null() {
-                return Err(JniError::InvalidArgument("configJson must not be null".into()));
-            }
-            let config = Config::from_json(&config_json.try_to_string(env)?)?;
-            Ok(open(Pipeline::new(config)?))
+            log_bridge::install(env);
+            let created = (|| {
+                if config_json.is_null() {
+                    return Err(JniError::InvalidArgument("configJson must not be null".into()));
+                }
+                let config = Config::from_json(&config_json.try_to_string(env)?)?;
+                Ok(open(Pipeline::new(config)?))
+            })();
+            log_bridge::forward(env);
+            created
         })
-        .resolve::<ThrowImgfeatException>()
+        .resolve::<ThrowJavaException>()
 }
 
 /// `String validateConfig(String configJson)`: the configuration as the native parser reads it, every
@@ -138,7 +160,7 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_validateConfig<'local>(
             let config = Config::from_json(&config_json.try_to_string(env)?)?;
             Ok(JString::from_str(env, config.to_json())?)
         })
-        .resolve::<ThrowImgfeatException>()
+        .resolve::<ThrowJavaException>()
 }
 
 /// `byte[] process(long handle, byte[][] images)`: all rows of the batch, packed as
@@ -167,6 +189,7 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_process<'local>(
                 env.delete_local_ref(array);
             }
             let present: Vec<&[u8]> = contents.iter().flatten().map(Vec::as_slice).collect();
+            // Whatever the batch logs reaches the JVM when this call returns (or with the next call).
             let mut processed = pipeline.process(&present).into_iter();
             let results: Vec<_> = contents
                 .iter()
@@ -175,9 +198,11 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_process<'local>(
                     None => Err(crate::ImageError::Unreadable("the image's byte array is null".into())),
                 })
                 .collect();
-            Ok(env.byte_array_from_slice(&pack_rows(&results))?)
+            let packed = env.byte_array_from_slice(&pack_rows(&results))?;
+            log_bridge::forward(env);
+            Ok(packed)
         })
-        .resolve::<ThrowImgfeatException>()
+        .resolve::<ThrowJavaException>()
 }
 
 /// `void close(long handle)`.
@@ -187,7 +212,7 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_close<'local>(
     _class: JClass<'local>,
     handle: jlong,
 ) {
-    unowned_env.with_env(|_env| -> Result<(), JniError> { close(handle) }).resolve::<ThrowImgfeatException>()
+    unowned_env.with_env(|_env| -> Result<(), JniError> { close(handle) }).resolve::<ThrowJavaException>()
 }
 
 /// `int threads(long handle)`: the compute threads one `process` call uses (a diagnostic that lets a
@@ -200,7 +225,7 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_threads<'local>(
 ) -> jint {
     unowned_env
         .with_env(|_env| -> Result<jint, JniError> { Ok(lookup(handle)?.threads() as jint) })
-        .resolve::<ThrowImgfeatException>()
+        .resolve::<ThrowJavaException>()
 }
 
 /// `void panicForTesting(String message)`: panics with `message`, so tests can prove a Rust panic in
@@ -216,5 +241,5 @@ pub extern "system" fn Java_ai_imgfeat_NativeLib_panicForTesting<'local>(
             let message = if message.is_null() { "test panic".to_string() } else { message.try_to_string(env)? };
             panic!("{message}");
         })
-        .resolve::<ThrowImgfeatException>()
+        .resolve::<ThrowJavaException>()
 }

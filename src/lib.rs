@@ -9,7 +9,7 @@
 //! let photo = std::fs::read("photo.jpg").unwrap();
 //! for row in pipeline.process(&[&photo]) {
 //!     match row {
-//!         Ok(record) => println!("{:?} {:?}", record.class_name, record.code),
+//!         Ok(record) => println!("{:?} {:?}", record.main_object.map(|o| o.class_name), record.code),
 //!         Err(error) => eprintln!("{error}"),
 //!     }
 //! }
@@ -18,11 +18,13 @@
 
 pub mod config;
 pub mod error;
+pub mod cpu;
 
 pub mod inputs;
 pub mod decode;
 pub mod preprocess;
-pub mod runtime;
+mod runtime;
+pub mod model;
 pub mod detect;
 pub mod crop;
 pub mod embed;
@@ -33,6 +35,14 @@ pub mod pipeline;
 pub mod features;
 pub mod output;
 pub mod jni;
+
+/// What `benches/gemm.rs` times beneath the pipeline (the packed product alone), for the benchmarks
+/// only (`--features bench-internals`): not part of the API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use crate::runtime::packed::{available, gemm, ConstSide, PackedConst, PANEL_FLOATS};
+}
 
 pub use config::Config;
 pub use error::{Error, ImageError};

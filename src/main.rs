@@ -21,6 +21,10 @@ use imgfeat::{Config, Error, ImageError, Pipeline, Record};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Say more on stderr: -v what runs where (which executor and GEMM each model runs on), -vv
+    /// debugging detail. Without it only warnings (RUST_LOG, if set, overrides both).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -250,13 +254,37 @@ impl Settings {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imgfeat: error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The library's log lines on stderr as `imgfeat: warning: …`, warnings by default.
+fn init_logging(verbose: u8) {
+    use std::io::Write;
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format(|out, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(out, "imgfeat: {level}: {}", record.args())
+        })
+        .init();
 }
 
 fn run(command: Command) -> Result<(), Error> {
@@ -334,7 +362,7 @@ fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, c
             match result {
                 Ok(record) => {
                     ok += 1;
-                    detected += record.detected as usize;
+                    detected += record.main_object.is_some() as usize;
                 }
                 Err(e) => failures.push(format!("{path}: {e}")),
             }
@@ -470,7 +498,8 @@ fn edit_difference(original: &Record, copy: &Record) -> Vec<Vec<f32>> {
         Some(a.as_ref()?.iter().zip(b.as_ref()?).map(|(x, y)| x - y).collect())
     };
     let mut differences: Vec<Vec<f32>> = minus(&copy.whole_feature, &original.whole_feature).into_iter().collect();
-    if has_own_object(original) && has_own_object(copy) && original.class_name == copy.class_name {
+    let class = |r: &Record| r.main_object.as_ref().map(|o| o.class_name.clone());
+    if has_own_object(original) && has_own_object(copy) && class(original) == class(copy) {
         differences.extend(minus(&copy.feature, &original.feature));
     }
     differences
@@ -494,9 +523,9 @@ fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
             d.class_name, d.class_id, d.score, d.bbox.xmin, d.bbox.xmax, d.bbox.ymin, d.bbox.ymax
         );
     }
-    match (&record.class_name, record.score) {
-        (Some(name), Some(score)) => println!("main object: {name} ({score:.3})"),
-        _ => println!("main object: none above the threshold; the whole image is embedded"),
+    match &record.main_object {
+        Some(object) => println!("main object: {} ({:.3})", object.class_name, object.score),
+        None => println!("main object: none above the threshold; the whole image is embedded"),
     }
     let c = record.crop;
     println!("crop: x {}..{} y {}..{}", c.left, c.right, c.top, c.bottom);

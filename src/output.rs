@@ -91,11 +91,12 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
                 out.push(0);
                 put_i32(&mut out, r.width as i32);
                 put_i32(&mut out, r.height as i32);
-                out.push(r.detected as u8);
-                if let (true, Some(class_id), Some(score), Some(b)) = (r.detected, r.class_id, r.score, r.bbox) {
-                    put_i32(&mut out, class_id as i32);
-                    put_str(&mut out, r.class_name.as_deref().unwrap_or(""));
-                    for v in [score, b.xmin, b.ymin, b.xmax, b.ymax] {
+                out.push(r.main_object.is_some() as u8);
+                if let Some(object) = &r.main_object {
+                    put_i32(&mut out, object.class_id as i32);
+                    put_str(&mut out, &object.class_name);
+                    let b = object.bbox;
+                    for v in [object.score, b.xmin, b.ymin, b.xmax, b.ymax] {
                         put_f32(&mut out, v);
                     }
                 }

@@ -13,7 +13,7 @@ use crate::codes::Projection;
 use crate::config::Config;
 use crate::crop::{crop, crop_rect, inset_rects, PixelRect};
 use crate::decode::{decode_scaled, declared_pixels, Decoded};
-use crate::detect::{BoundingBox, Detection, Detector};
+use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
 use crate::error::{panic_message, Error, ImageError};
 
@@ -23,14 +23,9 @@ pub struct Record {
     /// Size of the decoded, upright image.
     pub width: u32,
     pub height: u32,
-    /// Whether a main object was found; if not, the crop is the whole image.
-    pub detected: bool,
-    pub class_id: Option<u32>,
-    pub class_name: Option<String>,
-    pub score: Option<f32>,
-    /// The main object's box, normalised to 0..1.
-    #[serde(rename = "box")]
-    pub bbox: Option<BoundingBox>,
+    /// The main object (its class, score and box, normalised to 0..1), when one scored above the
+    /// threshold; without one the crop is the whole image.
+    pub main_object: Option<Detection>,
     /// The pixels that were embedded as the object: the box plus margin, or the whole image.
     pub crop: PixelRect,
     /// L2-normalised embedding of the crop (`embed` = object or both).
@@ -196,7 +191,7 @@ impl Pipeline {
                     Ok(Turned { code: self.encode(Some(&feature)), feature })
                 })
                 .collect::<Result<Vec<Turned>, ImageError>>()?;
-            let record = self.describe(decoded)?;
+            let record = self.process_decoded(decoded)?;
             Ok(QueryRecord { record, insets, turned })
         }))
         .unwrap_or_else(|panic| Err(ImageError::Internal(panic_message(&*panic))))
@@ -211,11 +206,11 @@ impl Pipeline {
     fn extract(&self, bytes: &[u8]) -> Result<Record, ImageError> {
         let _reserved = self.reserve(bytes);
         let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
-        self.describe(decoded)
+        self.process_decoded(decoded)
     }
 
     /// Detect → crop → embed → code for a decoded image.
-    fn describe(&self, decoded: Decoded) -> Result<Record, ImageError> {
+    fn process_decoded(&self, decoded: Decoded) -> Result<Record, ImageError> {
         let image = decoded.image;
         let (width, height) = image.dimensions();
         let detections = self.detector.detect(&image)?;
@@ -246,11 +241,7 @@ impl Pipeline {
         Ok(Record {
             width: full_width,
             height: full_height,
-            detected: main.is_some(),
-            class_id: main.as_ref().map(|m| m.class_id),
-            class_name: main.as_ref().map(|m| m.class_name.clone()),
-            score: main.as_ref().map(|m| m.score),
-            bbox: main.as_ref().map(|m| m.bbox),
+            main_object: main,
             crop: reported_rect,
             code: self.encode(feature.as_deref()),
             whole_code: self.encode(whole_feature.as_deref()),

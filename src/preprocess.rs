@@ -26,7 +26,7 @@ pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
 fn resize_into(image: &RgbImage, width: u32, height: u32, emit: impl FnMut(usize, &[u8])) {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::runtime::kernels::{isa, Isa};
+        use crate::cpu::{isa, Isa};
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
         unsafe fn avx512(image: &RgbImage, width: u32, height: u32, emit: impl FnMut(usize, &[u8])) {
             resize_body(image, width, height, emit)
@@ -134,7 +134,7 @@ impl Filter {
     #[inline(always)]
     fn horizontal(&self, pixels: &[u8], width: usize, height: usize, emit: &mut impl FnMut(usize, &[u8])) {
         #[cfg(target_arch = "x86_64")]
-        if crate::runtime::kernels::isa() == crate::runtime::kernels::Isa::Avx512 {
+        if crate::cpu::isa() == crate::cpu::Isa::Avx512 {
             let gathered = GatheredFilter::new(self);
             // A row with room for the four-byte load at its last pixel.
             let (mut row, mut levels) = (vec![0u8; width * 3 + 4], vec![0u8; self.first.len() * 3]);
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn gathered_horizontal_pass_equals_the_scalar_one() {
-        if crate::runtime::kernels::isa() != crate::runtime::kernels::Isa::Avx512 {
+        if crate::cpu::isa() != crate::cpu::Isa::Avx512 {
             eprintln!("skipped: the gathered pass needs AVX-512, which this CPU lacks");
             return;
         }

@@ -108,17 +108,18 @@ pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
 /// the POPCNT instruction (the x86-64 baseline counts bits in software, several times slower).
 fn distances(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(words_per_code, 1 | 2 | 4) && vpopcnt::available() {
-        // SAFETY: the CPU has AVX-512F, VPOPCNTDQ, AVX2 and POPCNT (checked by `available`).
+    if matches!(words_per_code, 1 | 2 | 4) && crate::cpu::features().vector_popcount {
+        // SAFETY: the CPU has AVX-512F, VPOPCNTDQ, AVX2 and POPCNT (`vector_popcount` is set only
+        // under `Isa::Avx512`, which includes AVX2, and with VPOPCNTDQ and POPCNT detected).
         return unsafe { vpopcnt::distances(words, words_per_code, query, out) };
     }
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("popcnt") {
+    if crate::cpu::features().popcount {
         #[target_feature(enable = "popcnt")]
         unsafe fn with_popcnt(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
             distances_portable(words, words_per_code, query, out)
         }
-        // SAFETY: the CPU has POPCNT (checked just above).
+        // SAFETY: the CPU has POPCNT (`popcount` is set only where it was detected).
         return unsafe { with_popcnt(words, words_per_code, query, out) };
     }
     distances_portable(words, words_per_code, query, out)
@@ -145,15 +146,9 @@ fn distances_portable(words: &[u64], words_per_code: usize, query: &[u64], out: 
 mod vpopcnt {
     use std::arch::x86_64::*;
 
-    pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512vpopcntdq")
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("popcnt")
-    }
-
     /// # Safety
-    /// The CPU must have what `available` checks; `words_per_code` must be 1, 2 or 4.
+    /// The CPU must have AVX-512F, VPOPCNTDQ, AVX2 and POPCNT (`cpu::features().vector_popcount`).
+    /// `words_per_code` must be 1, 2 or 4 (asserted).
     #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2,popcnt")]
     pub unsafe fn distances(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
         let w = words_per_code;
@@ -941,7 +936,7 @@ mod tests {
     fn the_avx512_scan_equals_the_portable_one_for_every_code_length() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !vpopcnt::available() {
+            if !crate::cpu::features().vector_popcount {
                 eprintln!("SKIPPED part: this CPU has no AVX-512 VPOPCNTDQ; only the portable scan is tested");
                 return;
             }

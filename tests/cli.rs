@@ -69,7 +69,7 @@ fn extract_writes_one_row_per_file_with_errors_for_bad_ones() {
     let boxes = batch.column_by_name("box").unwrap().as_struct();
     assert!(boxes.is_valid(1) && boxes.is_null(2));
     let xmin = boxes.column_by_name("xmin").unwrap().as_primitive::<Float32Type>().value(1);
-    assert_eq!(xmin, record.bbox.unwrap().xmin);
+    assert_eq!(xmin, record.main_object.unwrap().bbox.xmin);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -254,7 +254,8 @@ fn the_report_cuts_a_huge_group() {
     assert_eq!(page.matches("<figure class=\"image\">").count(), 60, "every row in the gallery");
 }
 
-/// The README's resume and append commands, as written, from a folder laid out like the repository:
+/// The resume and append commands of docs/cli.md ("Resume and append"), as written, from a folder laid out
+/// like the repository:
 /// an interrupted run's committed part is resumed (its photo is not processed again), and an append
 /// with nothing new processes nothing and keeps every row.
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use imgfeat::config::{DetectorSpec, EmbedderSpec, EngineConfig, Executor, InputDtype, InputSpec, Layout};
 use imgfeat::decode::decode;
-use imgfeat::runtime::OnnxModel;
+use imgfeat::model::OnnxModel;
 use imgfeat::Config;
 
 const TOLERANCE: f32 = 1e-4;

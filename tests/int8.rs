@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use imgfeat::runtime::quantized;
 use imgfeat::{Config, Pipeline, Record};
 
 fn photos() -> Vec<PathBuf> {
@@ -34,7 +33,7 @@ fn hamming(a: &[u8], b: &[u8]) -> u32 {
 
 #[test]
 fn int8_rows_stay_close_to_f32_rows() {
-    if !quantized::available() {
+    if !imgfeat::cpu::features().int8_products {
         common::skipped(format_args!("SKIPPED: int8 products need AVX-512 VNNI, which this CPU lacks (the pipeline runs f32 there)"));
         return;
     }
@@ -54,10 +53,11 @@ fn int8_rows_stay_close_to_f32_rows() {
         };
         cosines.push(cosine(a.whole_feature.as_ref().unwrap(), b.whole_feature.as_ref().unwrap()));
         distances.push(hamming(a.whole_code.as_ref().unwrap(), b.whole_code.as_ref().unwrap()));
-        if a.detected == b.detected && a.class_id == b.class_id {
+        let (x, y) = (&a.main_object, &b.main_object);
+        if x.as_ref().map(|o| o.class_id) == y.as_ref().map(|o| o.class_id) {
             same_detection += 1;
-            if let (Some(x), Some(y)) = (&a.bbox, &b.bbox) {
-                ious.push(x.iou(y));
+            if let (Some(x), Some(y)) = (x, y) {
+                ious.push(x.bbox.iou(&y.bbox));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The JNI exports driven from a real JVM started inside the test process: handle lifecycle, error
-//! and panic mapping to `ai.imgfeat.ImgfeatException`, per-row errors, and one handle used from
+//! and panic mapping (`ai.imgfeat.ImgfeatException`; `IllegalArgumentException` for a null argument,
+//! `IllegalStateException` for a closed or unknown handle), per-row errors, and one handle used from
 //! several threads at once.
 
 use std::path::{Path, PathBuf};
@@ -43,14 +44,30 @@ fn unowned(env: &mut Env) -> EnvUnowned<'static> {
     unsafe { EnvUnowned::from_raw(env.get_raw()) }
 }
 
-/// The pending exception's class and message, cleared; panics if none is pending.
+/// The pending exception's message, cleared, and whether it is an `ImgfeatException`; panics if none
+/// is pending.
 fn take_exception(env: &mut Env) -> (bool, String) {
+    let (class, message) = take_exception_class(env);
+    (class == "ImgfeatException", message)
+}
+
+/// The pending exception's class (`ImgfeatException`, `IllegalArgumentException`,
+/// `IllegalStateException` or `other`) and message, cleared; panics if none is pending.
+fn take_exception_class(env: &mut Env) -> (&'static str, String) {
     assert!(env.exception_check(), "an exception was expected");
     let exception = env.exception_occurred().unwrap();
     env.exception_clear();
-    let ours = env.is_instance_of(&exception, jni_str!("ai/imgfeat/ImgfeatException")).unwrap();
+    let class = if env.is_instance_of(&exception, jni_str!("ai/imgfeat/ImgfeatException")).unwrap() {
+        "ImgfeatException"
+    } else if env.is_instance_of(&exception, jni_str!("java/lang/IllegalArgumentException")).unwrap() {
+        "IllegalArgumentException"
+    } else if env.is_instance_of(&exception, jni_str!("java/lang/IllegalStateException")).unwrap() {
+        "IllegalStateException"
+    } else {
+        "other"
+    };
     let message = exception.get_message(env).unwrap().to_string();
-    (ours, message)
+    (class, message)
 }
 
 fn create_pipeline(env: &mut Env, json: &str) -> jlong {
@@ -116,8 +133,8 @@ fn errors_become_imgfeat_exceptions_with_the_message() {
         assert!(ours && message.contains("/nonexistent/models/codes_itq_256.safetensors"), "{message}");
 
         assert_eq!(create(unowned(env), JClass::null(), JString::null()), 0);
-        let (_, message) = take_exception(env);
-        assert!(message.contains("configJson must not be null"), "{message}");
+        let (class, message) = take_exception_class(env);
+        assert!(class == "IllegalArgumentException" && message.contains("configJson must not be null"), "{class}: {message}");
     });
 }
 
@@ -172,7 +189,8 @@ fn handle_lifecycle_and_per_row_errors() {
 
         let null_batch = process(unowned(env), JClass::null(), handle, JObjectArray::<JByteArray>::null());
         assert!(null_batch.is_null());
-        assert!(take_exception(env).1.contains("images must not be null"));
+        let (class, message) = take_exception_class(env);
+        assert!(class == "IllegalArgumentException" && message.contains("images must not be null"), "{class}: {message}");
 
         close(unowned(env), JClass::null(), handle);
         assert!(!env.exception_check());
@@ -183,12 +201,13 @@ fn handle_lifecycle_and_per_row_errors() {
                 "process" => drop(process(unowned(env), JClass::null(), handle, images)),
                 _ => drop(threads(unowned(env), JClass::null(), handle)),
             }
-            let (ours, message) = take_exception(env);
-            assert!(ours && message.contains(&format!("no open pipeline has handle {handle}")), "{call}: {message}");
+            let (class, message) = take_exception_class(env);
+            assert!(class == "IllegalStateException" && message.contains(&format!("no open pipeline has handle {handle}")), "{call}: {class}: {message}");
         }
         // A handle nobody created.
         threads(unowned(env), JClass::null(), 987_654_321);
-        assert!(take_exception(env).1.contains("987654321"));
+        let (class, message) = take_exception_class(env);
+        assert!(class == "IllegalStateException" && message.contains("987654321"), "{class}: {message}");
     });
 }
 

@@ -46,10 +46,10 @@ fn finds_the_main_object_of_each_fixture() {
         ("coffee.jpg", "cup", [0.28, 0.04, 0.68, 0.78]),
     ] {
         let record = run("coco", name);
-        assert!(record.detected, "{name}: nothing detected");
-        assert_eq!(record.class_name.as_deref(), Some(class), "{name}");
-        let overlap = iou(&record.bbox.unwrap(), region);
-        assert!(overlap > 0.6, "{name}: box {:?} overlaps the expected region by IoU {overlap}", record.bbox);
+        let object = record.main_object.as_ref().unwrap_or_else(|| panic!("{name}: nothing detected"));
+        assert_eq!(object.class_name, class, "{name}");
+        let overlap = iou(&object.bbox, region);
+        assert!(overlap > 0.6, "{name}: box {:?} overlaps the expected region by IoU {overlap}", object.bbox);
         assert_eq!(record.code.as_ref().unwrap().len(), 32);
         assert_eq!(record.whole_code.as_ref().unwrap().len(), 32);
     }
@@ -58,7 +58,7 @@ fn finds_the_main_object_of_each_fixture() {
 #[test]
 fn no_object_means_the_whole_image_is_embedded() {
     let record = run("coco", "rocket.jpg");
-    assert!(!record.detected && record.class_id.is_none() && record.bbox.is_none());
+    assert!(record.main_object.is_none());
     assert_eq!((record.crop.right, record.crop.bottom), (record.width, record.height));
     assert_eq!(record.feature, record.whole_feature);
     assert_eq!(record.code, record.whole_code);
@@ -87,7 +87,7 @@ fn matches_the_onnxruntime_reference_for_both_detectors() {
             let expected = &reference()[name][detector];
             let record = run(detector, name);
             let context = format!("{name} / {detector}");
-            assert_eq!(record.detected, expected["detected"].as_bool().unwrap(), "{context}");
+            assert_eq!(record.main_object.is_some(), expected["detected"].as_bool().unwrap(), "{context}");
             assert_eq!(record.width as u64, expected["width"].as_u64().unwrap(), "{context}");
             assert_eq!(record.detections.len(), expected["detections"].as_array().unwrap().len(), "{context}");
             for (ours, theirs) in record.detections.iter().zip(expected["detections"].as_array().unwrap()) {
@@ -101,8 +101,8 @@ fn matches_the_onnxruntime_reference_for_both_detectors() {
                     assert!((x - y).abs() < 1e-4, "{context}: box {coords:?} vs {b:?}");
                 }
             }
-            if record.detected {
-                assert_eq!(record.class_name.as_deref(), expected["class_name"].as_str(), "{context}");
+            if let Some(object) = &record.main_object {
+                assert_eq!(Some(object.class_name.as_str()), expected["class_name"].as_str(), "{context}");
             }
             let crop = &expected["crop_pixels"];
             let theirs: Vec<u32> = crop.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
@@ -136,10 +136,10 @@ fn a_detector_runs_from_a_full_configuration_object() {
     }"#;
     let pipeline = Pipeline::new(config(json)).unwrap();
     let record = pipeline.process_one(&photo("coffee.jpg")).unwrap();
-    assert_eq!(record.class_name.as_deref(), Some("Coffee cup"));
+    assert_eq!(record.main_object.map(|o| o.class_name).as_deref(), Some("Coffee cup"));
     // The allow-list leaves the person out: nothing in the astronaut photo qualifies.
     let astronaut = pipeline.process_one(&photo("astronaut.jpg")).unwrap();
-    assert!(!astronaut.detections.is_empty() && !astronaut.detected, "{:?}", astronaut.detections);
+    assert!(!astronaut.detections.is_empty() && astronaut.main_object.is_none(), "{:?}", astronaut.detections);
 }
 
 #[test]
@@ -148,10 +148,11 @@ fn a_batch_keeps_order_and_isolates_bad_images() {
     let slices: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
     let results = pipeline("coco").process(&slices);
     assert_eq!(results.len(), 4);
-    assert_eq!(results[0].as_ref().unwrap().class_name.as_deref(), Some("cat"));
+    let class = |i: usize| results[i].as_ref().unwrap().main_object.as_ref().map(|o| o.class_name.clone());
+    assert_eq!(class(0).as_deref(), Some("cat"));
     assert!(matches!(results[1], Err(ImageError::UnknownFormat { .. })));
     assert_eq!(results[2], Err(ImageError::Empty));
-    assert_eq!(results[3].as_ref().unwrap().class_name.as_deref(), Some("cup"));
+    assert_eq!(class(3).as_deref(), Some("cup"));
     // The same image gives the same row whatever batch it is in.
     assert_eq!(results[0].as_ref().unwrap(), &run("coco", "chelsea.jpg"));
 }
@@ -236,9 +237,10 @@ fn large_jpegs_decoded_at_reduced_scale_give_the_same_answer() {
     let scaled = pipeline("coco").process_one(&jpeg).unwrap();
     let full = Pipeline::new(config(r#"{"jpeg_scale_min_side": 0, "threads": 1}"#)).unwrap().process_one(&jpeg).unwrap();
     assert_eq!((scaled.width, scaled.height), (2400, 1600), "rows report the photo's own size");
-    assert_eq!(scaled.class_name.as_deref(), Some("cup"));
-    assert_eq!(scaled.class_name, full.class_name);
-    assert!(scaled.bbox.unwrap().iou(&full.bbox.unwrap()) > 0.95, "{:?} vs {:?}", scaled.bbox, full.bbox);
+    let (scaled_object, full_object) = (scaled.main_object.as_ref().unwrap(), full.main_object.as_ref().unwrap());
+    assert_eq!(scaled_object.class_name, "cup");
+    assert_eq!(scaled_object.class_name, full_object.class_name);
+    assert!(scaled_object.bbox.iou(&full_object.bbox) > 0.95, "{:?} vs {:?}", scaled_object.bbox, full_object.bbox);
     assert!((scaled.crop.right as i64 - full.crop.right as i64).abs() <= 2, "crop in full-size pixels");
     let similarity = cosine(scaled.feature.as_ref().unwrap(), full.feature.as_ref().unwrap());
     assert!(similarity > 0.98, "object features of the two decodes: cosine {similarity}");

@@ -56,7 +56,7 @@ fn apply(edit: Edit, photo: &RgbImage, backdrop: &RgbImage, random: &mut SplitMi
         }
         Edit::Mirror => imageops::flip_horizontal(photo),
         Edit::QuarterTurn => {
-            if random.next_u64() % 2 == 0 {
+            if random.next_u64().is_multiple_of(2) {
                 imageops::rotate90(photo)
             } else {
                 imageops::rotate270(photo)

@@ -1,5 +1,5 @@
 //! Reads a features table in every shape imgfeat writes it, and hands it on in one shape: the columns
-//! of [`super::schema`], flat, codes as fixed-size binary.
+//! of [`super::schema()`], flat, codes as fixed-size binary.
 //!
 //! Shapes accepted: one Parquet file (`imgfeat extract`), or a directory of part files as Spark writes
 //! it (`_SUCCESS`, `_`- and `.`-files ignored); the feature columns flat beside `path` (the CLI, the
@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
-use super::{schema, Provenance, PROVENANCE_KEY};
+use super::schema::{schema, Provenance, PROVENANCE_KEY};
 use crate::error::Error;
 
 /// A features table opened for reading: its Parquet files, in order.
@@ -69,7 +69,7 @@ impl FeaturesReader {
         &self.files
     }
 
-    /// The table's rows in batches of [`super::schema`], file after file.
+    /// The table's rows in batches of [`super::schema()`], file after file.
     pub fn batches(&self) -> Batches {
         Batches { files: self.files.clone(), next_file: 0, current: None, code_bytes: None }
     }
@@ -149,7 +149,7 @@ impl Iterator for Batches {
     }
 }
 
-/// One batch as it was written → the same rows in [`super::schema`]; `code_bytes` carries the table's
+/// One batch as it was written → the same rows in [`super::schema()`]; `code_bytes` carries the table's
 /// code length from batch to batch, `file` names the source in errors.
 pub(crate) fn conform(batch: &RecordBatch, code_bytes: &mut Option<usize>, file: &Path) -> Result<RecordBatch, Error> {
     let not_features = || {

@@ -22,7 +22,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::read::{provenance, Batches, FeaturesReader};
-use super::{record_batch, schema, Provenance, Row, PROVENANCE_KEY};
+use super::schema::{record_batch, schema, Provenance, Row, PROVENANCE_KEY};
 use crate::error::Error;
 
 fn write_error(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -66,7 +66,7 @@ impl FeaturesWriter {
         self.write_batch(&batch)
     }
 
-    /// Writes a batch already in [`super::schema`] (as [`FeaturesReader`] gives them).
+    /// Writes a batch already in [`super::schema()`] (as [`FeaturesReader`] gives them).
     pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.writer.write(batch).map_err(|e| write_error(&self.aside, e))
     }

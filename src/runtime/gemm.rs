@@ -9,24 +9,40 @@
 
 use std::fmt::Debug;
 
-/// A read-only matrix: element (i, j) lives at `ptr + i·row_stride + j·col_stride`.
+/// A read-only matrix: element (i, j) lives at `ptr + i·row_stride + j·col_stride`. Only a backend
+/// reads the pointer, inside [`GemmBackend::gemm`]'s contract.
 #[derive(Clone, Copy, Debug)]
-pub struct MatRef {
-    pub ptr: *const f32,
-    pub row_stride: isize,
-    pub col_stride: isize,
+pub(crate) struct MatRef {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
 }
 
 /// A writable matrix, addressed as [`MatRef`].
 #[derive(Clone, Copy, Debug)]
-pub struct MatMut {
-    pub ptr: *mut f32,
-    pub row_stride: isize,
-    pub col_stride: isize,
+pub(crate) struct MatMut {
+    ptr: *mut f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl MatRef {
+    /// The matrix whose element (0, 0) is `values[0]`; its extent is [`GemmBackend::gemm`]'s
+    /// contract, checked by the caller.
+    pub(crate) fn new(values: &[f32], row_stride: isize, col_stride: isize) -> MatRef {
+        MatRef { ptr: values.as_ptr(), row_stride, col_stride }
+    }
+}
+
+impl MatMut {
+    /// As [`MatRef::new`], writable.
+    pub(crate) fn new(values: &mut [f32], row_stride: isize, col_stride: isize) -> MatMut {
+        MatMut { ptr: values.as_mut_ptr(), row_stride, col_stride }
+    }
 }
 
 /// C = A·B for an m×k A, a k×n B and an m×n C (C is overwritten).
-pub trait GemmBackend: Send + Sync + Debug {
+pub(crate) trait GemmBackend: Send + Sync + Debug {
     fn name(&self) -> &'static str;
 
     /// Whether products with constant weights should use the executor's packed AVX-512 product
@@ -43,7 +59,7 @@ pub trait GemmBackend: Send + Sync + Debug {
 
 /// matrixmultiply: pure Rust, picks AVX-512, AVX2+FMA or SSE kernels at run time. The default.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Portable;
+pub(crate) struct Portable;
 
 impl GemmBackend for Portable {
     fn name(&self) -> &'static str {
@@ -58,6 +74,8 @@ impl GemmBackend for Portable {
         true
     }
 
+    /// # Safety
+    /// [`GemmBackend::gemm`]'s contract.
     unsafe fn gemm(&self, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: MatMut) {
         // SAFETY: forwarded from the caller's contract.
         unsafe {
@@ -72,7 +90,7 @@ impl GemmBackend for Portable {
 /// Intel MKL, statically linked and sequential (each Spark task thread runs its own product).
 #[cfg(feature = "mkl")]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Mkl;
+pub(crate) struct Mkl;
 
 #[cfg(feature = "mkl")]
 mod mkl_ffi {
@@ -96,6 +114,8 @@ impl GemmBackend for Mkl {
         "mkl (static, sequential)"
     }
 
+    /// # Safety
+    /// [`GemmBackend::gemm`]'s contract.
     unsafe fn gemm(&self, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: MatMut) {
         use mkl_ffi::*;
         // CBLAS wants each matrix with one unit stride; the executor's operands always have one, but a

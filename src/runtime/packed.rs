@@ -97,7 +97,7 @@ impl PackedConst {
 
 /// Whether this CPU runs the packed product (else the executor uses its GEMM backend).
 pub fn available() -> bool {
-    super::kernels::isa() == super::kernels::Isa::Avx512
+    crate::cpu::isa() == crate::cpu::Isa::Avx512
 }
 
 /// How many steps of k ahead each tile asks for its panels to be fetched into L1. The weights of the
@@ -356,6 +356,18 @@ impl Tile {
     /// Runs the tile with exactly `rows` rows of A, so a thin matrix (an SSD head at 1×1 or 3×3)
     /// wastes no multiply-adds and reads no rows past its end, and with one vector of columns when
     /// at most 16 are left (the last tile of a 10×10 or 14×14 feature map).
+    ///
+    /// # Safety
+    /// The caller (`gemm`, which derives every field from slices it has bounds-checked) guarantees:
+    /// - the CPU has AVX-512 F;
+    /// - `1 ≤ rows ≤ MR` and `1 ≤ cols ≤ NR`;
+    /// - for each step `s < depth`, `a + s·a_stride + r·a_row` is readable for every `r < rows`, and
+    ///   `b + s·b_stride` is readable for 16·⌈cols/16⌉ values (packed panels are padded to whole
+    ///   vectors, so lanes past `cols` read padding, never past the allocation);
+    /// - `c + r·c_row` is writable (and readable, when `accumulate`) for `cols` values, every `r < rows`,
+    ///   and C overlaps neither A nor B;
+    /// - an epilogue's bias holds a value for every row `row0 + r` (`ChannelsAlong::Rows`) or column
+    ///   `col0 + j` (`ChannelsAlong::Columns`) the tile covers.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn run(&self, rows: usize, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
@@ -368,6 +380,8 @@ impl Tile {
         }
     }
 
+    /// # Safety
+    /// [`Tile::run`]'s contract, with `H` = 1 only where `cols` ≤ 16.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn run_halves<const H: usize>(&self, rows: usize, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
@@ -394,6 +408,9 @@ impl Tile {
     }
 
     /// `R` rows by `H` vectors of 16 columns (lanes past `cols` masked).
+    ///
+    /// # Safety
+    /// [`Tile::run`]'s contract with `rows` = `R`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn rows<const R: usize, const H: usize>(&self, c: *mut f32, c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>) {
@@ -456,6 +473,8 @@ impl Tile {
         }
     }
 
+    /// # Safety
+    /// Never callable: `available()` is false off x86-64, and `gemm` asserts it first.
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn run(&self, _rows: usize, _c: *mut f32, _c_row: usize, _epilogue: Option<(&Epilogue, ChannelsAlong)>) {
         unreachable!("available() is false off x86-64")

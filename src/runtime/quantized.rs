@@ -9,6 +9,7 @@
 //! levels (tests/int8.rs bounds it over real photos, rows against f32's).
 
 use super::kernels::Epilogue;
+use super::scale_zero_point::ScaleZeroPoint;
 
 /// Rows (pixels) and columns (output channels) of the register tile.
 const MR: usize = 14;
@@ -30,16 +31,7 @@ pub struct QuantizedConst {
 
 /// Whether this CPU has the instructions [`gemm`] needs.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::kernels::isa() == super::kernels::Isa::Avx512
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu::features().int8_products
 }
 
 impl QuantizedConst {
@@ -82,21 +74,6 @@ impl QuantizedConst {
     }
 }
 
-/// The activations' quantisation: x ≈ (q - zero) · scale.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Levels {
-    pub scale: f32,
-    pub zero: i32,
-}
-
-impl Levels {
-    /// 256 levels from `min` to `max` (`min` ≤ 0 ≤ `max`, so that 0 is a level).
-    pub fn spanning(min: f32, max: f32) -> Levels {
-        let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
-        Levels { scale, zero: (-min / scale).round().clamp(0.0, 255.0) as i32 }
-    }
-}
-
 /// f32 scratch as bytes: the executor's scratch buffers are f32, and an int8 product keeps its
 /// quantised activations there.
 pub fn as_bytes(floats: &mut [f32]) -> &mut [u8] {
@@ -115,7 +92,7 @@ pub fn bytes_of(floats: &[f32]) -> &[u8] {
 ///
 /// # Panics
 /// If `out` is shorter than `values`, or the CPU lacks [`available`]'s instructions.
-pub fn quantize(values: &[f32], out: &mut [u8]) -> Levels {
+pub fn quantize(values: &[f32], out: &mut [u8]) -> ScaleZeroPoint {
     assert!(out.len() >= values.len() && available(), "quantize: output too short, or no AVX-512");
     // SAFETY: `available` checked AVX-512; the lengths are asserted.
     #[cfg(target_arch = "x86_64")]
@@ -154,7 +131,7 @@ pub fn gemm(
     m: usize,
     w: &QuantizedConst,
     a: &[u8],
-    levels: Levels,
+    levels: ScaleZeroPoint,
     c: &mut [f32],
     c_row: usize,
     epilogue: Option<&Epilogue>,
@@ -168,7 +145,7 @@ pub fn gemm(
     for j in 0..w.scales.len() {
         multipliers[j] = levels.scale * w.scales[j];
         let bias = epilogue.and_then(|e| e.bias.get(j)).copied().unwrap_or(0.0);
-        offsets[j] = bias - (levels.zero * w.sums[j]) as f32 * multipliers[j];
+        offsets[j] = bias - (levels.zero_point * w.sums[j]) as f32 * multipliers[j];
     }
     let (low, high) = epilogue.map_or((f32::NEG_INFINITY, f32::INFINITY), |e| (e.low, e.high));
     // SAFETY: `available` checked the instructions; the sizes are asserted above.
@@ -182,12 +159,12 @@ pub fn gemm(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Levels, QuantizedConst, MR, NR};
+    use super::{ScaleZeroPoint, QuantizedConst, MR, NR};
 
     /// # Safety
     /// AVX-512 F and BW; `out` holds `values.len()` bytes.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn quantize(values: &[f32], out: &mut [u8]) -> Levels {
+    pub unsafe fn quantize(values: &[f32], out: &mut [u8]) -> ScaleZeroPoint {
         let chunks = values.chunks_exact(16);
         let tail = chunks.remainder();
         let (mut low, mut high) = (_mm512_setzero_ps(), _mm512_setzero_ps());
@@ -200,7 +177,7 @@ mod avx512 {
         for &v in tail {
             (min, max) = (min.min(v), max.max(v));
         }
-        let Levels { scale, zero } = Levels::spanning(min, max);
+        let ScaleZeroPoint { scale, zero_point: zero } = ScaleZeroPoint::spanning(min, max);
         let (inverse, zero_f) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(zero as f32));
         for (i, chunk) in chunks.enumerate() {
             // SAFETY: a chunk holds 16 values and `out` 16 bytes from i·16 (the caller's contract).
@@ -214,7 +191,7 @@ mod avx512 {
         for (o, &v) in out[done..].iter_mut().zip(tail) {
             *o = (v / scale + zero as f32).round().clamp(0.0, 255.0) as u8;
         }
-        Levels { scale, zero }
+        ScaleZeroPoint { scale, zero_point: zero }
     }
 
     /// # Safety
@@ -235,6 +212,8 @@ mod avx512 {
         let (low, high) = (_mm512_set1_ps(low), _mm512_set1_ps(high));
         for p in 0..w.n.div_ceil(NR) {
             let columns = (w.n - p * NR).min(NR);
+            // SAFETY (the two loads): `multipliers` and `offsets` hold a value for every column of
+            // every panel (⌈n/NR⌉·NR), so both 16-value loads of panel p lie inside them.
             let tile = Tile {
                 k: w.k,
                 panel: w.panels[p * NR * w.k..].as_ptr(),
@@ -349,7 +328,7 @@ mod tests {
                     let mut sum = 0i64;
                     for kk in 0..k {
                         let qw = (columns[j * k + kk] / scale_w).round().clamp(-127.0, 127.0) as i64;
-                        sum += (q[i * k + kk] as i64 - levels.zero as i64) * qw;
+                        sum += (q[i * k + kk] as i64 - levels.zero_point as i64) * qw;
                     }
                     let expected = (sum as f32 * levels.scale * scale_w + epilogue.bias[j]).clamp(-2.0, 6.0);
                     let got = c[i * c_row + j];
@@ -380,7 +359,7 @@ mod tests {
             let levels = quantize(&image, &mut quantized);
             let pixels = w.out_height * w.out_width;
             let mut rows = vec![0u8; pixels * taps * channels];
-            window_rows(&quantized, channels, &w, levels.zero as u8, &mut rows);
+            window_rows(&quantized, channels, &w, levels.zero_point as u8, &mut rows);
             let mut out = vec![0.0; pixels * out_channels];
             let mut factors = vec![0.0; constant.scratch_floats()];
             gemm(pixels, &constant, &rows, levels, &mut out, out_channels, None, &mut factors);
@@ -404,7 +383,7 @@ mod tests {
             let mut q = vec![0u8; values.len()];
             let levels = quantize(&values, &mut q);
             for (v, &q) in values.iter().zip(&q) {
-                let back = (q as i32 - levels.zero) as f32 * levels.scale;
+                let back = (q as i32 - levels.zero_point) as f32 * levels.scale;
                 // Half a level for the value's rounding, up to half for the zero point's.
                 assert!((back - v).abs() <= levels.scale * 1.0 + 1e-6, "{v} came back as {back} ({levels:?})");
             }

@@ -95,16 +95,18 @@ def cli_table(photos, tmp_path_factory):
     return out
 
 
-def readme_block(marker, language):
-    """The README's ```language block that follows the comment `marker` starts."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(f"```{language}\n", readme.index(f"<!-- {marker}")) + len(f"```{language}\n")
-    return readme[start:readme.index("```", start)]
+def readme_block(marker, language, page="README.md"):
+    """The ```language block that follows the comment `marker` starts, in `page` (the README, or a user
+    guide page such as docs/python.md)."""
+    text = (ROOT / page).read_text()
+    start = text.index(f"```{language}\n", text.index(f"<!-- {marker}")) + len(f"```{language}\n")
+    return text[start:text.index("```", start)]
 
 
 @pytest.fixture
 def readme_workdir(tmp_path):
-    """A folder laid out as the README's examples expect: the fixture photos, and the checkout's target/."""
+    """A folder laid out as the README's and docs/'s examples expect: the fixture photos, and the checkout's
+    target/."""
     work = tmp_path / "work"
     shutil.copytree(ROOT / "tests/fixtures/photos", work / "tests/fixtures/photos")
     (work / "target").symlink_to(ROOT / "target")

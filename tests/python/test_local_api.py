@@ -222,8 +222,9 @@ def test_models_unpack_once_from_the_jar_into_the_cache(local, cache_dir):
 
 
 def test_the_readmes_python_set_up_and_example_run_verbatim(readme_workdir, cache_dir):
-    """The README's Python set-up (its wheel build is scripts/test.sh's own step), then its example."""
-    set_up = readme_block("tests/python runs this block in a fresh folder", "bash").strip().splitlines()
+    """docs/python.md's set-up (its wheel build is scripts/test.sh's own step), then the README's Python example
+    as the example.py it runs."""
+    set_up = readme_block("tests/python runs this block in a fresh folder", "bash", page="docs/python.md").strip().splitlines()
     assert set_up[0].startswith("scripts/build-wheel.sh"), set_up
     (readme_workdir / "example.py").write_text(readme_block("tests/python runs this block as example.py", "python"))
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(set_up[1:])], cwd=readme_workdir,

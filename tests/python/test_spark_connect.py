@@ -31,11 +31,11 @@ def spark_env(venv, cache_dir):
             "SPARK_CONF_DIR": str(ROOT / "jvm-bindings/spark-conf")}
 
 
-README_CONNECT = "sc://127.0.0.1:15002"
+EXAMPLE_CONNECT = "sc://127.0.0.1:15002"
 
 
 def server_port():
-    """Spark Connect's default port, 15002, which the README's example uses, when it is free."""
+    """Spark Connect's default port, 15002, which docs/spark.md's example uses, when it is free."""
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 15002)) != 0:
             return 15002
@@ -146,12 +146,13 @@ def test_the_jar_inside_the_wheel_runs_the_jvm_transformer_with_the_same_schema_
 
 
 def test_the_readmes_spark_connect_example_runs_verbatim(spark_venv, connect_server):
-    """The README's example, its paths the server's: the fixture photos in the server's working folder."""
+    """docs/spark.md's Spark Connect example, its paths the server's: the fixture photos in the server's working
+    folder."""
     url, server_dir = connect_server
-    assert url == README_CONNECT, "port 15002 was busy: the README's example needs it"
+    assert url == EXAMPLE_CONNECT, "port 15002 was busy: docs/spark.md's example needs it"
     shutil.copytree(ROOT / "tests/fixtures/photos", server_dir / "tests/fixtures/photos")
     example = server_dir / "example.py"
-    example.write_text(readme_block("tests/python runs this block against a Spark Connect", "python"))
+    example.write_text(readme_block("tests/python runs this block against a Spark Connect", "python", page="docs/spark.md"))
     result = subprocess.run([str(spark_venv / "bin/python"), str(example)], cwd=server_dir, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

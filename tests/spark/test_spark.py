@@ -771,9 +771,9 @@ def readme_pyspark_example():
 
 
 def test_the_readmes_pyspark_example_runs_in_a_fresh_virtualenv_of_jvm_bindings_requirements(tmp_path):
-    """The README's set-up, verbatim: a virtualenv with only jvm-bindings/requirements.txt (pip's cache makes
-    the install take seconds), imgfeat as the zip of python/imgfeat, and the README's PySpark example run by
-    that virtualenv's spark-submit, from a folder holding the fixture photos where the example reads them."""
+    """docs/spark.md's PySpark set-up, verbatim: a virtualenv with only jvm-bindings/requirements.txt (pip's cache
+    makes the install take seconds), imgfeat as the zip of python/imgfeat, and the README's PySpark example run
+    by that virtualenv's spark-submit, from a folder holding the fixture photos where the example reads them."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", "-r",

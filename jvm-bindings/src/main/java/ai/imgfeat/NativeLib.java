@@ -6,6 +6,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 /**
  * The native imgfeat library's entry points. Loading happens once per JVM (per class loader): a
  * {@code libimgfeat.so} on {@code java.library.path} wins, so operators can deploy their own build;
@@ -16,7 +19,38 @@ public final class NativeLib {
     static final String RESOURCE = "/native/linux-x86_64/libimgfeat.so";
     private static volatile boolean loaded;
 
+    /**
+     * Where the native library's log lines go (Spark's log4j, through SLF4J); its level is theirs. In a
+     * holder class, so that loading {@code NativeLib} itself needs no SLF4J on the class path.
+     */
+    private static final class NativeLog {
+        static final Logger LOG = LoggerFactory.getLogger("ai.imgfeat.native");
+    }
+
     private NativeLib() {}
+
+    /**
+     * The level of the {@code ai.imgfeat.native} logger for the native side, read at each {@link #create}: 0 off, 1 error,
+     * 2 warn, 3 info, 4 debug, 5 trace. Called by the native library.
+     */
+    static int logLevel() {
+        if (NativeLog.LOG.isTraceEnabled()) return 5;
+        if (NativeLog.LOG.isDebugEnabled()) return 4;
+        if (NativeLog.LOG.isInfoEnabled()) return 3;
+        if (NativeLog.LOG.isWarnEnabled()) return 2;
+        return NativeLog.LOG.isErrorEnabled() ? 1 : 0;
+    }
+
+    /** One native log line, at a level numbered as {@link #logLevel}'s. Called by the native library. */
+    static void log(int level, String message) {
+        switch (level) {
+            case 1: NativeLog.LOG.error(message); break;
+            case 2: NativeLog.LOG.warn(message); break;
+            case 3: NativeLog.LOG.info(message); break;
+            case 4: NativeLog.LOG.debug(message); break;
+            default: NativeLog.LOG.trace(message); break;
+        }
+    }
 
     /** Loads the library if that has not happened yet; throws {@link ImgfeatException} naming the cause. */
     public static synchronized void ensureLoaded() {
@@ -62,7 +96,10 @@ public final class NativeLib {
         }
     }
 
-    /** Loads the models a JSON configuration names; returns a handle for the other calls. */
+    /**
+     * Loads the models a JSON configuration names; returns a handle for the other calls. A bad
+     * configuration is an {@link ImgfeatException}, a null one an {@link IllegalArgumentException}.
+     */
     public static native long create(String configJson);
 
     /**
@@ -71,7 +108,10 @@ public final class NativeLib {
      */
     public static native String validateConfig(String configJson);
 
-    /** Processes a batch of encoded images; returns every row, packed (see {@code PackedRows}). */
+    /**
+     * Processes a batch of encoded images; returns every row, packed (see {@code PackedRows}). A closed
+     * handle is an {@link IllegalStateException}, a null batch an {@link IllegalArgumentException}.
+     */
     public static native byte[] process(long handle, byte[][] images);
 
     /** Releases a pipeline; calls in progress finish first. */

@@ -5,6 +5,10 @@ import java.lang.reflect.InvocationTargetException
 import java.net.{URL, URLClassLoader}
 import java.nio.file.{Files, Path, Paths}
 
+import org.apache.logging.log4j.Level
+import org.apache.logging.log4j.core.{LogEvent, LoggerContext}
+import org.apache.logging.log4j.core.appender.AbstractAppender
+import org.apache.logging.log4j.core.config.{Configurator, Property}
 import org.scalatest.funsuite.AnyFunSuite
 
 /** The native loader: the library comes from the classpath resource `native/linux-x86_64/libimgfeat.so`
@@ -45,6 +49,48 @@ class NativeLibSuite extends AnyFunSuite {
     val e = intercept[ImgfeatException](NativeLib.create(NativeConfig("no-such-detector", "efficientnet_lite0", 256, 1,
       root.resolve("models").toString, "f32").json))
     assert(e.getMessage.contains("no-such-detector"), e.getMessage)
+  }
+
+  test("misuse is the exception a JVM developer expects: null arguments, a closed handle") {
+    NativeLib.ensureLoaded()
+    intercept[IllegalArgumentException](NativeLib.create(null))
+    val handle = NativeLib.create(NativeConfig("coco", "efficientnet_lite0", 256, 1, root.resolve("models").toString, "f32").json)
+    intercept[IllegalArgumentException](NativeLib.process(handle, null))
+    NativeLib.close(handle)
+    val closed = intercept[IllegalStateException](NativeLib.process(handle, Array(Array[Byte](1))))
+    assert(closed.getMessage.contains(s"no open pipeline has handle $handle"), closed.getMessage)
+    intercept[IllegalStateException](NativeLib.close(handle))
+  }
+
+  test("native log lines reach the ai.imgfeat.native logger, at that logger's level") {
+    NativeLib.ensureLoaded()
+    val lines = new java.util.concurrent.ConcurrentLinkedQueue[String]()
+    val capture = new AbstractAppender("imgfeat-capture", null, null, true, Property.EMPTY_ARRAY) {
+      override def append(event: LogEvent): Unit = lines.add(s"${event.getLevel} ${event.getMessage.getFormattedMessage}")
+    }
+    capture.start()
+    val context = LoggerContext.getContext(false)
+    def createAndClose(level: Level): Unit = {
+      Configurator.setLevel("ai.imgfeat.native", level)
+      val logger = context.getConfiguration.getLoggerConfig("ai.imgfeat.native")
+      logger.removeAppender(capture.getName)
+      logger.addAppender(capture, level, null)
+      context.updateLoggers()
+      val config = NativeConfig("coco", "efficientnet_lite0", 256, 1, root.resolve("models").toString, "f32").json
+      NativeLib.close(NativeLib.create(config))
+    }
+    try {
+      createAndClose(Level.DEBUG)
+      // Each model says which executor runs it, at debug level.
+      assert(lines.toArray.exists(_.toString.matches("DEBUG .*runs on the native executor.*")), lines)
+      lines.clear()
+      createAndClose(Level.WARN)
+      assert(!lines.toArray.exists(_.toString.startsWith("DEBUG")), lines)
+    } finally {
+      context.getConfiguration.getLoggerConfig("ai.imgfeat.native").removeAppender(capture.getName)
+      Configurator.setLevel("ai.imgfeat.native", Level.WARN)
+      capture.stop()
+    }
   }
 
   test("without the resource (and nothing on java.library.path), loading fails naming the missing library") {

@@ -1,0 +1,80 @@
+//! Dense convolutions: the direct channels-last stem kernel and im2col for the rest (whose product
+//! then runs on the GEMM).
+
+use super::elementwise::copy_every;
+use super::window::{ImageStrides, Window};
+use super::epilogue::Epilogue;
+#[cfg(target_arch = "x86_64")]
+use super::avx512;
+use crate::cpu::{isa, Isa};
+
+/// The stems [`conv_interleaved`] takes: at most this many input channels, output channels a multiple
+/// of 16 up to 64.
+pub const MAX_DIRECT_IN_CHANNELS: usize = 4;
+
+/// Whether [`conv_interleaved`] runs a channels-last convolution of `in_channels` → `out_channels`
+/// on this CPU.
+pub fn conv_interleaved_takes(in_channels: usize, out_channels: usize) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa() == Isa::Avx512
+        && in_channels <= MAX_DIRECT_IN_CHANNELS
+        && matches!(out_channels, 16 | 32 | 48 | 64)
+}
+
+/// A dense convolution into channel-interleaved output (OH×OW×OC) straight from the input (H×W×IC
+/// or IC×H×W, as `strides` say), for the shapes [`conv_interleaved_takes`] accepts; `weights` are
+/// tap-major: [KH·KW][IC][OC].
+pub fn conv_interleaved(
+    input: &[f32],
+    in_channels: usize,
+    strides: ImageStrides,
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+) {
+    let out_channels = epilogue.bias.len();
+    assert!(conv_interleaved_takes(in_channels, out_channels), "conv_interleaved on a shape it does not take");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY (each arm): `conv_interleaved_takes` checked AVX-512.
+    unsafe {
+        match out_channels {
+            16 => avx512::conv_interleaved::<1>(input, in_channels, strides, weights, epilogue, output, window),
+            32 => avx512::conv_interleaved::<2>(input, in_channels, strides, weights, epilogue, output, window),
+            48 => avx512::conv_interleaved::<3>(input, in_channels, strides, weights, epilogue, output, window),
+            _ => avx512::conv_interleaved::<4>(input, in_channels, strides, weights, epilogue, output, window),
+        }
+    }
+}
+
+/// Lays out the receptive fields of a dense convolution as `columns`, a (channel, kernel row, kernel
+/// column) × output pixel matrix, zero where the window hangs over the border, so the convolution
+/// becomes one matrix product with the OIHW kernel. K-major, so each output row of it is a strided copy
+/// of an input row and both product layouts read it with a unit stride.
+pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Window, columns: &mut [f32]) {
+    let w = window;
+    let pixels = w.out_height * w.out_width;
+    // Zero once, then write only what lies inside the image: zeroing the border pieces one by one
+    // would be a call to memset per few values.
+    columns.fill(0.0);
+    let mut rows = columns.chunks_exact_mut(pixels);
+    for channel in 0..channels {
+        for ky in 0..w.kernel_height {
+            for kx in 0..w.kernel_width {
+                let row = rows.next().expect("K rows");
+                // Output columns whose input column is inside the image; the rest stay zero.
+                let first = w.pad_left.saturating_sub(kx).div_ceil(w.stride).min(w.out_width);
+                let end = (w.in_width + w.pad_left).saturating_sub(kx).div_ceil(w.stride).clamp(first, w.out_width);
+                if first == end {
+                    continue;
+                }
+                let step = w.stride * strides.column;
+                for (oy, out) in row.chunks_exact_mut(w.out_width).enumerate() {
+                    let Some(iy) = (oy * w.stride + ky).checked_sub(w.pad_top).filter(|&y| y < w.in_height) else { continue };
+                    let start = channel * strides.channel + iy * strides.row + (first * w.stride + kx - w.pad_left) * strides.column;
+                    copy_every(&input[start..], step, &mut out[first..end]);
+                }
+            }
+        }
+    }
+}
