@@ -268,10 +268,11 @@ fn main() -> ExitCode {
 /// The library's log lines on stderr as `imgfeat: warning: …`, warnings by default.
 fn init_logging(verbose: u8) {
     use std::io::Write;
+    // The dependencies (tract logs each graph rewrite at debug level) stay at warnings.
     let level = match verbose {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "warn,imgfeat=info",
+        _ => "warn,imgfeat=debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|out, record| {

@@ -51,7 +51,7 @@ impl OnnxModel {
             Executor::Tract => Engine::Tract(tract_plan(typed).map_err(|e| model_error(format!("{e:#}")))?),
         };
         let model = OnnxModel { name, input: input.clone(), batch, engine };
-        log::debug!("{} (batch {batch}) runs on the {}", model.name, model.executor_description());
+        log::info!("{} (batch {batch}) runs on the {}", model.name, model.executor_description());
         Ok(model)
     }
 

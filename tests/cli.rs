@@ -87,6 +87,24 @@ fn show_prints_the_detection_and_codes() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("main object: cat"));
 }
 
+/// Warnings only by default; `-v` says which executor runs each model (and nothing of tract's own
+/// debug lines), `-vv` no fewer lines.
+#[test]
+fn verbose_flags_say_what_runs_where() {
+    let stderr_of = |flags: &[&str]| {
+        let run = imgfeat().args(["show", "--threads", "1"]).args(flags).arg(fixtures().join("coffee.jpg")).env_remove("RUST_LOG").output().unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let quiet = stderr_of(&[]);
+    assert!(!quiet.contains("runs on the"), "{quiet}");
+    let verbose = stderr_of(&["-v"]);
+    assert_eq!(verbose.matches("imgfeat: info: ").count(), 2, "one line per model: {verbose}");
+    assert!(verbose.contains("runs on the native executor") || verbose.contains("runs on the tract"), "{verbose}");
+    let very = stderr_of(&["-vv"]);
+    assert!(very.lines().count() >= verbose.lines().count() && very.lines().count() < 50, "{very}");
+}
+
 #[test]
 fn bad_configuration_and_missing_inputs_fail_with_a_message() {
     let run = imgfeat().args(["extract", "--detector", "yolo", "x"]).output().unwrap();

@@ -2,7 +2,8 @@
 //! thread (rayon's included); here the records wait in a bounded queue, and each JNI call hands the
 //! waiting ones to `NativeLib.log` on its own thread, which the JVM already knows, before it returns:
 //! no Rust thread is ever attached to the JVM. The level is the one the JVM's `ai.imgfeat.native`
-//! logger has (`NativeLib.logLevel`), read again at each `create`.
+//! logger has (`NativeLib.logLevel`), read again at each `create`; the dependencies' records only from
+//! warnings up.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +24,10 @@ struct JvmQueue;
 static LOGGER: JvmQueue = JvmQueue;
 
 impl Log for JvmQueue {
+    /// imgfeat's own records at the JVM logger's level; its dependencies' (tract logs every rewrite
+    /// of a graph at debug level, thousands a model) only from warnings up.
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        metadata.level() <= log::max_level() && (metadata.target().starts_with("imgfeat") || metadata.level() <= Level::Warn)
     }
 
     fn log(&self, record: &Record) {
