@@ -27,10 +27,14 @@ fn resize_into(image: &RgbImage, width: u32, height: u32, emit: impl FnMut(usize
     #[cfg(target_arch = "x86_64")]
     {
         use crate::cpu::{isa, Isa};
+        /// # Safety
+        /// The CPU has AVX-512 F and VL, AVX2 and FMA (`Isa::Avx512`).
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
         unsafe fn avx512(image: &RgbImage, width: u32, height: u32, emit: impl FnMut(usize, &[u8])) {
             resize_body(image, width, height, emit)
         }
+        /// # Safety
+        /// The CPU has AVX2 and FMA (`Isa::Avx2Fma` or wider).
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2(image: &RgbImage, width: u32, height: u32, emit: impl FnMut(usize, &[u8])) {
             resize_body(image, width, height, emit)

@@ -115,6 +115,8 @@ fn distances(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32
     }
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::features().popcount {
+        /// # Safety
+        /// The CPU has POPCNT.
         #[target_feature(enable = "popcnt")]
         unsafe fn with_popcnt(words: &[u64], words_per_code: usize, query: &[u64], out: &mut [u32]) {
             distances_portable(words, words_per_code, query, out)

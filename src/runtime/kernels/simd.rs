@@ -32,10 +32,14 @@ macro_rules! multiversion {
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// The CPU has AVX-512 F and VL, AVX2 and FMA (`Isa::Avx512`).
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) {
                     $body::<$crate::runtime::kernels::simd::Fused>($($arg),*)
                 }
+                /// # Safety
+                /// The CPU has AVX2 and FMA (`Isa::Avx2Fma` or wider).
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     $body::<$crate::runtime::kernels::simd::Fused>($($arg),*)
