@@ -191,17 +191,54 @@ pub struct FitReport {
 /// photos 1–300; not swept again since.
 const EDIT_RIDGE: f64 = 0.2;
 
+/// The edited copies' (copy − original) feature differences, summed into Σ δδᵀ batch by batch as the
+/// copies are processed: a fit over many photos holds one d × d matrix (13 MB at d = 1280) rather than
+/// every difference (10,000 photos × 8 edits × 2 crops of 1,280 floats would be 0.8 GB, twice that as
+/// the f64 matrix the product needs).
+#[derive(Debug, Clone, Default)]
+pub struct EditScatter {
+    sum: Option<DMatrix<f64>>,
+    pairs: usize,
+}
+
+impl EditScatter {
+    /// Adds a batch of differences, each as long as the features.
+    pub fn add(&mut self, differences: &[Vec<f32>]) -> Result<(), Error> {
+        let Some(d) = differences.first().map(Vec::len) else { return Ok(()) };
+        if differences.iter().any(|x| x.len() != d) || self.sum.as_ref().is_some_and(|sum| sum.nrows() != d) {
+            return Err(Error::Fit("edit differences have different lengths".into()));
+        }
+        let batch = linalg::gram(&DMatrix::<f64>::from_fn(differences.len(), d, |i, j| differences[i][j] as f64));
+        self.sum = Some(match self.sum.take() {
+            Some(sum) => sum + batch,
+            None => batch,
+        });
+        self.pairs += differences.len();
+        Ok(())
+    }
+
+    /// How many differences were added.
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
+    /// Sw, the edits' covariance (around zero: a difference's expected value is no edit at all).
+    fn covariance(&self) -> Option<DMatrix<f64>> {
+        self.sum.as_ref().map(|sum| sum / self.pairs as f64)
+    }
+}
+
 /// Fits μ, P and R (ITQ, `iterations` rounds from a seeded random rotation) on `samples`, the features
 /// of the user's photos.
 ///
-/// Without `edit_differences`, P is the top-`bits` PCA directions. With them (each an edited copy's
-/// feature minus its original's), P solves the generalised eigenproblem St p = λ Sw p — St the photos'
+/// Without edits (an empty [`EditScatter`]), P is the top-`bits` PCA directions. With them (each an
+/// edited copy's feature minus its original's), P solves the generalised eigenproblem St p = λ Sw p — St the photos'
 /// covariance, Sw the edits' (ridged) — and keeps the `bits` directions of largest λ: those along which
 /// different photos are far apart and edited copies of one photo stay close, the linear form of what
 /// DeepBit trains its network for.
 pub fn fit(
     samples: &[Vec<f32>],
-    edit_differences: &[Vec<f32>],
+    edits: &EditScatter,
     bits: usize,
     iterations: usize,
     seed: u64,
@@ -216,16 +253,13 @@ pub fn fit(
             "{bits} bits need features of at least {bits} dimensions and more than {bits} samples; got {n} samples of {d}"
         )));
     }
-    if samples.iter().chain(edit_differences).any(|s| s.len() != d) {
-        return Err(Error::Fit("samples have different lengths".into()));
+    if samples.iter().any(|s| s.len() != d) || edits.sum.as_ref().is_some_and(|sum| sum.nrows() != d) {
+        return Err(Error::Fit("samples and edit differences have different lengths".into()));
     }
     let mean: Vec<f64> = (0..d).map(|j| samples.iter().map(|s| s[j] as f64).sum::<f64>() / n as f64).collect();
     let centred = DMatrix::<f64>::from_fn(n, d, |i, j| samples[i][j] as f64 - mean[j]);
     let covariance = linalg::gram(&centred) / (n as f64 - 1.0);
-    let edit_covariance = (!edit_differences.is_empty()).then(|| {
-        let m = edit_differences.len();
-        linalg::gram(&DMatrix::<f64>::from_fn(m, d, |i, j| edit_differences[i][j] as f64)) / m as f64
-    });
+    let edit_covariance = edits.covariance();
 
     let (method, directions, explained_variance) = match &edit_covariance {
         None => {
@@ -288,7 +322,7 @@ pub fn fit(
         method,
         bits,
         samples: n,
-        edit_pairs: edit_differences.len(),
+        edit_pairs: edits.pairs(),
         dim: d,
         iterations,
         explained_variance,
@@ -379,7 +413,7 @@ mod tests {
     #[test]
     fn fit_keeps_the_variance_balances_bits_and_itq_lowers_the_loss() {
         let samples = synthetic_samples(600);
-        let (projection, report) = fit(&samples, &[], 16, 50, 7).unwrap();
+        let (projection, report) = fit(&samples, &EditScatter::default(), 16, 50, 7).unwrap();
         assert_eq!((projection.bits(), projection.dim()), (16, 48));
         assert!(report.explained_variance.unwrap() > 0.99, "{report:?}");
         assert!(report.quantisation_loss < report.quantisation_loss_before_itq, "{report:?}");
@@ -420,8 +454,12 @@ mod tests {
         let originals: Vec<Vec<f32>> = training.iter().map(|(o, _)| o.clone()).collect();
         let differences: Vec<Vec<f32>> =
             training.iter().map(|(o, e)| e.iter().zip(o).map(|(a, b)| a - b).collect()).collect();
-        let (pca, pca_report) = fit(&originals, &[], 16, 30, 1).unwrap();
-        let (invariant, report) = fit(&originals, &differences, 16, 30, 1).unwrap();
+        let (pca, pca_report) = fit(&originals, &EditScatter::default(), 16, 30, 1).unwrap();
+        let mut scatter = EditScatter::default();
+        for batch in differences.chunks(64) {
+            scatter.add(batch).unwrap();
+        }
+        let (invariant, report) = fit(&originals, &scatter, 16, 30, 1).unwrap();
         assert_eq!((pca_report.method, report.method, report.edit_pairs), ("pca", "edit-invariant", 400));
         assert!(report.edit_to_photo_variance.unwrap() < 0.25, "{report:?}");
         // Recall@1 of each held-out edited copy among the held-out originals, by Hamming distance.
@@ -446,7 +484,7 @@ mod tests {
     #[test]
     fn encode_matches_the_definition() {
         let samples = synthetic_samples(300);
-        let (projection, _) = fit(&samples, &[], 8, 10, 1).unwrap();
+        let (projection, _) = fit(&samples, &EditScatter::default(), 8, 10, 1).unwrap();
         let x = &samples[5];
         let centred = DMatrix::from_fn(48, 1, |i, _| x[i] - projection.mean[i]);
         let expected = projection.rotation.transpose() * projection.pca.transpose() * centred;
@@ -460,7 +498,7 @@ mod tests {
 
     #[test]
     fn save_and_load_round_trip() {
-        let (projection, report) = fit(&synthetic_samples(200), &[], 8, 5, 3).unwrap();
+        let (projection, report) = fit(&synthetic_samples(200), &EditScatter::default(), 8, 5, 3).unwrap();
         let path = std::env::temp_dir().join(format!("imgfeat-projection-{}.safetensors", std::process::id()));
         projection.save(&path).unwrap();
         let loaded = Projection::load(&path).unwrap();
@@ -478,13 +516,28 @@ mod tests {
 
     #[test]
     fn edits_that_change_nothing_are_refused() {
-        let zeros = vec![vec![0.0f32; 48]; 10];
+        let mut zeros = EditScatter::default();
+        zeros.add(&vec![vec![0.0f32; 48]; 10]).unwrap();
         let err = fit(&synthetic_samples(100), &zeros, 16, 5, 1).unwrap_err().to_string();
         assert!(err.contains("nothing to be invariant to"), "{err}");
     }
 
     #[test]
+    fn edit_scatter_summed_in_batches_equals_it_summed_at_once() {
+        let differences = synthetic_samples(150);
+        let (mut batched, mut whole) = (EditScatter::default(), EditScatter::default());
+        for batch in differences.chunks(32) {
+            batched.add(batch).unwrap();
+        }
+        whole.add(&differences).unwrap();
+        assert_eq!((batched.pairs(), whole.pairs()), (150, 150));
+        let (a, b) = (batched.covariance().unwrap(), whole.covariance().unwrap());
+        assert!((a - &b).abs().max() <= 1e-12 * b.abs().max(), "batched and whole sums differ");
+        assert!(batched.add(&[vec![0.0; 47]]).is_err(), "a difference of another length is refused");
+    }
+
+    #[test]
     fn fit_rejects_too_few_samples() {
-        assert!(fit(&synthetic_samples(10), &[], 16, 5, 1).is_err());
+        assert!(fit(&synthetic_samples(10), &EditScatter::default(), 16, 5, 1).is_err());
     }
 }

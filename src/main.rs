@@ -401,7 +401,7 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
     let pipeline = Pipeline::without_codes(config)?;
     let bar = progress_bar(files.len() * (1 + options.edits), "images and edited copies");
     let mut samples: Vec<Vec<f32>> = Vec::new();
-    let mut edit_differences: Vec<Vec<f32>> = Vec::new();
+    let mut edit_scatter = codes::EditScatter::default();
     let mut failed = 0;
     const BATCH: usize = 32;
     for (number, batch) in files.chunks(BATCH).enumerate() {
@@ -412,12 +412,14 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
             let refs: Vec<Result<&[u8], ImageError>> = edits.iter().map(|e| e.as_deref().map_err(Clone::clone)).collect();
             let copies = pipeline.process_inputs(refs);
             bar.inc(copies.len() as u64);
+            let mut differences: Vec<Vec<f32>> = Vec::new();
             for (original, copies) in originals.iter().zip(copies.chunks(options.edits)) {
                 let Ok(original) = original else { continue };
                 for copy in copies.iter().flatten() {
-                    edit_differences.extend(edit_difference(original, copy));
+                    differences.extend(edit_difference(original, copy));
                 }
             }
+            edit_scatter.add(&differences)?;
         }
         for result in originals {
             match result {
@@ -433,15 +435,15 @@ fn fit_codes(inputs: &[PathBuf], options: &FitOptions, output_dir: &Path, mut co
         "{} images ({failed} failed) gave {} samples (whole images, and the object crops that differ from them) and {} edit pairs",
         files.len(),
         samples.len(),
-        edit_differences.len()
+        edit_scatter.pairs()
     );
-    if options.edits > 0 && edit_differences.is_empty() {
+    if options.edits > 0 && edit_scatter.pairs() == 0 {
         return Err(Error::Fit("no edited copy could be processed: nothing to learn invariance from (--edits 0 fits PCA + ITQ)".into()));
     }
     let mut reports: Vec<FitReport> = Vec::new();
     for &bits in &options.bits_list {
         let started = Instant::now();
-        let (projection, report) = codes::fit(&samples, &edit_differences, bits, options.iterations, options.seed)?;
+        let (projection, report) = codes::fit(&samples, &edit_scatter, bits, options.iterations, options.seed)?;
         let path = output_dir.join(format!("codes_itq_{bits}.safetensors"));
         projection.save(&path)?;
         eprintln!("{bits} bits: fitted in {:.1} s → {}", started.elapsed().as_secs_f64(), path.display());
