@@ -54,8 +54,9 @@ pub(super) fn install(env: &mut Env) {
     }
 }
 
-/// `NativeLib.logLevel()`: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace; `None` where the JVM has
-/// no `NativeLib` (a bare JVM, as in tests/jni.rs), the queue then keeps warnings.
+/// `NativeLib.logLevel()`: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace; warnings where the JVM has
+/// no `NativeLib` (a bare JVM, as in tests/jni.rs); `None` (the level stays) while a Java exception is
+/// pending, when no Java method may be called.
 fn jvm_level(env: &mut Env) -> Option<LevelFilter> {
     if env.exception_check() {
         return None;
@@ -71,8 +72,7 @@ fn jvm_level(env: &mut Env) -> Option<LevelFilter> {
         }),
         Err(_) => {
             env.exception_clear();
-            log::set_max_level(LevelFilter::Warn);
-            None
+            Some(LevelFilter::Warn)
         }
     }
 }
