@@ -16,10 +16,11 @@ use imgfeat::model::OnnxModel;
 use imgfeat::Config;
 
 fn engines() -> Vec<(&'static str, EngineConfig)> {
-    let native = EngineConfig { executor: Executor::Native, ..EngineConfig::default() };
+    let native = EngineConfig { executor: Executor::Native, precision: Precision::F32, ..EngineConfig::default() };
     let mut engines = vec![
         ("tract", EngineConfig { executor: Executor::Tract, ..EngineConfig::default() }),
         ("native-portable", native.clone()),
+        ("native-bf16", EngineConfig { precision: Precision::Bf16, ..native.clone() }),
         ("native-int8", EngineConfig { precision: Precision::Int8, ..native.clone() }),
     ];
     if cfg!(feature = "mkl") {

@@ -186,16 +186,37 @@ pub struct EngineConfig {
     pub precision: Precision,
 }
 
-/// The own executor's arithmetic. int8 runs the 1x1 and dense convolutions between channels-last
-/// tensors as u8×s8 products on AVX-512 VNNI, about four times the multiply-adds per instruction, at
-/// the cost of rounding their inputs to 256 levels (whole-image feature cosine to f32's ≥ 0.994 on 204 photos: tests/int8.rs, docs/performance.md); on a CPU
-/// without VNNI it is f32.
+/// The own executor's arithmetic for the 1x1 and dense convolutions between channels-last tensors
+/// (the bulk of both models' multiply-adds; the rest stays f32). bf16 runs them on AVX-512 BF16 (AMD
+/// Zen 4 and later, Intel Cooper Lake and Sapphire Rapids and later): twice an f32 FMA's multiply-adds
+/// per instruction, inputs rounded to bf16, sums kept in f32; its rows stay within the bound a default
+/// must keep (whole-image feature cosine to f32's median 0.9999, min 0.9996 on 204 photos, the same
+/// main object on all: tests/precision.rs), so `auto`, the default, picks it where the CPU runs it
+/// natively and f32 elsewhere. int8 runs them as u8×s8 products on AVX-512 VNNI, four times the
+/// multiply-adds per instruction, at the cost of rounding their inputs to 256 levels (cosine ≥ 0.994).
+/// A precision asked for by name on a CPU without its instructions runs in f32, with a warning; the
+/// table records the precision its rows were made in ([`crate::model::Arithmetic`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// bf16 where the CPU has AVX-512 BF16, else f32.
     #[default]
+    Auto,
     F32,
     Int8,
+    Bf16,
+}
+
+impl Precision {
+    /// The name the configuration and the CLI use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

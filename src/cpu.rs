@@ -22,6 +22,8 @@ pub struct CpuFeatures {
     pub isa: Isa,
     /// AVX-512 BW and VNNI under [`Isa::Avx512`]: the int8 products (`"precision": "int8"`).
     pub int8_products: bool,
+    /// AVX-512 BF16 under [`Isa::Avx512`]: the bf16 products (`"precision": "bf16"`).
+    pub bf16_products: bool,
     /// AVX-512 VPOPCNTDQ under [`Isa::Avx512`]: the Hamming scan counts eight codes' bits at once.
     pub vector_popcount: bool,
     /// The POPCNT instruction (not in the x86-64 baseline).
@@ -29,7 +31,7 @@ pub struct CpuFeatures {
 }
 
 /// Caps the instruction set, to run on this CPU the path another CPU would take: `avx2` runs what a
-/// CPU without AVX-512 runs (int8 then falls back to f32), `baseline` the x86-64 baseline kernels.
+/// CPU without AVX-512 runs (int8 and bf16 then fall back to f32), `baseline` the x86-64 baseline kernels.
 /// Read once; an unknown value is ignored with a warning.
 pub const MAX_ISA_VARIABLE: &str = "IMGFEAT_MAX_ISA";
 
@@ -51,6 +53,7 @@ pub fn features() -> &'static CpuFeatures {
         CpuFeatures {
             isa,
             int8_products: detected.int8_products && isa == Isa::Avx512,
+            bf16_products: detected.bf16_products && isa == Isa::Avx512,
             vector_popcount: detected.vector_popcount && isa == Isa::Avx512,
             popcount: detected.popcount && isa > Isa::Baseline,
         }
@@ -77,6 +80,7 @@ fn probe() -> CpuFeatures {
     CpuFeatures {
         isa,
         int8_products: isa == Isa::Avx512 && has!("avx512bw") && has!("avx512vnni"),
+        bf16_products: isa == Isa::Avx512 && has!("avx512bf16"),
         vector_popcount: isa == Isa::Avx512 && has!("avx512vpopcntdq") && has!("popcnt"),
         popcount: has!("popcnt"),
     }
@@ -84,5 +88,5 @@ fn probe() -> CpuFeatures {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn probe() -> CpuFeatures {
-    CpuFeatures { isa: Isa::Baseline, int8_products: false, vector_popcount: false, popcount: false }
+    CpuFeatures { isa: Isa::Baseline, int8_products: false, bf16_products: false, vector_popcount: false, popcount: false }
 }

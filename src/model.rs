@@ -13,7 +13,9 @@ use crate::config::{EngineConfig, Executor, GemmChoice, InputDtype, InputSpec, L
 use crate::error::{Error, ImageError};
 use crate::preprocess::write_input;
 use crate::runtime::native::NativeModel;
-use crate::runtime::{gemm, kernels, quantized};
+use crate::cpu::{self, Isa};
+use crate::runtime::low_precision::LowPrecision;
+use crate::runtime::{gemm, kernels};
 
 /// A runnable model with its input contract.
 #[derive(Debug)]
@@ -37,11 +39,16 @@ impl OnnxModel {
         let model_error = |message: String| Error::Model { path: path.to_path_buf(), message };
         let typed = typed_model(path, input, outputs, batch)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if engine.precision == Precision::Int8 && engine.executor == Executor::Native && !quantized::available() {
-            log::warn!("{name} runs in f32: int8 products need AVX-512 VNNI, which this CPU lacks");
+        let arithmetic = Arithmetic::of(engine);
+        if engine.executor == Executor::Native && engine.precision != Precision::Auto && arithmetic.precision != engine.precision {
+            let needs = match engine.precision {
+                Precision::Bf16 => "AVX-512 BF16",
+                _ => "AVX-512 VNNI",
+            };
+            log::warn!("{name} runs in {}: {} products need {needs}, which this CPU lacks", arithmetic.precision.name(), engine.precision.name());
         }
         let engine = match engine.executor {
-            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm), engine.precision) {
+            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm), arithmetic.low_precision()) {
                 Ok(native) => Engine::Native(native),
                 Err(why) => {
                     log::warn!("{name} runs on tract, not the native executor: {why}");
@@ -61,7 +68,11 @@ impl OnnxModel {
             Engine::Native(native) => format!(
                 "native executor ({} GEMM{}, {} KiB of buffers per concurrent run)",
                 native.gemm_name(),
-                if native.runs_int8() { ", int8 convolutions" } else { "" },
+                match native.low_precision() {
+                    Some(LowPrecision::Int8) => ", int8 convolutions",
+                    Some(LowPrecision::Bf16) => ", bf16 convolutions",
+                    None => "",
+                },
                 native.workspace_bytes() / 1024
             ),
             Engine::Tract(_) => "tract".into(),
@@ -135,6 +146,51 @@ impl OnnxModel {
                 let outputs = plan.run(tvec![tensor.into()]).map_err(failed)?;
                 outputs.iter().map(|t| Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())).collect::<TractResult<Vec<_>>>().map_err(failed)
             }
+        }
+    }
+}
+
+/// The arithmetic the models run in on this CPU: what a table records of how its rows were made
+/// (rows of another precision differ from its rows by more than rounding).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Arithmetic {
+    /// The precision of the 1x1 and dense convolutions: the one configured (`auto`: bf16 where the
+    /// CPU has its instructions), or f32 where this CPU lacks them. Never `auto`.
+    pub precision: Precision,
+    /// Which kernels ran: the instruction set (`avx512`, `avx2`, `baseline`) and the product's
+    /// extension (`avx512-vnni` for int8, `avx512-bf16` for bf16), or `tract`.
+    pub kernels: String,
+}
+
+impl Arithmetic {
+    /// What models loaded with `engine` run in on this CPU.
+    pub fn of(engine: &EngineConfig) -> Arithmetic {
+        if engine.executor == Executor::Tract {
+            return Arithmetic { precision: Precision::F32, kernels: "tract".into() };
+        }
+        let reduced = match engine.precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(LowPrecision::Int8),
+            Precision::Bf16 | Precision::Auto => Some(LowPrecision::Bf16),
+        };
+        let isa = match cpu::isa() {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2Fma => "avx2",
+            Isa::Baseline => "baseline",
+        };
+        match reduced.filter(|reduced| reduced.available()) {
+            Some(LowPrecision::Int8) => Arithmetic { precision: Precision::Int8, kernels: format!("{isa}-vnni") },
+            Some(LowPrecision::Bf16) => Arithmetic { precision: Precision::Bf16, kernels: format!("{isa}-bf16") },
+            None => Arithmetic { precision: Precision::F32, kernels: isa.into() },
+        }
+    }
+
+    /// The reduced precision the native executor's products run in, if any.
+    fn low_precision(&self) -> Option<LowPrecision> {
+        match self.precision {
+            Precision::Int8 => Some(LowPrecision::Int8),
+            Precision::Bf16 => Some(LowPrecision::Bf16),
+            Precision::F32 | Precision::Auto => None,
         }
     }
 }

@@ -112,7 +112,7 @@ fn bad_configuration_and_missing_inputs_fail_with_a_message() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("unknown detector preset \"yolo\""));
     let run = imgfeat().args(["extract", "--precision", "int4", "x"]).output().unwrap();
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("expected `f32` or `int8`"));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("expected one of `auto`, `f32`, `int8`, `bf16`"));
     let run = imgfeat().args(["extract", "/nonexistent/photos"]).output().unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/photos"));

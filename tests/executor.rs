@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use imgfeat::config::{DetectorSpec, EmbedderSpec, EngineConfig, Executor, InputDtype, InputSpec, Layout};
+use imgfeat::config::{DetectorSpec, EmbedderSpec, EngineConfig, Executor, InputDtype, InputSpec, Layout, Precision};
 use imgfeat::decode::decode;
 use imgfeat::model::OnnxModel;
 use imgfeat::Config;
@@ -47,9 +47,14 @@ fn load(path: &Path, input: &InputSpec, outputs: &[&str], engine: EngineConfig, 
     OnnxModel::load(path, input, outputs, &engine, batch).unwrap()
 }
 
+/// The native executor in f32, what tract computes (the default precision, `auto`, may be bf16).
+fn native_f32() -> EngineConfig {
+    EngineConfig { executor: Executor::Native, precision: Precision::F32, ..EngineConfig::default() }
+}
+
 /// Runs `images` in batches of `batch` on both executors and compares every output value.
 fn compare(model: &str, input: &InputSpec, outputs: &[&str], batch: usize, images: &[RgbImage]) {
-    compare_with(EngineConfig::default(), model, input, outputs, batch, images)
+    compare_with(native_f32(), model, input, outputs, batch, images)
 }
 
 fn compare_with(engine: EngineConfig, model: &str, input: &InputSpec, outputs: &[&str], batch: usize, images: &[RgbImage]) {
@@ -99,7 +104,7 @@ fn embedder_matches_tract() {
 fn mkl_backend_matches_tract() {
     use imgfeat::config::GemmChoice;
     let images = photos(8);
-    let engine = EngineConfig { executor: Executor::Native, gemm: GemmChoice::Mkl, ..EngineConfig::default() };
+    let engine = EngineConfig { gemm: GemmChoice::Mkl, ..native_f32() };
     let detector = DetectorSpec::preset("coco").unwrap();
     let outputs = [detector.boxes_output.as_str(), detector.scores_output.as_str()];
     compare_with(engine.clone(), detector.model.to_str().unwrap(), &detector.input, &outputs, 8, &images);
@@ -118,7 +123,7 @@ fn a_reshaped_reader_keeps_its_input_channels_first() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reshape_after_conv.onnx");
     let input = InputSpec { name: "input".into(), dtype: InputDtype::F32, layout: Layout::Nchw, width: 8, height: 8, scale: 1.0, offset: 0.0 };
     let outputs = ["pixels", "mixed"];
-    let native = load(&path, &input, &outputs, EngineConfig::default(), 1);
+    let native = load(&path, &input, &outputs, native_f32(), 1);
     assert!(native.is_native(), "the fixture fell back to tract");
     let tract = load(&path, &input, &outputs, EngineConfig { executor: Executor::Tract, ..EngineConfig::default() }, 1);
     let values: Vec<f32> = (0..3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();

@@ -21,12 +21,13 @@ fn config(json: &str) -> Config {
     Config::from_json(json).unwrap()
 }
 
-/// Pipelines are expensive to build; tests share one per detector.
+/// Pipelines are expensive to build; tests share one per detector. f32, which the onnxruntime
+/// reference computes (the default precision, `auto`, may be bf16: tests/precision.rs bounds it).
 fn pipeline(detector: &str) -> &'static Pipeline {
     static COCO: OnceLock<Pipeline> = OnceLock::new();
     static OIDV4: OnceLock<Pipeline> = OnceLock::new();
     let cell = if detector == "coco" { &COCO } else { &OIDV4 };
-    cell.get_or_init(|| Pipeline::new(config(&format!(r#"{{"detector": "{detector}", "threads": 2}}"#))).unwrap())
+    cell.get_or_init(|| Pipeline::new(config(&format!(r#"{{"detector": "{detector}", "threads": 2, "engine": {{"precision": "f32"}}}}"#))).unwrap())
 }
 
 fn run(detector: &str, name: &str) -> Record {
@@ -235,7 +236,7 @@ fn large_jpegs_decoded_at_reduced_scale_give_the_same_answer() {
     let jpeg = jpeg.into_inner();
 
     let scaled = pipeline("coco").process_one(&jpeg).unwrap();
-    let full = Pipeline::new(config(r#"{"jpeg_scale_min_side": 0, "threads": 1}"#)).unwrap().process_one(&jpeg).unwrap();
+    let full = Pipeline::new(config(r#"{"jpeg_scale_min_side": 0, "threads": 1, "engine": {"precision": "f32"}}"#)).unwrap().process_one(&jpeg).unwrap();
     assert_eq!((scaled.width, scaled.height), (2400, 1600), "rows report the photo's own size");
     let (scaled_object, full_object) = (scaled.main_object.as_ref().unwrap(), full.main_object.as_ref().unwrap());
     assert_eq!(scaled_object.class_name, "cup");

@@ -15,6 +15,7 @@ use crate::codes::Projection;
 use crate::config::Config;
 use crate::error::{Error, ImageError};
 use crate::detect::Detection;
+use crate::model::Arithmetic;
 use crate::pipeline::Record;
 
 /// The Parquet key under which a table records how its rows were made ([`Provenance`]).
@@ -35,6 +36,11 @@ pub struct Provenance {
     /// Every setting that changes a row's values (the configuration less threads, model folder and
     /// resource limits), as JSON.
     pub settings: serde_json::Value,
+    /// The precision the rows were made in and the kernels that made them: `settings` holds the
+    /// precision asked for, which a CPU without its instructions runs in f32. Absent in tables
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arithmetic: Option<Arithmetic>,
 }
 
 impl Provenance {
@@ -58,6 +64,7 @@ impl Provenance {
             code_bits: config.codes.bits,
             projection: Some(projection.fingerprint().to_string()),
             settings,
+            arithmetic: Some(Arithmetic::of(&config.engine)),
         })
     }
 
@@ -82,6 +89,19 @@ impl Provenance {
         }
         if let Some(codes) = self.codes_mismatch(other) {
             return Some(format!("it holds {codes}"));
+        }
+        // Rows of another precision differ by more than rounding; other kernels of the same
+        // precision (another instruction set) only by rounding, and may join.
+        if let (Some(ours), Some(theirs)) = (&self.arithmetic, &other.arithmetic) {
+            if ours.precision != theirs.precision {
+                return Some(format!(
+                    "its rows were made in {} ({}), this run makes them in {} ({})",
+                    theirs.precision.name(),
+                    theirs.kernels,
+                    ours.precision.name(),
+                    ours.kernels
+                ));
+            }
         }
         let (ours, theirs) = (self.settings.as_object(), other.settings.as_object());
         let differing: Vec<&String> = match (ours, theirs) {

@@ -6,7 +6,7 @@
 //! AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
 //! FMA's. On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
 //! against ~265 GFLOP/s in f32. The results differ from f32 by the rounding of the activations to 256
-//! levels (tests/int8.rs bounds it over real photos, rows against f32's).
+//! levels (tests/precision.rs bounds it over real photos, rows against f32's).
 
 use super::kernels::Epilogue;
 use super::scale_zero_point::ScaleZeroPoint;
@@ -57,15 +57,10 @@ impl QuantizedConst {
         Some(QuantizedConst { k, n, panels, scales, sums })
     }
 
-    /// A dense convolution's kernel (OIHW, each output channel's `channels` × `taps` weights after
-    /// the last) for rows gathered by [`window_rows`], whose depth runs tap by tap.
+    /// A dense convolution's kernel (OIHW) for rows gathered by
+    /// [`window_rows`](super::kernels::window_rows), whose depth runs tap by tap.
     pub fn for_windows(kernel: &[f32], channels: usize, taps: usize) -> Option<QuantizedConst> {
-        let field = channels * taps;
-        let columns: Vec<f32> = kernel
-            .chunks_exact(field)
-            .flat_map(|column| (0..field).map(move |k| column[(k % channels) * taps + k / channels]))
-            .collect();
-        QuantizedConst::new(&columns, field, kernel.len() / field)
+        QuantizedConst::new(&super::kernels::columns_for_windows(kernel, channels, taps), channels * taps, kernel.len() / (channels * taps))
     }
 
     /// f32 scratch values [`gemm`] needs: the per-column factors.
@@ -101,24 +96,6 @@ pub fn quantize(values: &[f32], out: &mut [u8]) -> ScaleZeroPoint {
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("available() is false")
-}
-
-/// Gathers each output pixel's window of a channels-last image (H×W×C u8) into one row of `rows`:
-/// its taps in order, each tap's C channels, `pad` (the quantised zero) where the window hangs over
-/// the border. A dense convolution's im2col, pixel-major, for [`gemm`].
-pub fn window_rows(image: &[u8], channels: usize, w: &super::kernels::Window, pad: u8, rows: &mut [u8]) {
-    let field = w.kernel_height * w.kernel_width * channels;
-    for (pixel, row) in rows[..w.out_height * w.out_width * field].chunks_exact_mut(field).enumerate() {
-        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
-        for (tap, values) in row.chunks_exact_mut(channels).enumerate() {
-            let iy = (oy * w.stride + tap / w.kernel_width).checked_sub(w.pad_top).filter(|&y| y < w.in_height);
-            let ix = (ox * w.stride + tap % w.kernel_width).checked_sub(w.pad_left).filter(|&x| x < w.in_width);
-            match (iy, ix) {
-                (Some(y), Some(x)) => values.copy_from_slice(&image[(y * w.in_width + x) * channels..][..channels]),
-                _ => values.fill(pad),
-            }
-        }
-    }
 }
 
 /// C (m×n, row stride `c_row`) = dequantised(A·W), then `epilogue` along C's columns. A is m×k u8,
@@ -359,7 +336,7 @@ mod tests {
             let levels = quantize(&image, &mut quantized);
             let pixels = w.out_height * w.out_width;
             let mut rows = vec![0u8; pixels * taps * channels];
-            window_rows(&quantized, channels, &w, levels.zero_point as u8, &mut rows);
+            super::super::kernels::window_rows(&quantized, channels, &w, levels.zero_point as u8, &mut rows);
             let mut out = vec![0.0; pixels * out_channels];
             let mut factors = vec![0.0; constant.scratch_floats()];
             gemm(pixels, &constant, &rows, levels, &mut out, out_channels, None, &mut factors);

@@ -78,3 +78,30 @@ pub fn im2col(input: &[f32], channels: usize, strides: ImageStrides, window: &Wi
         }
     }
 }
+
+/// Gathers each output pixel's window of a channels-last image (H×W×C) into one row of `rows`: its
+/// taps in order, each tap's C channels, `pad` (the encoded zero) where the window hangs over the
+/// border. A dense convolution's im2col, pixel-major, for the int8 and bf16 products, which take
+/// their rows encoded (u8 or bf16) and so gather after encoding, a quarter or half the bytes.
+pub fn window_rows<T: Copy>(image: &[T], channels: usize, w: &Window, pad: T, rows: &mut [T]) {
+    let field = w.kernel_height * w.kernel_width * channels;
+    for (pixel, row) in rows[..w.out_height * w.out_width * field].chunks_exact_mut(field).enumerate() {
+        let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
+        for (tap, values) in row.chunks_exact_mut(channels).enumerate() {
+            let iy = (oy * w.stride + tap / w.kernel_width).checked_sub(w.pad_top).filter(|&y| y < w.in_height);
+            let ix = (ox * w.stride + tap % w.kernel_width).checked_sub(w.pad_left).filter(|&x| x < w.in_width);
+            match (iy, ix) {
+                (Some(y), Some(x)) => values.copy_from_slice(&image[(y * w.in_width + x) * channels..][..channels]),
+                _ => values.fill(pad),
+            }
+        }
+    }
+}
+
+/// A dense convolution's kernel (OIHW: each output channel's `channels` × `taps` weights after the
+/// last) as the columns of a product over [`window_rows`]: column j holds output channel j's
+/// weights tap by tap, each tap's channels in order.
+pub fn columns_for_windows(kernel: &[f32], channels: usize, taps: usize) -> Vec<f32> {
+    let field = channels * taps;
+    kernel.chunks_exact(field).flat_map(|column| (0..field).map(move |k| column[(k % channels) * taps + k / channels])).collect()
+}

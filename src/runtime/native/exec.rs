@@ -5,7 +5,8 @@ use super::super::buffer::{whole_lines, AlignedBuffer};
 use super::super::gemm::{GemmBackend, MatMut, MatRef};
 use super::super::kernels::{self, ChannelsAlong, Epilogue};
 use super::super::packed::{self, ConstSide};
-use super::super::quantized::{self, QuantizedConst};
+use super::super::low_precision::{Encoded, LowPrecisionConst};
+use super::super::quantized;
 use super::ir::*;
 
 /// Output columns per product call when an epilogue follows, so each block is still in L2 when the
@@ -35,18 +36,14 @@ impl Step {
                             let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
                             gemm_with_epilogue(gemm, s, a, b, &mut output[oc..], epilogue);
                         }
-                        Product::Quantized { constant, activations, levels } => {
-                            let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
-                            let (bytes, levels) = match levels {
-                                Some(levels) => (&quantized::bytes_of(activations.slice(buffers))[oa..], *levels),
-                                None => {
-                                    let bytes = quantized::as_bytes(rest);
-                                    let levels = quantized::quantize(&activations.slice(buffers)[oa..][..s.m * s.k], bytes);
-                                    (&*bytes, levels)
-                                }
+                        Product::LowPrecision { constant, activations, levels } => {
+                            let (factors, rest) = scratch.split_at_mut(constant.factor_floats());
+                            let encoded = match levels {
+                                Some(levels) => Encoded::Int8(&quantized::bytes_of(activations.slice(buffers))[oa..], *levels),
+                                None => constant.encode(&activations.slice(buffers)[oa..][..s.m * s.k], rest),
                             };
                             let epilogue = epilogue.map(|(e, _)| e);
-                            quantized::gemm(s.m, constant, bytes, levels, &mut output[oc..], s.c_row, epilogue, factors);
+                            constant.gemm(s.m, encoded, &mut output[oc..], s.c_row, epilogue, factors);
                         }
                     }
                     for axis in (0..loops.len()).rev() {
@@ -65,16 +62,16 @@ impl Step {
                     kernels::conv_interleaved(&input[image * g.image_in_len..], g.in_channels, g.strides, weights, epilogue, out, &g.window);
                 }
             }
-            StepKind::Conv { input, weights: ConvWeights::Quantized(constant), images, geometry: g, epilogue } => {
+            StepKind::Conv { input, weights: ConvWeights::LowPrecision(constant), images, geometry: g, epilogue } => {
                 let input = input.slice(buffers);
                 let w = &g.window;
-                let (factors, rest) = scratch.split_at_mut(constant.scratch_floats());
-                let (quantized_input, rows) = quantized::as_bytes(rest).split_at_mut(g.image_in_len);
+                let (factors, rest) = scratch.split_at_mut(constant.factor_floats());
+                let (encoded_input, rows) = rest.split_at_mut(constant.encoded_floats(g.image_in_len));
                 for image in 0..*images {
-                    let levels = quantized::quantize(&input[image * g.image_in_len..][..g.image_in_len], quantized_input);
-                    quantized::window_rows(quantized_input, g.in_channels, w, levels.zero_point as u8, rows);
+                    let encoded = constant.encode(&input[image * g.image_in_len..][..g.image_in_len], encoded_input);
+                    let rows = constant.window_rows(encoded, g.in_channels, w, rows);
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
-                    quantized::gemm(w.out_height * w.out_width, constant, rows, levels, out, g.out_channels, Some(epilogue), factors);
+                    constant.gemm(w.out_height * w.out_width, rows, out, g.out_channels, Some(epilogue), factors);
                 }
             }
             StepKind::Conv { input, weights, images, geometry: g, epilogue } => {
@@ -93,7 +90,7 @@ impl Step {
                         false => (pixels, g.out_channels, ChannelsAlong::Columns),
                     };
                     match weights {
-                        ConvWeights::Direct(_) | ConvWeights::Quantized(_) => unreachable!("run above"),
+                        ConvWeights::Direct(_) | ConvWeights::LowPrecision(_) => unreachable!("run above"),
                         ConvWeights::Packed(constant) => {
                             packed::gemm(m, field, n, constant, columns, pixels, 1, out, n, Some((epilogue, along)), panel)
                         }
@@ -129,11 +126,10 @@ impl Step {
             StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved, quantized_output } => {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
-                // The int8 product's scratch at the end, the rest from the start.
-                let quantized_len = e.quantized_scratch(g);
-                let (scratch, quantized_scratch) = scratch.split_at_mut(scratch.len() - quantized_len);
-                let (factors, quantized_bytes) = quantized_scratch.split_at_mut(e.quantized.as_ref().map_or(0, QuantizedConst::scratch_floats));
-                let quantized_input = quantized::as_bytes(quantized_bytes);
+                // The int8 or bf16 product's scratch at the end, the rest from the start.
+                let low_precision_len = e.low_precision_scratch(g);
+                let (scratch, low_precision_scratch) = scratch.split_at_mut(scratch.len() - low_precision_len);
+                let (factors, encoded_scratch) = low_precision_scratch.split_at_mut(e.low_precision.as_ref().map_or(0, LowPrecisionConst::factor_floats));
                 let (expanded, rest) = scratch.split_at_mut(whole_lines(expanded_band_len(g, *band_rows)));
                 // The product's panel, then the phase planes or (interleaved) the padded band.
                 let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
@@ -141,15 +137,15 @@ impl Step {
                     let activations = &e.activations.slice(buffers)[image * e.image_stride..];
                     // Where the image's output starts, in values (or bytes, when it is quantised).
                     let image_out = image * g.image_out_len;
-                    let levels = e.quantized.as_ref().map(|_| quantized::quantize(&activations[..w.in_height * w.in_width * e.k], quantized_input));
+                    let encoded = e.low_precision.as_ref().map(|constant| constant.encode(&activations[..w.in_height * w.in_width * e.k], encoded_scratch));
                     for start in (0..w.out_height).step_by(*band_rows) {
                         let (band, input_rows) = w.band(start..(start + band_rows).min(w.out_height));
                         let pixels = input_rows.len() * w.in_width;
                         let band_activations = &activations[input_rows.start * w.in_width * e.index_stride..];
                         if *interleaved {
-                            if let (Some(constant), Some(levels)) = (&e.quantized, levels) {
-                                let band_input = &quantized_input[input_rows.start * w.in_width * e.k..];
-                                quantized::gemm(pixels, constant, band_input, levels, expanded, channels, e.epilogue.as_ref(), factors);
+                            if let (Some(constant), Some(encoded)) = (&e.low_precision, encoded) {
+                                let band_input = encoded.from(input_rows.start * w.in_width * e.k);
+                                constant.gemm(pixels, band_input, expanded, channels, e.epilogue.as_ref(), factors);
                             } else {
                                 let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
                                 packed::gemm(pixels, e.k, channels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, channels, expansion_epilogue, panel);

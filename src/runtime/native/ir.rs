@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::super::buffer::{whole_lines, AlignedBuffer};
 use super::super::kernels::{BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
 use super::super::packed::{self, PackedConst};
-use super::super::quantized::QuantizedConst;
+use super::super::low_precision::LowPrecisionConst;
 use super::super::scale_zero_point::ScaleZeroPoint;
 
 /// Why a graph cannot run natively (it then runs on tract).
@@ -70,10 +70,10 @@ pub(super) enum StepKind {
 #[derive(Debug)]
 pub(super) enum Product {
     Packed { constant: PackedConst, activations: Operand, k_stride: usize, index_stride: usize },
-    /// C[pixels, channels] = X·W in int8 (see [`quantize_products`]): X, channels-last, is
-    /// quantised into the scratch first, or arrives quantised with `levels` (see
+    /// C[pixels, channels] = X·W in int8 or bf16 (see [`reduce_products`]): X, channels-last, is
+    /// encoded into the scratch first, or arrives quantised to u8 with `levels` (see
     /// [`quantize_depthwise_outputs`]).
-    Quantized { constant: QuantizedConst, activations: Operand, levels: Option<ScaleZeroPoint> },
+    LowPrecision { constant: LowPrecisionConst, activations: Operand, levels: Option<ScaleZeroPoint> },
     Backend { a: Operand, b: Operand },
 }
 
@@ -91,15 +91,15 @@ pub(super) struct Expansion {
     /// Images in the batch, and the distance between two images' activations.
     pub(super) images: usize,
     pub(super) image_stride: usize,
-    /// The weights in int8 when the product runs so ([`quantize_products`]).
-    pub(super) quantized: Option<QuantizedConst>,
+    /// The weights in int8 or bf16 when the product runs so ([`reduce_products`]).
+    pub(super) low_precision: Option<LowPrecisionConst>,
 }
 
 impl Expansion {
-    /// Scratch floats the int8 product needs: its column factors and one image's quantised input.
-    pub(super) fn quantized_scratch(&self, geometry: &ConvGeometry) -> usize {
+    /// Scratch floats the int8 or bf16 product needs: its factors and one image's encoded input.
+    pub(super) fn low_precision_scratch(&self, geometry: &ConvGeometry) -> usize {
         let pixels = geometry.window.in_height * geometry.window.in_width;
-        self.quantized.as_ref().map_or(0, |q| q.scratch_floats() + (pixels * self.k).div_ceil(4))
+        self.low_precision.as_ref().map_or(0, |c| c.factor_floats() + c.encoded_floats(pixels * self.k))
     }
 }
 
@@ -111,9 +111,10 @@ pub(super) enum ConvWeights {
     Plain(Arc<Vec<f32>>),
     /// Tap-major ([KH·KW][I][O]) for [`kernels::conv_interleaved`]: stems (RGB in, channels-last out).
     Direct(Vec<f32>),
-    /// int8, channels-last in and out ([`quantize_products`]): each output pixel's window gathered as
-    /// one row of (tap, channel) u8 values, times the weights with their depth in that order.
-    Quantized(QuantizedConst),
+    /// int8 or bf16, channels-last in and out ([`reduce_products`]): each output pixel's window
+    /// gathered as one row of (tap, channel) encoded values, times the weights with their depth in
+    /// that order.
+    LowPrecision(LowPrecisionConst),
 }
 
 /// One matrix product's sizes and strides (C's column stride is always 1).
@@ -153,17 +154,17 @@ impl Step {
     pub(super) fn scratch_len(&self) -> usize {
         match &self.kind {
             StepKind::Conv { weights: ConvWeights::Direct(_), .. } => 0,
-            StepKind::Conv { weights: ConvWeights::Quantized(constant), geometry: g, .. } => {
+            StepKind::Conv { weights: ConvWeights::LowPrecision(constant), geometry: g, .. } => {
                 let w = &g.window;
                 let rows = w.out_height * w.out_width * g.in_channels * w.kernel_height * w.kernel_width;
-                constant.scratch_floats() + (g.image_in_len + rows).div_ceil(4)
+                constant.factor_floats() + constant.encoded_floats(g.image_in_len) + constant.encoded_floats(rows)
             }
             StepKind::Conv { geometry, .. } => {
                 let w = &geometry.window;
                 whole_lines(w.out_height * w.out_width * geometry.in_channels * w.kernel_height * w.kernel_width) + packed::PANEL_FLOATS
             }
             StepKind::Gemm { product: Product::Packed { .. }, .. } => packed::PANEL_FLOATS,
-            StepKind::Gemm { product: Product::Quantized { constant, .. }, shape, .. } => constant.scratch_floats() + (shape.m * shape.k).div_ceil(4),
+            StepKind::Gemm { product: Product::LowPrecision { constant, .. }, shape, .. } => constant.factor_floats() + constant.encoded_floats(shape.m * shape.k),
             StepKind::Depthwise { geometry, .. } if geometry.channels_first => {
                 geometry.window.planar_scratch_len()
             }
@@ -171,7 +172,7 @@ impl Step {
                 // Later bands are no taller than the first once padded.
                 let padded = g.window.band(0..*band_rows).0.padded();
                 let padded_len = if pads_each_band(&g.window) { padded.in_height * padded.in_width * g.in_channels } else { 0 };
-                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + padded_len + expansion.quantized_scratch(g)
+                whole_lines(expanded_band_len(g, *band_rows)) + packed::PANEL_FLOATS + padded_len + expansion.low_precision_scratch(g)
             }
             StepKind::ExpandDepthwise { geometry: g, band_rows, interleaved: false, .. } => {
                 // Bands after the first may be as tall, but never need more phase-plane room.
@@ -184,7 +185,7 @@ impl Step {
     pub(super) fn operands_mut(&mut self) -> Vec<&mut Operand> {
         match &mut self.kind {
             StepKind::Gemm { product: Product::Backend { a, b }, .. } | StepKind::Binary { a, b, .. } => vec![a, b],
-            StepKind::Gemm { product: Product::Packed { activations, .. } | Product::Quantized { activations, .. }, .. } => vec![activations],
+            StepKind::Gemm { product: Product::Packed { activations, .. } | Product::LowPrecision { activations, .. }, .. } => vec![activations],
             StepKind::ExpandDepthwise { expansion, .. } => vec![&mut expansion.activations],
             StepKind::Conv { input, .. }
             | StepKind::Depthwise { input, .. }

@@ -24,13 +24,13 @@ use tract_onnx::prelude::*;
 
 use super::buffer::AlignedBuffer;
 use super::gemm::GemmBackend;
-use super::{packed, quantized};
-use crate::config::Precision;
+use super::low_precision::LowPrecision;
+use super::packed;
 use alloc::allocate;
 use ir::{operand_len, Operand, Step, StepKind, Product, ConvWeights};
 pub(crate) use ir::Unsupported;
 use lower::Lowered;
-use passes::{fuse, int8, layout};
+use passes::{fuse, layout, low_precision};
 
 /// A lowered model, ready to run from any number of threads at once.
 #[derive(Debug)]
@@ -54,17 +54,19 @@ struct Workspace {
 }
 
 impl NativeModel {
-    /// Lowers a decluttered, fully typed graph with one image input of concrete shape, in
-    /// `precision` where the CPU runs it.
-    pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>, precision: Precision) -> Result<NativeModel, Unsupported> {
+    /// Lowers a decluttered, fully typed graph with one image input of concrete shape, its products
+    /// in `low_precision` where asked and the CPU runs it (else f32).
+    pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>, low_precision: Option<LowPrecision>) -> Result<NativeModel, Unsupported> {
         let packs = gemm.packs_constants() && packed::available();
         let Lowered { steps, outputs, buffer_sizes, input, input_len } = lower::lower(model, packs)?;
         let mut steps = fuse::fuse_expansions(steps, &outputs);
         layout::interleave_expansions(&mut steps, &outputs);
         layout::channels_last_activations(&mut steps, &outputs);
-        if precision == Precision::Int8 && quantized::available() {
-            int8::quantize_products(&mut steps);
-            int8::quantize_depthwise_outputs(&mut steps, &outputs);
+        if let Some(reduced) = low_precision.filter(|reduced| reduced.available()) {
+            low_precision::reduce_products(&mut steps, reduced);
+            if reduced == LowPrecision::Int8 {
+                low_precision::quantize_depthwise_outputs(&mut steps, &outputs);
+            }
         }
         let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &buffer_sizes, input);
@@ -85,13 +87,13 @@ impl NativeModel {
         self.gemm.name()
     }
 
-    /// Whether some of its products run in int8 ([`quantize_products`]), for logs.
-    pub fn runs_int8(&self) -> bool {
-        self.steps.iter().any(|step| match &step.kind {
-            StepKind::Gemm { product: Product::Quantized { .. }, .. } => true,
-            StepKind::ExpandDepthwise { expansion, .. } => expansion.quantized.is_some(),
-            StepKind::Conv { weights: ConvWeights::Quantized(_), .. } => true,
-            _ => false,
+    /// The reduced precision some of its products run in ([`reduce_products`]), if any.
+    pub fn low_precision(&self) -> Option<LowPrecision> {
+        self.steps.iter().find_map(|step| match &step.kind {
+            StepKind::Gemm { product: Product::LowPrecision { constant, .. }, .. } => Some(constant.precision()),
+            StepKind::ExpandDepthwise { expansion, .. } => expansion.low_precision.as_ref().map(|c| c.precision()),
+            StepKind::Conv { weights: ConvWeights::LowPrecision(constant), .. } => Some(constant.precision()),
+            _ => None,
         })
     }
 
@@ -152,7 +154,7 @@ mod tests {
 
     #[test]
     fn lowers_a_product_with_its_epilogue_fused() {
-        let native = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(tract_onnx::tract_core::ops::nn::Sigmoid {}), None))), Box::new(Portable), Precision::F32).unwrap();
+        let native = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(tract_onnx::tract_core::ops::nn::Sigmoid {}), None))), Box::new(Portable), None).unwrap();
         // The product, one fused epilogue, then the sigmoid: two steps.
         assert_eq!(native.steps.len(), 2, "{:?}", native.steps);
         let out = native.run(|input| input.copy_from_slice(&[1.0, 2.0, 3.0, 4.0]));
@@ -170,7 +172,7 @@ mod tests {
         let config = crate::Config::default();
         let embedder = &config.embedder;
         let typed = crate::model::typed_model(&config.resolve(&embedder.model), &embedder.input, &[embedder.features_output.as_str()], 1).unwrap();
-        let native = NativeModel::lower(&typed, Box::new(Portable), Precision::F32).unwrap();
+        let native = NativeModel::lower(&typed, Box::new(Portable), None).unwrap();
         let products: Vec<bool> = native
             .steps
             .iter()
@@ -192,7 +194,7 @@ mod tests {
 
     #[test]
     fn in_int8_every_depthwise_hands_its_projection_bytes() {
-        if !quantized::available() {
+        if !super::super::quantized::available() {
             eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
             return;
         }
@@ -202,7 +204,7 @@ mod tests {
             (&config.embedder.model, &config.embedder.input, vec![config.embedder.features_output.as_str()]),
         ] {
             let typed = crate::model::typed_model(&config.resolve(model), input, &outputs, 1).unwrap();
-            let native = NativeModel::lower(&typed, Box::new(Portable), Precision::Int8).unwrap();
+            let native = NativeModel::lower(&typed, Box::new(Portable), Some(LowPrecision::Int8)).unwrap();
             let (mut depthwise, mut writes_bytes, mut reads_bytes) = (0, 0, 0);
             for step in &native.steps {
                 match &step.kind {
@@ -210,7 +212,7 @@ mod tests {
                         depthwise += 1;
                         writes_bytes += quantized_output.is_some() as usize;
                     }
-                    StepKind::Gemm { product: Product::Quantized { levels: Some(_), .. }, .. } => reads_bytes += 1,
+                    StepKind::Gemm { product: Product::LowPrecision { levels: Some(_), .. }, .. } => reads_bytes += 1,
                     _ => {}
                 }
             }
@@ -222,7 +224,7 @@ mod tests {
 
     #[test]
     fn refuses_an_operator_outside_the_subset_and_names_it() {
-        let why = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(math::Exp {}), None))), Box::new(Portable), Precision::F32).unwrap_err();
+        let why = NativeModel::lower(&model(Box::new(ElementWiseOp(Box::new(math::Exp {}), None))), Box::new(Portable), None).unwrap_err();
         assert!(why.contains("\"last\"") && why.contains("Exp"), "{why}");
     }
 }

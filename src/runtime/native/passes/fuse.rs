@@ -83,7 +83,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         epilogue: expansion_epilogue.map(|(e, _)| e),
         images,
         image_stride,
-        quantized: None,
+        low_precision: None,
     };
     Step {
         kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false, quantized_output: None },

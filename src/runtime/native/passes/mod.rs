@@ -1,14 +1,14 @@
 //! Rewrites of the lowered program, run in order after the lowering: [`fuse`] (a 1x1 expansion with
-//! the depthwise convolution it feeds), [`layout`] (channels-last tensors between blocks) and [`int8`]
-//! (products in int8 where asked), with what they share.
+//! the depthwise convolution it feeds), [`layout`] (channels-last tensors between blocks) and
+//! [`low_precision`] (products in int8 or bf16 where asked), with what they share.
 
 use std::collections::HashMap;
 
 use super::ir::{Loop, Operand, Step};
 
 pub(super) mod fuse;
-pub(super) mod int8;
 pub(super) mod layout;
+pub(super) mod low_precision;
 
 /// How many operands (of steps and the model's outputs) read each logical buffer.
 pub(super) fn readers(steps: &mut [Step], outputs: &[Operand]) -> HashMap<usize, usize> {

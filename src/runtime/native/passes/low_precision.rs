@@ -1,38 +1,39 @@
-//! The int8 pass (`"precision": "int8"`): the products between channels-last tensors and the dense
-//! convolutions run on [`quantized`](super::super::super::quantized), and the depthwise outputs
-//! only they read are stored as u8.
+//! The reduced-precision pass (`"precision": "int8"` or `"bf16"`): the products between
+//! channels-last tensors and the dense convolutions run on
+//! [`low_precision`](super::super::super::low_precision), and in int8 the depthwise outputs only they
+//! read are stored as u8.
 
 use std::collections::HashMap;
 
 use super::super::super::kernels::{self, ChannelsAlong, ImageStrides};
 use super::super::super::packed::ConstSide;
-use super::super::super::quantized::QuantizedConst;
+use super::super::super::low_precision::{LowPrecision, LowPrecisionConst};
 use super::super::super::scale_zero_point::ScaleZeroPoint;
 use super::super::ir::*;
 use super::readers;
 
-/// Runs in int8 ([`quantized`]) each packed product that reads channels-last activations with its
+/// Runs in `precision` each packed product that reads channels-last activations with its
 /// weights on the right (the 1x1 convolutions between channels-last tensors, and the expansions
 /// fused with their depthwise convolution that read such a tensor), and the dense convolutions
 /// channels-last in and out: the bulk of both models' multiply-adds. Products reading
 /// channels-first activations, the stems and the depthwise convolutions stay f32 (the depthwise
 /// ones may still store their output in u8: [`quantize_depthwise_outputs`]).
-pub(in crate::runtime::native) fn quantize_products(steps: &mut [Step]) {
+pub(in crate::runtime::native) fn reduce_products(steps: &mut [Step], precision: LowPrecision) {
     for step in steps.iter_mut() {
         if let StepKind::Conv { weights, geometry, .. } = &mut step.kind {
             let channels_last_in = geometry.strides == ImageStrides::channels_last(&geometry.window, geometry.in_channels);
             if let (ConvWeights::Packed(constant), false, true) = (&*weights, geometry.channels_first, channels_last_in) {
                 // The packed columns are each output channel's weights, OIHW.
                 let taps = geometry.window.kernel_height * geometry.window.kernel_width;
-                if let Some(quantized) = QuantizedConst::for_windows(&constant.lines(), geometry.in_channels, taps) {
-                    *weights = ConvWeights::Quantized(quantized);
+                if let Some(reduced) = LowPrecisionConst::for_windows(precision, &constant.lines(), geometry.in_channels, taps) {
+                    *weights = ConvWeights::LowPrecision(reduced);
                 }
             }
             continue;
         }
         if let StepKind::ExpandDepthwise { expansion, interleaved: true, geometry, .. } = &mut step.kind {
             if expansion.k_stride == 1 && expansion.index_stride == expansion.k && (expansion.images == 1 || expansion.image_stride == expansion.k * geometry.window.in_height * geometry.window.in_width) {
-                expansion.quantized = QuantizedConst::new(&expansion.constant.lines(), expansion.k, geometry.in_channels);
+                expansion.low_precision = LowPrecisionConst::new(precision, &expansion.constant.lines(), expansion.k, geometry.in_channels);
             }
             continue;
         }
@@ -42,8 +43,8 @@ pub(in crate::runtime::native) fn quantize_products(steps: &mut [Step]) {
         if constant.side != ConstSide::Right || *index_stride != shape.k || !columns_epilogue {
             continue;
         }
-        if let Some(quantized) = QuantizedConst::new(&constant.lines(), shape.k, shape.n) {
-            *product = Product::Quantized { constant: quantized, activations: activations.clone(), levels: None };
+        if let Some(reduced) = LowPrecisionConst::new(precision, &constant.lines(), shape.k, shape.n) {
+            *product = Product::LowPrecision { constant: reduced, activations: activations.clone(), levels: None };
         }
     }
 }
@@ -52,7 +53,7 @@ pub(in crate::runtime::native) fn quantize_products(steps: &mut [Step]) {
 /// MobileNet block's projection) write that output as u8, quantised with fixed levels over its
 /// clamp's range (ReLU6: 0 to 6 in 255 steps, as TFLite's quantised MobileNets do), rather than
 /// f32 that the product would read twice more (for its range, then to convert it). On 204 photos
-/// this moved the int8 rows no further from f32's than per-tensor ranges did (tests/int8.rs).
+/// this moved the int8 rows no further from f32's than per-tensor ranges did (tests/precision.rs).
 pub(in crate::runtime::native) fn quantize_depthwise_outputs(steps: &mut [Step], outputs: &[Operand]) {
     let readers = readers(steps, outputs);
     // The buffers int8 products read as their activations: which step reads each.
@@ -60,7 +61,7 @@ pub(in crate::runtime::native) fn quantize_depthwise_outputs(steps: &mut [Step],
         .iter()
         .enumerate()
         .filter_map(|(i, step)| match &step.kind {
-            StepKind::Gemm { product: Product::Quantized { activations: Operand::Buffer { id, .. }, .. }, .. } => Some((*id, i)),
+            StepKind::Gemm { product: Product::LowPrecision { constant: LowPrecisionConst::Int8(_), activations: Operand::Buffer { id, .. }, .. }, .. } => Some((*id, i)),
             _ => None,
         })
         .collect();
@@ -80,7 +81,7 @@ pub(in crate::runtime::native) fn quantize_depthwise_outputs(steps: &mut [Step],
         }
         let levels = ScaleZeroPoint::spanning(low, high);
         *quantized_output = Some(levels);
-        if let StepKind::Gemm { product: Product::Quantized { levels: read_as, .. }, .. } = &mut steps[reader].kind {
+        if let StepKind::Gemm { product: Product::LowPrecision { levels: read_as, .. }, .. } = &mut steps[reader].kind {
             *read_as = Some(levels);
         }
     }
