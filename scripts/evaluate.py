@@ -5,6 +5,7 @@ Writes EVALUATION.md.
 
     .venv/bin/python scripts/evaluate.py              # held out: photos 401-700, the first 100 edited
     .venv/bin/python scripts/evaluate.py --tuning     # also photos 1-300, what the settings were tuned on
+    .venv/bin/python scripts/evaluate.py --precisions f32 bf16 int8   # held out, once per precision: its section only
 
 Needs the release CLI (cargo build --release), Pillow, NumPy, pyarrow and imagehash
 (scripts/evaluate-requirements.txt).
@@ -33,8 +34,12 @@ CLI = ROOT / "target/release/imgfeat"
 EDITED = 100  # photos of a split that are edited (the rest of the split are distractors)
 
 
-def run(*args):
-    return subprocess.run([str(CLI), *map(str, args)], check=True, capture_output=True, text=True).stdout
+PRECISION = []  # `--precision P` for the commands that run the models (extract, search), or nothing: f32
+
+
+def run(command, *args):
+    extra = PRECISION if command in ("extract", "search") else []
+    return subprocess.run([str(CLI), command, *extra, *map(str, args)], check=True, capture_output=True, text=True).stdout
 
 
 def search(index, queries, extra):
@@ -200,7 +205,12 @@ def report(name, run):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tuning", action="store_true", help="also evaluate photos 1-300, the set settings were tuned on")
+    parser.add_argument("--precisions", nargs="+", metavar="PRECISION",
+                        help="evaluate the held-out split once in each precision (f32 first, the reference) and write "
+                             "only EVALUATION.md's section on precision")
     args = parser.parse_args()
+    if args.precisions:
+        return compare_precisions(args.precisions)
     names = sorted(p.name for p in PHOTOS.iterdir())
     runs = [("Held out (photos 401–700)", evaluate(names[400:700], names[:400], 20261206))]
     if args.tuning:
@@ -227,13 +237,53 @@ def main():
     ]
     for name, result in runs:
         lines += report(name, result)
-    # scripts/compare_fits.py's section, measured apart (it fits two projections), is kept.
+    # The sections measured apart are kept: scripts/compare_fits.py's (it fits two projections) and the
+    # precisions' (--precisions).
     previous = (ROOT / "EVALUATION.md").read_text() if (ROOT / "EVALUATION.md").exists() else ""
-    kept = re.search(r"\n## Edit-invariant codes against PCA \+ ITQ\n.*?(?=\n## |\Z)", previous, re.S)
-    if kept:
-        lines += [kept.group(0).strip("\n"), ""]
+    for title in KEPT_SECTIONS:
+        kept = re.search(rf"\n{re.escape(title)}\n.*?(?=\n## |\Z)", previous, re.S)
+        if kept:
+            lines += [kept.group(0).strip("\n"), ""]
     (ROOT / "EVALUATION.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+KEPT_SECTIONS = ("## Edit-invariant codes against PCA + ITQ", "## Precision: the held-out split in each precision")
+
+
+def compare_precisions(precisions):
+    """The held-out split evaluated once per precision (the first is the reference): search recall@1 and
+    dedup's grouping, written as EVALUATION.md's precision section (the rest of the file is kept)."""
+    global PRECISION
+    names = sorted(p.name for p in PHOTOS.iterdir())
+    runs = {}
+    for precision in precisions:
+        PRECISION = ["--precision", precision]
+        runs[precision] = evaluate(names[400:700], names[:400], 20261206)
+    default_search = next(iter(runs[precisions[0]]["results"]))
+    hamming_only = "imgfeat search, Hamming distance only (--rerank 0)"
+    default_dedup = [rule for rule in runs[precisions[0]]["dedup"] if rule.startswith("imgfeat dedup (default")][0]
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
+    section = [
+        KEPT_SECTIONS[1], "",
+        f"Command: `.venv/bin/python scripts/evaluate.py --precisions {' '.join(precisions)}` ({datetime.date.today()}, "
+        f"{cpu}). The held-out split (photos 401–700, 2,000 edited queries) extracted and searched with "
+        "`--precision` each time; the rows' arithmetic is in each table's provenance. A precision that is not f32 "
+        f"counts as a default only if its recall@1 is within 0.005 of {precisions[0]}'s (README, \"Precision\").", "",
+        "| precision | search recall@1 (defaults) | recall@1, Hamming only | recall@10 (defaults) | dedup (default rule): copies grouped | originals in mixed groups |",
+        "|---|---|---|---|---|---|",
+    ]
+    for precision, result in runs.items():
+        r, d = result["results"], result["dedup"][default_dedup]
+        section.append(f"| {precision} | {r[default_search]['all']['r@1']:.3f} | {r[hamming_only]['all']['r@1']:.3f} | "
+                       f"{r[default_search]['all']['r@10']:.3f} | {d['all']:.3f} | {d['mixed']} |")
+    path = ROOT / "EVALUATION.md"
+    previous = path.read_text() if path.exists() else ""
+    text = "\n".join(section) + "\n"
+    existing = re.search(rf"\n{re.escape(KEPT_SECTIONS[1])}\n.*?(?=\n## |\Z)", previous, re.S)
+    updated = previous.replace(existing.group(0), "\n" + text) if existing else previous.rstrip("\n") + "\n\n" + text
+    path.write_text(updated)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def main():
     parser.add_argument("--detector", help="default: coco")
     parser.add_argument("--bits", type=int, help="default: 256")
     parser.add_argument("--model-dir", help="default: the jar's models")
-    parser.add_argument("--precision", choices=["f32", "int8"], help="default: f32")
+    parser.add_argument("--precision", choices=["auto", "f32", "bf16", "int8"], help="default: auto")
     parser.add_argument("--config", help="any native configuration as a JSON object (imgfeat config prints every field)")
     args = parser.parse_args()
 

@@ -95,8 +95,8 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _Imgfeat
                                    "folder with the models on every node; empty means the jar's",
                                    typeConverter=TypeConverters.toString)
     precision: "Param[str]" = Param(Params._dummy(), "precision",
-                                    "arithmetic of the 1x1 and dense convolutions: f32, or int8 (about twice the speed "
-                                    "with AVX-512 VNNI)",
+                                    "arithmetic of the 1x1 and dense convolutions: auto (bf16 where the CPU has "
+                                    "AVX-512 BF16, else f32), f32, bf16, or int8 (AVX-512 VNNI)",
                                     typeConverter=TypeConverters.toString)
     config: "Param[str]" = Param(Params._dummy(), "config",
                                  "settings of the native pipeline as a JSON object: any field of imgfeat's configuration "
@@ -107,19 +107,19 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _Imgfeat
     @keyword_only
     def __init__(self, *, inputCol: str = "content", pathCol: str = "path", outputCol: str = "features",
                  batchSize: int = 32, threads: int = 0, detector: str = "coco", embedder: str = "efficientnet_lite0",
-                 codeBits: int = 256, modelDir: str = "", precision: str = "f32",
+                 codeBits: int = 256, modelDir: str = "", precision: str = "auto",
                  config: Union[Dict[str, Any], str] = "{}") -> None:
         super().__init__()
         self._java_obj = self._new_java_obj(f"{_JVM_PACKAGE}.ImageFeatureExtractor", self.uid)
         self._setDefault(inputCol="content", pathCol="path", outputCol="features", batchSize=32, threads=0,
-                         detector="coco", embedder="efficientnet_lite0", codeBits=256, modelDir="", precision="f32",
+                         detector="coco", embedder="efficientnet_lite0", codeBits=256, modelDir="", precision="auto",
                          config="{}")
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol: str = "content", pathCol: str = "path", outputCol: str = "features",
                   batchSize: int = 32, threads: int = 0, detector: str = "coco", embedder: str = "efficientnet_lite0",
-                  codeBits: int = 256, modelDir: str = "", precision: str = "f32",
+                  codeBits: int = 256, modelDir: str = "", precision: str = "auto",
                   config: Union[Dict[str, Any], str] = "{}") -> "ImageFeatureExtractor":
         """Sets the params given by keyword (and only those: the others stay unset, so ``config`` keeps its
         fields for them)."""
@@ -186,7 +186,8 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _Imgfeat
         return self.getOrDefault(self.precision)
 
     def setPrecision(self, value: str) -> "ImageFeatureExtractor":
-        """``f32``, or ``int8`` (the 1x1 and dense convolutions on AVX-512 VNNI, about twice the speed)."""
+        """``auto`` (the default: ``bf16`` where the CPU has AVX-512 BF16, else ``f32``), ``f32``, ``bf16``, or ``int8``
+        (the 1x1 and dense convolutions on AVX-512 VNNI, about twice f32's speed)."""
         return self._set(precision=value)
 
     def getConfig(self) -> str:

@@ -11,7 +11,7 @@ import scala.util.Try
   * {{{
   * spark-submit --class ai.imgfeat.example.ExtractJob --jars imgfeat-spark.jar imgfeat-example.jar \
   *   INPUT OUTPUT [--partitions N] [--batch-size N] [--detector coco|oidv4] [--bits 256] [--model-dir DIR]
-  *   [--precision f32|int8] [--config JSON]
+  *   [--precision auto|f32|bf16|int8] [--config JSON]
   * }}}
   *
   * INPUT is any path Spark's `binaryFile` source reads (file://, hdfs://, s3a://), walked recursively.
@@ -28,7 +28,7 @@ object ExtractJob {
     SparkLine.check()
     val (positional, options) = parse(args.toList)
     require(positional.size == 2,
-      "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR] [--precision f32|int8] [--config JSON]")
+      "usage: ExtractJob INPUT OUTPUT [--partitions N] [--batch-size N] [--detector NAME] [--bits N] [--model-dir DIR] [--precision auto|f32|bf16|int8] [--config JSON]")
     val Seq(input, output) = positional
     val spark = SparkSession.builder().appName("imgfeat-extract").getOrCreate()
 

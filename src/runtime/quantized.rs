@@ -165,8 +165,9 @@ mod avx512 {
             }
         }
         let done = values.len() - tail.len();
+        // The tail as the vectors round: v·(1/scale) + zero fused, ties to even.
         for (o, &v) in out[done..].iter_mut().zip(tail) {
-            *o = (v / scale + zero as f32).round().clamp(0.0, 255.0) as u8;
+            *o = v.mul_add(1.0 / scale, zero as f32).round_ties_even().clamp(0.0, 255.0) as u8;
         }
         ScaleZeroPoint { scale, zero_point: zero }
     }
@@ -356,6 +357,13 @@ mod tests {
             eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
             return;
         }
+        // The scalar tail rounds as the vectors do: the same values give the same levels in both
+        // (ties included: 16 values, then the first 15 again past the last whole vector).
+        let body: Vec<f32> = (0..16).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let values: Vec<f32> = body.iter().chain(&body[..15]).copied().collect();
+        let mut q = vec![0u8; values.len()];
+        quantize(&values, &mut q);
+        assert_eq!(q[16..], q[..15]);
         for values in [pseudo_random(37, 4), pseudo_random(100, 5).iter().map(|v| v.abs() * 6.0).collect(), vec![0.0; 20]] {
             let mut q = vec![0u8; values.len()];
             let levels = quantize(&values, &mut q);

@@ -221,7 +221,8 @@ def test_int8_in_spark_gives_the_rows_the_cli_gives_in_int8(spark, tmp_path):
     cli_rows = rows_by_path(spark, cli_out, strip_scheme=False)
     assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), cli_rows, files)
     f32_out = tmp_path / "f32.parquet"
-    subprocess.run([str(CLI), "extract", "--threads", "1", "-o", str(f32_out), str(folder)], check=True, capture_output=True)
+    subprocess.run([str(CLI), "extract", "--threads", "1", "--precision", "f32", "-o", str(f32_out), str(folder)],
+                   check=True, capture_output=True)
     f32_rows = rows_by_path(spark, f32_out, strip_scheme=False)
     vnni = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
     assert any(f32_rows[f]["whole_feature"] != cli_rows[f]["whole_feature"] for f in files) == vnni

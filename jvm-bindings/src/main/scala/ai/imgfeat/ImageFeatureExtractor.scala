@@ -52,15 +52,16 @@ class ImageFeatureExtractor(override val uid: String)
   final val modelDir = new Param[String](this, "modelDir",
     "folder with the models on every node; empty means the models inside the jar")
   final val precision = new Param[String](this, "precision",
-    "arithmetic of the 1x1 and dense convolutions: f32, or int8 (about twice the speed with AVX-512 VNNI)",
-    ParamValidators.inArray(Array("f32", "int8")))
+    "arithmetic of the 1x1 and dense convolutions: auto (bf16 where the CPU has AVX-512 BF16, else f32), f32, bf16, " +
+      "or int8 (AVX-512 VNNI, about twice f32's speed)",
+    ParamValidators.inArray(Array("auto", "f32", "bf16", "int8")))
   final val config = new Param[String](this, "config",
     "settings of the native pipeline as a JSON object: any field of imgfeat's configuration (imgfeat config prints " +
       "them all); the other params override it where they are set explicitly",
     (json: String) => NativeConfig.isJsonObject(json))
 
   setDefault(inputCol -> "content", pathCol -> "path", outputCol -> "features", batchSize -> 32, threads -> 0,
-    detector -> "coco", embedder -> "efficientnet_lite0", codeBits -> 256, modelDir -> "", precision -> "f32",
+    detector -> "coco", embedder -> "efficientnet_lite0", codeBits -> 256, modelDir -> "", precision -> "auto",
     config -> "{}")
 
   def getPathCol: String = $(pathCol)
@@ -172,7 +173,7 @@ object ImageFeatureExtractor extends DefaultParamsReadable[ImageFeatureExtractor
     * The returned rows follow [[PackedRows.schema]].
     */
   def extract[K](images: RDD[(K, Array[Byte])], detector: String = "coco", codeBits: Int = 256,
-      threads: Int = 1, batchSize: Int = 32, modelDir: String = "", precision: String = "f32"): RDD[(K, Row)] = {
+      threads: Int = 1, batchSize: Int = 32, modelDir: String = "", precision: String = "auto"): RDD[(K, Row)] = {
     SparkLine.check()
     val settings = NativeConfig(detector, "efficientnet_lite0", codeBits, threads, modelDir, precision).validated()
     images.mapPartitions { partition =>

@@ -13,7 +13,7 @@ class ParamsSuite extends AnyFunSuite {
     assert(e.getInputCol == "content" && e.getOutputCol == "features")
     assert(e.getOrDefault(e.pathCol) == "path" && e.getOrDefault(e.batchSize) == 32 && e.getOrDefault(e.threads) == 0)
     assert(e.getOrDefault(e.detector) == "coco" && e.getOrDefault(e.embedder) == "efficientnet_lite0")
-    assert(e.getOrDefault(e.codeBits) == 256 && e.getOrDefault(e.modelDir) == "" && e.getOrDefault(e.precision) == "f32")
+    assert(e.getOrDefault(e.codeBits) == 256 && e.getOrDefault(e.modelDir) == "" && e.getOrDefault(e.precision) == "auto")
     assert(e.getOrDefault(e.config) == "{}")
     assert((e.getPathCol, e.getBatchSize, e.getThreads, e.getDetector, e.getEmbedder, e.getCodeBits, e.getModelDir,
       e.getPrecision, e.getConfig) == ("path", 32, 0, "coco", "efficientnet_lite0", 256, "", "f32", "{}"))
