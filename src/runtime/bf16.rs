@@ -59,14 +59,6 @@ impl Bf16Const {
     }
 }
 
-/// f32 scratch as bf16 values: the executor's scratch buffers are f32, and a bf16 product keeps its
-/// rounded activations there.
-pub fn as_halves(floats: &mut [f32]) -> &mut [u16] {
-    // SAFETY: the halves lie within the slice, u16 needs no more alignment than f32, any bit
-    // pattern is a valid u16, and the borrow carries over.
-    unsafe { std::slice::from_raw_parts_mut(floats.as_mut_ptr() as *mut u16, floats.len() * 2) }
-}
-
 /// Rounds `values` to bf16 into `out`.
 ///
 /// # Panics

@@ -1,6 +1,8 @@
-//! f32 storage that starts on a 64-byte boundary. The kernels load and store whole AVX-512 vectors
-//! at multiples of 16 values from a buffer's start; on a buffer from the global allocator (16-byte
-//! aligned) each of those straddles two cache lines, which costs a second access per load or store.
+//! f32 storage that starts on a 64-byte boundary, and the views of f32 buffers as bytes or halves
+//! in which the int8 and bf16 products keep encoded activations. The kernels load and store whole
+//! AVX-512 vectors at multiples of 16 values from a buffer's start; on a buffer from the global
+//! allocator (16-byte aligned) each of those straddles two cache lines, which costs a second access
+//! per load or store.
 
 use std::ops::{Deref, DerefMut};
 
@@ -63,4 +65,32 @@ mod tests {
         }
         assert_eq!((whole_lines(0), whole_lines(1), whole_lines(16), whole_lines(17)), (0, 16, 16, 32));
     }
+}
+
+// The executor's buffers and scratch are f32; encoded activations live in them as u8 (int8) or bf16
+// (u16), value i's encoding at byte or half i, so that offsets in values hold for either encoding.
+
+/// An f32 buffer's bytes.
+pub fn as_bytes(floats: &mut [f32]) -> &mut [u8] {
+    // SAFETY: the bytes lie within the slice, any byte is a valid u8, and the borrow carries over.
+    unsafe { std::slice::from_raw_parts_mut(floats.as_mut_ptr() as *mut u8, std::mem::size_of_val(floats)) }
+}
+
+/// An f32 buffer's bytes, to read.
+pub fn bytes_of(floats: &[f32]) -> &[u8] {
+    // SAFETY: the bytes lie within the slice, any byte is a valid u8, and the borrow carries over.
+    unsafe { std::slice::from_raw_parts(floats.as_ptr() as *const u8, std::mem::size_of_val(floats)) }
+}
+
+/// An f32 buffer's halves.
+pub fn as_halves(floats: &mut [f32]) -> &mut [u16] {
+    // SAFETY: the halves lie within the slice, u16 needs no more alignment than f32, any bit
+    // pattern is a valid u16, and the borrow carries over.
+    unsafe { std::slice::from_raw_parts_mut(floats.as_mut_ptr() as *mut u16, floats.len() * 2) }
+}
+
+/// An f32 buffer's halves, to read.
+pub fn halves_of(floats: &[f32]) -> &[u16] {
+    // SAFETY: as for `as_halves`, read-only.
+    unsafe { std::slice::from_raw_parts(floats.as_ptr() as *const u16, floats.len() * 2) }
 }

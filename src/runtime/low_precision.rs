@@ -4,6 +4,7 @@
 //! the activations into the scratch, gather a dense convolution's windows, multiply.
 
 use super::bf16::{self, Bf16Const};
+use super::buffer::{as_bytes, as_halves};
 use super::kernels::{self, Epilogue, Window};
 use super::quantized::{self, QuantizedConst};
 use super::scale_zero_point::ScaleZeroPoint;
@@ -94,12 +95,12 @@ impl LowPrecisionConst {
     pub fn encode<'s>(&self, values: &[f32], scratch: &'s mut [f32]) -> Encoded<'s> {
         match self {
             LowPrecisionConst::Int8(_) => {
-                let bytes = &mut quantized::as_bytes(scratch)[..values.len()];
+                let bytes = &mut as_bytes(scratch)[..values.len()];
                 let levels = quantized::quantize(values, bytes);
                 Encoded::Int8(bytes, levels)
             }
             LowPrecisionConst::Bf16(_) => {
-                let halves = &mut bf16::as_halves(scratch)[..values.len()];
+                let halves = &mut as_halves(scratch)[..values.len()];
                 bf16::convert(values, halves);
                 Encoded::Bf16(halves)
             }
@@ -112,12 +113,12 @@ impl LowPrecisionConst {
         let len = window.out_height * window.out_width * window.kernel_height * window.kernel_width * channels;
         match image {
             Encoded::Int8(image, levels) => {
-                let rows = &mut quantized::as_bytes(scratch)[..len];
+                let rows = &mut as_bytes(scratch)[..len];
                 kernels::window_rows(image, channels, window, levels.zero_point as u8, rows);
                 Encoded::Int8(rows, levels)
             }
             Encoded::Bf16(image) => {
-                let rows = &mut bf16::as_halves(scratch)[..len];
+                let rows = &mut as_halves(scratch)[..len];
                 kernels::window_rows(image, channels, window, 0, rows);
                 Encoded::Bf16(rows)
             }

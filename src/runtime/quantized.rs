@@ -69,20 +69,6 @@ impl QuantizedConst {
     }
 }
 
-/// f32 scratch as bytes: the executor's scratch buffers are f32, and an int8 product keeps its
-/// quantised activations there.
-pub fn as_bytes(floats: &mut [f32]) -> &mut [u8] {
-    // SAFETY: the bytes lie within the slice, any byte is a valid u8, and the borrow carries over.
-    unsafe { std::slice::from_raw_parts_mut(floats.as_mut_ptr() as *mut u8, std::mem::size_of_val(floats)) }
-}
-
-/// f32 buffer holding quantised activations as bytes (what a depthwise convolution writes for the
-/// int8 product that reads it).
-pub fn bytes_of(floats: &[f32]) -> &[u8] {
-    // SAFETY: the bytes lie within the slice, any byte is a valid u8, and the borrow carries over.
-    unsafe { std::slice::from_raw_parts(floats.as_ptr() as *const u8, std::mem::size_of_val(floats)) }
-}
-
 /// Quantises `values` to u8 over their range (widened to include 0, so zero is exact).
 ///
 /// # Panics

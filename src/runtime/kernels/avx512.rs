@@ -148,6 +148,7 @@ pub unsafe fn depthwise_interleaved<const V: usize>(
     let output_len = match &output {
         DepthwiseOutput::Floats(out) => out.len(),
         DepthwiseOutput::Bytes(out, _) => out.len(),
+        DepthwiseOutput::Halves(out) => out.len(),
     };
     assert!(
         channels.is_multiple_of(group)
@@ -172,6 +173,7 @@ pub unsafe fn depthwise_interleaved<const V: usize>(
             DepthwiseOutput::Bytes(out, levels) => unsafe {
                 sweep::<V, 8>(w, bias, quantized::<V>(&mut out[first..], channels, low, high, *levels), visit)
             },
+            DepthwiseOutput::Halves(out) => unsafe { sweep::<V, 8>(w, bias, halves::<V>(&mut out[first..], channels, low, high), visit) },
         }
     }
 }
@@ -367,6 +369,29 @@ unsafe fn clamped<const V: usize>(
         for (v, a) in acc.iter().enumerate() {
             // SAFETY: `out` holds V·16 values.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), _mm512_min_ps(_mm512_max_ps(*a, low), high)) };
+        }
+    }
+}
+
+/// A store for [`sweep`]: each pixel's V·16 values clamped to `low..high` and rounded to bf16 (to
+/// nearest, ties to even, as `vcvtneps2bf16` and [`crate::runtime::bf16::to_bf16`] round, here in
+/// integer arithmetic, which AVX-512 F has), `pixel_stride` halves apart in `output` (a pixel outside
+/// it panics).
+///
+/// # Safety
+/// AVX-512.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn halves<const V: usize>(output: &mut [u16], pixel_stride: usize, low: __m512, high: __m512) -> impl FnMut(usize, &[__m512; V]) + '_ {
+    let (rounding, one) = (_mm512_set1_epi32(0x7fff), _mm512_set1_epi32(1));
+    move |pixel, acc| {
+        let out = &mut output[pixel * pixel_stride..][..V * LANES];
+        for (v, a) in acc.iter().enumerate() {
+            let bits = _mm512_castps_si512(_mm512_min_ps(_mm512_max_ps(*a, low), high));
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), one);
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(rounding, odd)));
+            // SAFETY: `out` holds V·16 halves.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(v * LANES) as *mut __m256i, _mm512_cvtepi32_epi16(rounded)) };
         }
     }
 }

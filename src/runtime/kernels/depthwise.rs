@@ -1,14 +1,14 @@
 //! Depthwise convolutions: channel-planar (one channel at a time over phase planes) and
 //! channel-interleaved (vectorised across channels), portable with AVX-512 kernels where they exist.
 
-use super::epilogue::{DepthwiseOutput, Epilogue};
+use super::epilogue::{DepthwiseOutput, Epilogue, OutputEncoding};
 use super::simd::{multiversion, MulAdd};
 use super::elementwise::copy_every;
 use super::window::{Window, LANES, MAX_KERNEL_HEIGHT};
+use crate::runtime::buffer::{as_bytes, as_halves};
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use crate::cpu::{isa, Isa};
-use crate::runtime::scale_zero_point::ScaleZeroPoint;
 
 multiversion! {
     /// Depthwise convolution of channel-planar data (C×H×W in, C×OH×OW out), one channel at a time.
@@ -121,26 +121,34 @@ fn accumulate_taps<M: MulAdd>(
     }
 }
 
-/// [`depthwise_interleaved`] with its values clamped to the epilogue's range, then quantised to u8
-/// with `levels` (rounded as [`super::quantized::quantize`] rounds).
+/// [`depthwise_interleaved`] with its values clamped to the epilogue's range, then encoded: quantised
+/// to u8 with fixed levels (rounded as [`crate::runtime::quantized::quantize`] rounds) or rounded to
+/// bf16 (as [`crate::runtime::bf16::convert`] rounds), from value `first` of `output`, the f32
+/// buffer the values would have gone to: as every encoded buffer, value i's encoding lies at its
+/// byte or half i ([`as_bytes`], [`as_halves`]).
 ///
 /// # Panics
-/// Unless the CPU has AVX-512 and `channels` is a multiple of 16 (what [`quantized_depthwise_takes`] checks).
-pub fn depthwise_interleaved_quantized(
+/// Unless the CPU has AVX-512 and `channels` is a multiple of 16 (what [`encoded_depthwise_takes`] checks).
+pub fn depthwise_interleaved_encoded(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
-    levels: ScaleZeroPoint,
-    output: &mut [u8],
+    encoding: OutputEncoding,
+    output: &mut [f32],
+    first: usize,
     window: &Window,
     channels: usize,
 ) {
-    let done = depthwise_interleaved_avx512(input, weights, epilogue, DepthwiseOutput::Bytes(output, levels), window, channels);
-    assert!(done, "a quantised depthwise output needs AVX-512 and channels in groups of 16, not {channels}");
+    let output = match encoding {
+        OutputEncoding::U8(levels) => DepthwiseOutput::Bytes(&mut as_bytes(output)[first..], levels),
+        OutputEncoding::Bf16 => DepthwiseOutput::Halves(&mut as_halves(output)[first..]),
+    };
+    let done = depthwise_interleaved_avx512(input, weights, epilogue, output, window, channels);
+    assert!(done, "an encoded depthwise output needs AVX-512 and channels in groups of 16, not {channels}");
 }
 
-/// Whether [`depthwise_interleaved_quantized`] takes `channels` on this CPU.
-pub fn quantized_depthwise_takes(channels: usize) -> bool {
+/// Whether [`depthwise_interleaved_encoded`] takes `channels` on this CPU.
+pub fn encoded_depthwise_takes(channels: usize) -> bool {
     isa() == Isa::Avx512 && channels.is_multiple_of(LANES)
 }
 

@@ -65,10 +65,19 @@ fn apply_epilogue_body<M: MulAdd>(
     }
 }
 
-/// Where the interleaved depthwise kernel writes: f32 values, or those quantised to u8 with fixed
-/// levels for the int8 product that reads them next (which then need not quantise a tensor it would
-/// first have to read whole for its range).
+/// Where the interleaved depthwise kernel writes: f32 values, or those encoded for the int8 or bf16
+/// product that reads them next (which then reads a quarter or half the bytes, and need not encode a
+/// tensor it would first have to read whole).
 pub enum DepthwiseOutput<'a> {
     Floats(&'a mut [f32]),
     Bytes(&'a mut [u8], ScaleZeroPoint),
+    Halves(&'a mut [u16]),
+}
+
+/// How a depthwise convolution stores its output for the product that alone reads it: u8 with fixed
+/// levels (int8), or bf16.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutputEncoding {
+    U8(ScaleZeroPoint),
+    Bf16,
 }

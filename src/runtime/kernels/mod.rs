@@ -15,7 +15,7 @@ mod elementwise;
 pub(crate) mod tests;
 
 pub(crate) use conv::{columns_for_windows, conv_interleaved, conv_interleaved_takes, im2col, window_rows};
-pub(crate) use depthwise::{depthwise_interleaved, depthwise_interleaved_quantized, depthwise_planar, quantized_depthwise_takes};
+pub(crate) use depthwise::{depthwise_interleaved, depthwise_interleaved_encoded, depthwise_planar, encoded_depthwise_takes};
 pub(crate) use elementwise::{binary, reduce_sum, sigmoid, strided_copy, u8_values, BinaryOp};
-pub(crate) use epilogue::{apply_epilogue, ChannelsAlong, Epilogue};
+pub(crate) use epilogue::{apply_epilogue, ChannelsAlong, Epilogue, OutputEncoding};
 pub(crate) use window::{pad_interleaved, ImageStrides, Window, LANES, MAX_KERNEL_HEIGHT};

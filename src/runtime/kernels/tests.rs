@@ -142,15 +142,21 @@ fn depthwise_kernels_match_the_definition() {
                 assert!((a - b).abs() < 1e-5, "interleaved, padded {kernel}x{kernel}/{stride}: {a} vs {b}");
             }
         }
-        // Quantised as it is stored: the bytes an int8 product would get from quantising the
-        // f32 output with the same levels (rounded to nearest even, as `cvtps2dq` rounds).
-        if quantized_depthwise_takes(channels) {
+        // Encoded as it is stored, from an offset into the buffer: the bytes an int8 product would
+        // get from quantising the f32 output with the same levels (rounded to nearest even, as
+        // `cvtps2dq` rounds), and the halves a bf16 product would get from rounding it.
+        if encoded_depthwise_takes(channels) {
             let levels = ScaleZeroPoint::spanning(0.0, 6.0);
-            let mut bytes = vec![0u8; expected.len()];
-            depthwise_interleaved_quantized(&hwc, &tap_major, &epilogue, levels, &mut bytes, &w, channels);
-            for (&q, &x) in bytes.iter().zip(&interleaved) {
+            let first = 3;
+            let mut buffer = vec![0.0f32; first + expected.len()];
+            depthwise_interleaved_encoded(&hwc, &tap_major, &epilogue, OutputEncoding::U8(levels), &mut buffer, first, &w, channels);
+            for (&q, &x) in crate::runtime::buffer::bytes_of(&buffer)[first..].iter().zip(&interleaved) {
                 let level = x.mul_add(1.0 / levels.scale, levels.zero_point as f32).round_ties_even();
                 assert_eq!(q as f32, level, "quantised {kernel}x{kernel}/{stride}, {channels} channels: {x}");
+            }
+            depthwise_interleaved_encoded(&hwc, &tap_major, &epilogue, OutputEncoding::Bf16, &mut buffer, first, &w, channels);
+            for (&half, &x) in crate::runtime::buffer::halves_of(&buffer)[first..].iter().zip(&interleaved) {
+                assert_eq!(half, crate::runtime::bf16::to_bf16(x), "bf16 {kernel}x{kernel}/{stride}, {channels} channels: {x}");
             }
         }
     }

@@ -1,12 +1,11 @@
 //! Runs one step of the lowered program: each step kind calls its kernels or matrix product over
 //! the workspace's buffers.
 
-use super::super::buffer::{whole_lines, AlignedBuffer};
+use super::super::buffer::{bytes_of, halves_of, whole_lines, AlignedBuffer};
 use super::super::gemm::{GemmBackend, MatMut, MatRef};
-use super::super::kernels::{self, ChannelsAlong, Epilogue};
+use super::super::kernels::{self, ChannelsAlong, Epilogue, OutputEncoding};
 use super::super::packed::{self, ConstSide};
 use super::super::low_precision::{Encoded, LowPrecisionConst};
-use super::super::quantized;
 use super::ir::*;
 
 /// Output columns per product call when an epilogue follows, so each block is still in L2 when the
@@ -36,10 +35,11 @@ impl Step {
                             let (a, b) = (&a.slice(buffers)[oa..], &b.slice(buffers)[ob..]);
                             gemm_with_epilogue(gemm, s, a, b, &mut output[oc..], epilogue);
                         }
-                        Product::LowPrecision { constant, activations, levels } => {
+                        Product::LowPrecision { constant, activations, arrives } => {
                             let (factors, rest) = scratch.split_at_mut(constant.factor_floats());
-                            let encoded = match levels {
-                                Some(levels) => Encoded::Int8(&quantized::bytes_of(activations.slice(buffers))[oa..], *levels),
+                            let encoded = match arrives {
+                                Some(OutputEncoding::U8(levels)) => Encoded::Int8(&bytes_of(activations.slice(buffers))[oa..], *levels),
+                                Some(OutputEncoding::Bf16) => Encoded::Bf16(&halves_of(activations.slice(buffers))[oa..]),
                                 None => constant.encode(&activations.slice(buffers)[oa..][..s.m * s.k], rest),
                             };
                             let epilogue = epilogue.map(|(e, _)| e);
@@ -105,15 +105,14 @@ impl Step {
                     }
                 }
             }
-            StepKind::Depthwise { input, weights, images, geometry: g, epilogue, quantized_output } => {
+            StepKind::Depthwise { input, weights, images, geometry: g, epilogue, encoded_output } => {
                 let input = input.slice(buffers);
                 for image in 0..*images {
                     let source = &input[image * g.image_in_len..(image + 1) * g.image_in_len];
                     let out = image * g.image_out_len..(image + 1) * g.image_out_len;
-                    match (quantized_output, g.channels_first) {
-                        (Some(levels), _) => {
-                            let out = &mut quantized::as_bytes(output)[out];
-                            kernels::depthwise_interleaved_quantized(source, weights, epilogue, *levels, out, &g.window, g.in_channels)
+                    match (encoded_output, g.channels_first) {
+                        (Some(encoding), _) => {
+                            kernels::depthwise_interleaved_encoded(source, weights, epilogue, *encoding, output, out.start, &g.window, g.in_channels)
                         }
                         (None, true) => {
                             let plane = g.image_out_len / g.out_channels;
@@ -123,7 +122,7 @@ impl Step {
                     }
                 }
             }
-            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved, quantized_output } => {
+            StepKind::ExpandDepthwise { expansion: e, weights, geometry: g, epilogue, band_rows, interleaved, encoded_output } => {
                 let w = &g.window;
                 let (channels, out_plane) = (g.in_channels, w.out_height * w.out_width);
                 // The int8 or bf16 product's scratch at the end, the rest from the start.
@@ -160,10 +159,9 @@ impl Step {
                                 (expanded, band)
                             };
                             let first = image_out + start * w.out_width * channels;
-                            match quantized_output {
-                                Some(levels) => {
-                                    let out = &mut quantized::as_bytes(output)[first..];
-                                    kernels::depthwise_interleaved_quantized(input, weights, epilogue, *levels, out, &window, channels)
+                            match encoded_output {
+                                Some(encoding) => {
+                                    kernels::depthwise_interleaved_encoded(input, weights, epilogue, *encoding, output, first, &window, channels)
                                 }
                                 None => kernels::depthwise_interleaved(input, weights, epilogue, &mut output[first..], &window, channels),
                             }

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use super::super::buffer::{whole_lines, AlignedBuffer};
-use super::super::kernels::{BinaryOp, ChannelsAlong, Epilogue, ImageStrides, Window};
+use super::super::kernels::{BinaryOp, ChannelsAlong, Epilogue, ImageStrides, OutputEncoding, Window};
 use super::super::packed::{self, PackedConst};
 use super::super::low_precision::LowPrecisionConst;
-use super::super::scale_zero_point::ScaleZeroPoint;
 
 /// Why a graph cannot run natively (it then runs on tract).
 pub type Unsupported = String;
@@ -41,8 +40,8 @@ pub(super) enum StepKind {
     Gemm { product: Product, shape: GemmShape, loops: Vec<Loop>, epilogue: Option<(Epilogue, ChannelsAlong)> },
     /// A dense convolution: im2col per image, then one product with the kernel.
     Conv { input: Operand, weights: ConvWeights, images: usize, geometry: ConvGeometry, epilogue: Epilogue },
-    /// `quantized_output`: see [`quantize_depthwise_outputs`] (also for the next variant).
-    Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue, quantized_output: Option<ScaleZeroPoint> },
+    /// `encoded_output`: see [`encode_depthwise_outputs`] (also for the next variant).
+    Depthwise { input: Operand, weights: Vec<f32>, images: usize, geometry: ConvGeometry, epilogue: Epilogue, encoded_output: Option<OutputEncoding> },
     /// A 1x1 expansion and the channels-first depthwise convolution it alone feeds (MobileNet's
     /// inverted residual), image by image, `band_rows` output rows at a time: the expanded
     /// channels of a band stay in L2, where the whole expanded tensor (up to 8.6 MB in the SSD)
@@ -56,7 +55,7 @@ pub(super) enum StepKind {
         epilogue: Epilogue,
         band_rows: usize,
         interleaved: bool,
-        quantized_output: Option<ScaleZeroPoint>,
+        encoded_output: Option<OutputEncoding>,
     },
     Binary { op: BinaryOp, a: Operand, a_strides: Vec<usize>, b: Operand, b_strides: Vec<usize>, shape: Vec<usize> },
     Sigmoid { input: Operand },
@@ -71,9 +70,9 @@ pub(super) enum StepKind {
 pub(super) enum Product {
     Packed { constant: PackedConst, activations: Operand, k_stride: usize, index_stride: usize },
     /// C[pixels, channels] = X·W in int8 or bf16 (see [`reduce_products`]): X, channels-last, is
-    /// encoded into the scratch first, or arrives quantised to u8 with `levels` (see
-    /// [`quantize_depthwise_outputs`]).
-    LowPrecision { constant: LowPrecisionConst, activations: Operand, levels: Option<ScaleZeroPoint> },
+    /// encoded into the scratch first, or arrives encoded as `arrives` says (see
+    /// [`encode_depthwise_outputs`]).
+    LowPrecision { constant: LowPrecisionConst, activations: Operand, arrives: Option<OutputEncoding> },
     Backend { a: Operand, b: Operand },
 }
 

@@ -485,7 +485,7 @@ impl Lowering<'_> {
             StepKind::Conv { input: input.operand, weights, images, geometry, epilogue }
         } else if conv.group == in_channels && in_channels == out_channels && kernel.shape == [out_channels, 1, window.kernel_height, window.kernel_width] {
             let weights = if channels_first { kernel_values.to_vec() } else { tap_major(&kernel_values, taps) };
-            StepKind::Depthwise { input: input.operand, weights, images, geometry, epilogue, quantized_output: None }
+            StepKind::Depthwise { input: input.operand, weights, images, geometry, epilogue, encoded_output: None }
         } else {
             return Err(format!("group {} of {in_channels} channels (only dense and depthwise)", conv.group));
         };

@@ -64,9 +64,7 @@ impl NativeModel {
         layout::channels_last_activations(&mut steps, &outputs);
         if let Some(reduced) = low_precision.filter(|reduced| reduced.available()) {
             low_precision::reduce_products(&mut steps, reduced);
-            if reduced == LowPrecision::Int8 {
-                low_precision::quantize_depthwise_outputs(&mut steps, &outputs);
-            }
+            low_precision::encode_depthwise_outputs(&mut steps, &outputs);
         }
         let scratch_len = steps.iter().map(Step::scratch_len).max().unwrap_or(0);
         let (steps, outputs, buffer_sizes, input_buffer) = allocate(steps, outputs, &buffer_sizes, input);
@@ -193,32 +191,45 @@ mod tests {
     }
 
     #[test]
-    fn in_int8_every_depthwise_hands_its_projection_bytes() {
-        if !super::super::quantized::available() {
-            eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
-            return;
+    fn in_int8_and_bf16_every_depthwise_hands_its_projection_encoded_values() {
+        for precision in [LowPrecision::Int8, LowPrecision::Bf16] {
+            if precision.available() {
+                every_depthwise_hands_its_projection_encoded_values(precision);
+            } else {
+                eprintln!("skipped: this CPU lacks the instructions of {precision:?} products");
+            }
         }
+    }
+
+    fn every_depthwise_hands_its_projection_encoded_values(precision: LowPrecision) {
         let config = crate::Config::default();
         for (model, input, outputs) in [
             (&config.detector.model, &config.detector.input, vec![config.detector.boxes_output.as_str(), config.detector.scores_output.as_str()]),
             (&config.embedder.model, &config.embedder.input, vec![config.embedder.features_output.as_str()]),
         ] {
             let typed = crate::model::typed_model(&config.resolve(model), input, &outputs, 1).unwrap();
-            let native = NativeModel::lower(&typed, Box::new(Portable), Some(LowPrecision::Int8)).unwrap();
-            let (mut depthwise, mut writes_bytes, mut reads_bytes) = (0, 0, 0);
+            let native = NativeModel::lower(&typed, Box::new(Portable), Some(precision)).unwrap();
+            let (mut depthwise, mut writes_encoded, mut reads_encoded) = (0, 0, 0);
             for step in &native.steps {
                 match &step.kind {
-                    StepKind::Depthwise { quantized_output, .. } | StepKind::ExpandDepthwise { quantized_output, .. } => {
+                    StepKind::Depthwise { encoded_output, .. } | StepKind::ExpandDepthwise { encoded_output, .. } => {
                         depthwise += 1;
-                        writes_bytes += quantized_output.is_some() as usize;
+                        writes_encoded += encoded_output.is_some() as usize;
                     }
-                    StepKind::Gemm { product: Product::LowPrecision { levels: Some(_), .. }, .. } => reads_bytes += 1,
+                    StepKind::Gemm { product: Product::LowPrecision { arrives: Some(_), constant, .. }, .. } => {
+                        assert_eq!(constant.precision(), precision);
+                        reads_encoded += 1
+                    }
                     _ => {}
                 }
             }
             // MobileNetV2's 17 blocks and EfficientNet-Lite0's 16, each with its depthwise and
             // projection (the SSD's extra layers' depthwise convolutions are dense here).
-            assert!(depthwise >= 16 && writes_bytes == depthwise && reads_bytes == depthwise, "{}: {depthwise} depthwise, {writes_bytes} write u8, {reads_bytes} products read it", model.display());
+            assert!(
+                depthwise >= 16 && writes_encoded == depthwise && reads_encoded == depthwise,
+                "{} in {precision:?}: {depthwise} depthwise, {writes_encoded} write encoded values, {reads_encoded} products read them",
+                model.display()
+            );
         }
     }
 

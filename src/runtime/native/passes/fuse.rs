@@ -86,7 +86,7 @@ fn fuse_expansion(expansion: Step, depthwise: Step) -> Step {
         low_precision: None,
     };
     Step {
-        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false, quantized_output: None },
+        kind: StepKind::ExpandDepthwise { expansion, weights, geometry, epilogue, band_rows, interleaved: false, encoded_output: None },
         output: depthwise.output,
         output_len: depthwise.output_len,
     }

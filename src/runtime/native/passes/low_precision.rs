@@ -1,11 +1,11 @@
 //! The reduced-precision pass (`"precision": "int8"` or `"bf16"`): the products between
 //! channels-last tensors and the dense convolutions run on
-//! [`low_precision`](super::super::super::low_precision), and in int8 the depthwise outputs only they
-//! read are stored as u8.
+//! [`low_precision`](super::super::super::low_precision), and the depthwise outputs only they read are
+//! stored encoded for them.
 
 use std::collections::HashMap;
 
-use super::super::super::kernels::{self, ChannelsAlong, ImageStrides};
+use super::super::super::kernels::{self, ChannelsAlong, ImageStrides, OutputEncoding};
 use super::super::super::packed::ConstSide;
 use super::super::super::low_precision::{LowPrecision, LowPrecisionConst};
 use super::super::super::scale_zero_point::ScaleZeroPoint;
@@ -17,7 +17,7 @@ use super::readers;
 /// fused with their depthwise convolution that read such a tensor), and the dense convolutions
 /// channels-last in and out: the bulk of both models' multiply-adds. Products reading
 /// channels-first activations, the stems and the depthwise convolutions stay f32 (the depthwise
-/// ones may still store their output in u8: [`quantize_depthwise_outputs`]).
+/// ones may still store their output encoded: [`encode_depthwise_outputs`]).
 pub(in crate::runtime::native) fn reduce_products(steps: &mut [Step], precision: LowPrecision) {
     for step in steps.iter_mut() {
         if let StepKind::Conv { weights, geometry, .. } = &mut step.kind {
@@ -44,45 +44,55 @@ pub(in crate::runtime::native) fn reduce_products(steps: &mut [Step], precision:
             continue;
         }
         if let Some(reduced) = LowPrecisionConst::new(precision, &constant.lines(), shape.k, shape.n) {
-            *product = Product::LowPrecision { constant: reduced, activations: activations.clone(), levels: None };
+            *product = Product::LowPrecision { constant: reduced, activations: activations.clone(), arrives: None };
         }
     }
 }
 
-/// Has each channels-last depthwise convolution whose output only an int8 product reads (a
-/// MobileNet block's projection) write that output as u8, quantised with fixed levels over its
-/// clamp's range (ReLU6: 0 to 6 in 255 steps, as TFLite's quantised MobileNets do), rather than
-/// f32 that the product would read twice more (for its range, then to convert it). On 204 photos
-/// this moved the int8 rows no further from f32's than per-tensor ranges did (tests/precision.rs).
-pub(in crate::runtime::native) fn quantize_depthwise_outputs(steps: &mut [Step], outputs: &[Operand]) {
+/// Has each channels-last depthwise convolution whose output only a reduced-precision product reads
+/// (a MobileNet block's projection) write that output encoded for it, rather than f32 that the
+/// product would read again to encode it (in int8, twice: for its range, then to convert it). In
+/// int8 the values are quantised with fixed levels over the clamp's range (ReLU6: 0 to 6 in 255
+/// steps, as TFLite's quantised MobileNets do; on 204 photos this moved the int8 rows no further from
+/// f32's than per-tensor ranges did, tests/precision.rs); in bf16 they are rounded as the product
+/// would round them, so the rows are the same either way.
+pub(in crate::runtime::native) fn encode_depthwise_outputs(steps: &mut [Step], outputs: &[Operand]) {
     let readers = readers(steps, outputs);
-    // The buffers int8 products read as their activations: which step reads each.
-    let int8_readers: HashMap<usize, usize> = steps
+    // The buffers reduced-precision products read as their activations: which step reads each, in
+    // which precision.
+    let reduced_readers: HashMap<usize, (usize, LowPrecision)> = steps
         .iter()
         .enumerate()
         .filter_map(|(i, step)| match &step.kind {
-            StepKind::Gemm { product: Product::LowPrecision { constant: LowPrecisionConst::Int8(_), activations: Operand::Buffer { id, .. }, .. }, .. } => Some((*id, i)),
+            StepKind::Gemm { product: Product::LowPrecision { constant, activations: Operand::Buffer { id, .. }, .. }, .. } => Some((*id, (i, constant.precision()))),
             _ => None,
         })
         .collect();
     for i in 0..steps.len() {
         let output = steps[i].output;
-        let Some(&reader) = int8_readers.get(&output).filter(|_| readers.get(&output) == Some(&1)) else { continue };
-        let (geometry, epilogue, quantized_output) = match &mut steps[i].kind {
-            StepKind::Depthwise { geometry, epilogue, quantized_output, .. } if !geometry.channels_first => (&*geometry, &*epilogue, quantized_output),
-            StepKind::ExpandDepthwise { geometry, epilogue, quantized_output, interleaved: true, .. } => (&*geometry, &*epilogue, quantized_output),
+        let Some(&(reader, precision)) = reduced_readers.get(&output).filter(|_| readers.get(&output) == Some(&1)) else { continue };
+        let (geometry, epilogue, encoded_output) = match &mut steps[i].kind {
+            StepKind::Depthwise { geometry, epilogue, encoded_output, .. } if !geometry.channels_first => (&*geometry, &*epilogue, encoded_output),
+            StepKind::ExpandDepthwise { geometry, epilogue, encoded_output, interleaved: true, .. } => (&*geometry, &*epilogue, encoded_output),
             _ => continue,
         };
-        // A finite clamp that holds 0 (ReLU6), which the levels then span.
-        let (low, high) = (epilogue.low, epilogue.high);
-        let clamps = low.is_finite() && high.is_finite() && low <= 0.0 && high > 0.0;
-        if !(clamps && kernels::quantized_depthwise_takes(geometry.in_channels)) {
+        if !kernels::encoded_depthwise_takes(geometry.in_channels) {
             continue;
         }
-        let levels = ScaleZeroPoint::spanning(low, high);
-        *quantized_output = Some(levels);
-        if let StepKind::Gemm { product: Product::LowPrecision { levels: read_as, .. }, .. } = &mut steps[reader].kind {
-            *read_as = Some(levels);
+        let encoding = match precision {
+            LowPrecision::Bf16 => OutputEncoding::Bf16,
+            LowPrecision::Int8 => {
+                // A finite clamp that holds 0 (ReLU6), which the levels then span.
+                let (low, high) = (epilogue.low, epilogue.high);
+                if !(low.is_finite() && high.is_finite() && low <= 0.0 && high > 0.0) {
+                    continue;
+                }
+                OutputEncoding::U8(ScaleZeroPoint::spanning(low, high))
+            }
+        };
+        *encoded_output = Some(encoding);
+        if let StepKind::Gemm { product: Product::LowPrecision { arrives, .. }, .. } = &mut steps[reader].kind {
+            *arrives = Some(encoding);
         }
     }
 }
