@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Spark benchmark on a standalone cluster on 127.0.0.1 (2 workers × 1 core): imgfeat's transformer
-# (scala-example ExtractJob, f32 and int8) against the baseline a PySpark user would write, a
+# (scala-example ExtractJob, its default precision and int8) against the baseline a PySpark user would write, a
 # pandas_udf around onnxruntime (benches/spark_pandas_udf.py), over ../shared/data/imagenet-sample.
 # Same input, same partitions, same work per image, all writing Parquet; written to BENCHMARKS.md.
 #   scripts/bench-spark.sh [COPIES] [ROUNDS]   (builds the library and the jar first, so it measures the code as it is)
@@ -79,6 +79,7 @@ job() {
 # Every job ROUNDS times, the rounds one after another (so that a slower spell of the machine
 # touches every job alike); each keeps its fastest wall time and its largest RSS.
 declare -A wall rss
+detected_counts=""
 for round in $(seq "$rounds"); do
   for size in small large; do
     count=$([ $size = small ] && echo "$n_small" || echo "$n_large")
@@ -92,11 +93,18 @@ for round in $(seq "$rounds"); do
 done
 
 # The same work: the baseline must find the same main objects as imgfeat (it embeds the crop only
-# when there is one).
+# when there is one). imgfeat's default precision is bf16 where the CPU has AVX-512 BF16, which moves
+# a score across the threshold now and then: there the counts may differ by 1 % of the photos.
+bf16=$(grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_bf16 && echo yes || echo no)
+default_precision=$([ "$bf16" = yes ] && echo bf16 || echo f32)
 detected() { .venv/bin/python -c 'import sys, pyarrow.compute as pc, pyarrow.parquet as pq; print(pc.sum(pq.read_table(sys.argv[1], columns=["detected"])["detected"]).as_py())' "$1"; }
 for size in small large; do
   d_udf=$(detected "$work/udf-$size.parquet") d_imgfeat=$(detected "$work/imgfeat-$size.parquet")
-  [ "$d_udf" = "$d_imgfeat" ] || { echo "bench-spark: on $size the baseline detected $d_udf photos, imgfeat $d_imgfeat: not the same work" >&2; exit 1; }
+  count=$([ $size = small ] && echo "$n_small" || echo "$n_large")
+  allowed=$([ "$default_precision" = f32 ] && echo 0 || echo $((count / 100)))
+  [ $((d_udf > d_imgfeat ? d_udf - d_imgfeat : d_imgfeat - d_udf)) -le "$allowed" ] \
+    || { echo "bench-spark: on $size the baseline detected $d_udf photos, imgfeat $d_imgfeat: not the same work" >&2; exit 1; }
+  detected_counts+="$size: baseline $d_udf, imgfeat $d_imgfeat; "
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -120,11 +128,13 @@ times ($n_large photos); "extra photos" is the difference, the cost of $((n_larg
 photos without the fixed costs every job pays once (start-up, executors, listing, the first tasks'
 warm-up, the write's commit): the ratio a long job tends to. "Fixed costs" is the $n_small-photo job's
 wall time less its photos at that rate: a job of N photos takes about fixed + N / rate seconds.
+The default precision is \`auto\`: bf16 where the CPU has AVX-512 BF16 (this one: $bf16), else f32.
+Photos with a detected object (the same work, within 1 % where the default is bf16): ${detected_counts% }
 
 | job | $n_small photos: wall s | × baseline | $n_large photos: wall s | × baseline | extra photos: s | images/s | × baseline | fixed costs s | peak RSS per worker MiB (executor JVM + Python workers) |
 |---|---|---|---|---|---|---|---|---|---|
 $(row "pandas_udf + onnxruntime (baseline)" udf)
-$(row "imgfeat ImageFeatureExtractor" imgfeat)
+$(row "imgfeat ImageFeatureExtractor, default precision ($default_precision on this CPU)" imgfeat)
 $(row "imgfeat ImageFeatureExtractor, \`setPrecision(\"int8\")\`" int8)
 MD
 )
