@@ -19,7 +19,9 @@ rounds=${2:-2}
 [ "$rounds" -ge 1 ] || { echo "bench-spark: ROUNDS must be at least 1" >&2; exit 1; }
 # A jar left from an older build would carry an older native library.
 cargo build --release --quiet
-mvn -q -B package -DskipTests   # target/jvm/imgfeat-spark.jar and imgfeat-example.jar (Spark 4 / Scala 2.13)
+# target/jvm/imgfeat-spark.jar and imgfeat-example.jar (Spark 4 / Scala 2.13), with the library just
+# built (a release jar bundles one built against glibc 2.17; this machine needs no such thing).
+IMGFEAT_NATIVE_LIB=$PWD/target/release/libimgfeat.so mvn -q -B package -DskipTests
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet -r tests/reference/requirements.txt -r jvm-bindings/requirements.txt pandas==3.1.1 pyarrow==26.0.1
 
