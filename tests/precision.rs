@@ -157,3 +157,33 @@ fn a_precision_the_cpu_lacks_runs_in_f32_and_the_table_says_so() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rows of another precision do not join a table: an `--append` on a CPU (here: capped to AVX2) that
+/// would run the table's precision in f32 is refused, naming both, and the table is left as it was.
+#[test]
+fn an_append_in_another_precision_is_refused() {
+    let features = imgfeat::cpu::features();
+    let Some(precision) = [("bf16", features.bf16_products), ("int8", features.int8_products)].into_iter().find(|(_, runs)| *runs).map(|(p, _)| p) else {
+        common::skipped(format_args!("SKIPPED: this CPU runs neither bf16 nor int8 products, so every precision is f32 here"));
+        return;
+    };
+    let dir = common::temp_dir("precision-append");
+    let photos = common::fixture_folder(&dir, &["chelsea.jpg"]);
+    let more = common::fixture_folder(&dir.join("more"), &["coffee.jpg"]);
+    let table = dir.join("features.parquet");
+    let first = common::imgfeat().args(["extract", "--precision", precision, "-o"]).arg(&table).arg(&photos).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let before = std::fs::read(&table).unwrap();
+    let append = common::imgfeat()
+        .env("IMGFEAT_MAX_ISA", "avx2")
+        .args(["extract", "--append", "--precision", precision, "-o"])
+        .arg(&table)
+        .arg(&more)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&append.stderr);
+    assert!(!append.status.success(), "the append ran: {stderr}");
+    assert!(stderr.contains(&format!("its rows were made in {precision}")) && stderr.contains("this run makes them in f32 (avx2)"), "{stderr}");
+    assert_eq!(std::fs::read(&table).unwrap(), before, "the table is untouched");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 
+use imgfeat::features::Provenance;
 use imgfeat::search::{DuplicateRule, Query};
 use imgfeat::{Config, Error, ImageError};
 
@@ -28,10 +29,12 @@ fn to_python(error: Error) -> PyErr {
     }
 }
 
-/// Loaded models; `process` and `process_files` make rows of the features schema.
+/// Loaded models; `process` and `process_files` make rows of the features schema, with how they were
+/// made (the provenance the CLI's tables record) in the batch's schema metadata.
 #[pyclass(frozen, module = "imgfeat._native")]
 struct Pipeline {
     inner: imgfeat::Pipeline,
+    provenance: Provenance,
 }
 
 #[pymethods]
@@ -41,7 +44,8 @@ impl Pipeline {
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Pipeline> {
         let config = Config::from_json(config_json).map_err(to_python)?;
         let inner = py.detach(|| imgfeat::Pipeline::new(config)).map_err(to_python)?;
-        Ok(Pipeline { inner })
+        let provenance = Provenance::of(inner.config()).map_err(to_python)?;
+        Ok(Pipeline { inner, provenance })
     }
 
     /// Compute threads per call.
@@ -81,7 +85,8 @@ impl Pipeline {
     fn rows(&self, paths: &[String], results: &[Result<imgfeat::Record, ImageError>]) -> PyResult<PyArrowType<RecordBatch>> {
         let rows: Vec<imgfeat::features::Row> = paths.iter().map(String::as_str).zip(results).collect();
         let code_bytes = self.inner.config().codes.bits / 8;
-        imgfeat::features::record_batch(&rows, code_bytes).map(PyArrowType).map_err(to_python)
+        let batch = imgfeat::features::record_batch(&rows, code_bytes).map_err(to_python)?;
+        Ok(PyArrowType(self.provenance.attach(batch)))
     }
 }
 

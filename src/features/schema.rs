@@ -68,6 +68,20 @@ impl Provenance {
         })
     }
 
+    /// `batch` with this provenance in its schema's metadata, where pyarrow keeps it (and writes it to
+    /// a Parquet file's key-value metadata, which the reader takes it from).
+    pub fn attach(&self, batch: RecordBatch) -> RecordBatch {
+        let mut metadata = batch.schema().metadata().clone();
+        metadata.insert(PROVENANCE_KEY.to_string(), self.to_json());
+        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+        batch.with_schema(schema).expect("only the metadata changed")
+    }
+
+    /// The record as a table stores it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a provenance is JSON")
+    }
+
     /// Why codes made as `self` cannot be compared with codes made as `other` (other lengths, another
     /// projection), or `None` when they can: searching or grouping them together would rank noise.
     pub fn codes_mismatch(&self, other: &Provenance) -> Option<String> {

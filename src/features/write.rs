@@ -45,7 +45,7 @@ impl FeaturesWriter {
         let name = path.file_name().ok_or_else(|| write_error(path, "not a file name"))?.to_string_lossy();
         let aside = path.with_file_name(format!(".{name}.writing-{}", std::process::id()));
         let file = File::create(&aside).map_err(|e| Error::io(&aside, e))?;
-        let metadata = KeyValue::new(PROVENANCE_KEY.to_string(), serde_json::to_string(provenance).expect("provenance is JSON"));
+        let metadata = KeyValue::new(PROVENANCE_KEY.to_string(), provenance.to_json());
         // Row groups of 4096 rows (~45 MB of features): the writer holds one in memory at a time.
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)

@@ -49,24 +49,6 @@ pub fn whole_lines(len: usize) -> usize {
     len.div_ceil(LINE_FLOATS) * LINE_FLOATS
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aligned_zeroed_and_of_the_given_length() {
-        for len in [0, 1, 15, 16, 17, 1000] {
-            let mut buffer = AlignedBuffer::zeroed(len);
-            assert_eq!(buffer.len(), len);
-            assert!(buffer.iter().all(|&v| v == 0.0));
-            assert_eq!(buffer.as_ptr() as usize % 64, 0);
-            buffer.iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
-            assert_eq!(buffer.last().copied(), len.checked_sub(1).map(|i| i as f32));
-        }
-        assert_eq!((whole_lines(0), whole_lines(1), whole_lines(16), whole_lines(17)), (0, 16, 16, 32));
-    }
-}
-
 // The executor's buffers and scratch are f32; encoded activations live in them as u8 (int8) or bf16
 // (u16), value i's encoding at byte or half i, so that offsets in values hold for either encoding.
 
@@ -93,4 +75,22 @@ pub fn as_halves(floats: &mut [f32]) -> &mut [u16] {
 pub fn halves_of(floats: &[f32]) -> &[u16] {
     // SAFETY: as for `as_halves`, read-only.
     unsafe { std::slice::from_raw_parts(floats.as_ptr() as *const u16, floats.len() * 2) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_zeroed_and_of_the_given_length() {
+        for len in [0, 1, 15, 16, 17, 1000] {
+            let mut buffer = AlignedBuffer::zeroed(len);
+            assert_eq!(buffer.len(), len);
+            assert!(buffer.iter().all(|&v| v == 0.0));
+            assert_eq!(buffer.as_ptr() as usize % 64, 0);
+            buffer.iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+            assert_eq!(buffer.last().copied(), len.checked_sub(1).map(|i| i as f32));
+        }
+        assert_eq!((whole_lines(0), whole_lines(1), whole_lines(16), whole_lines(17)), (0, 16, 16, 32));
+    }
 }

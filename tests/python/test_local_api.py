@@ -23,6 +23,11 @@ def test_extract_of_a_folder_gives_the_clis_table(local, photos, cli_table, tmp_
     assert result == cli.num_rows == len([p for p in photos.rglob("*") if p.is_file()])
     assert python.schema.remove_metadata() == cli.schema.remove_metadata()
     assert python.to_pylist() == cli.to_pylist(), "the rows differ from the CLI's"
+    # How the rows were made travels with them, as the CLI records it: the same settings, projection and
+    # arithmetic (the precision and kernels this CPU ran), in the file pyarrow wrote.
+    made = json.loads(python.schema.metadata[b"imgfeat.provenance"])
+    assert made == json.loads(pq.read_metadata(cli_table).metadata[b"imgfeat.provenance"])
+    assert made["arithmetic"]["precision"] in ("f32", "bf16") and made["settings"]["engine"]["precision"] == "auto"
     errors = {r["path"]: r["error"] for r in python.to_pylist() if r["error"]}
     assert "cannot decode" in errors[str(photos / "not-an-image.jpg")] or "unrecognised" in errors[str(photos / "not-an-image.jpg")]
 

@@ -129,6 +129,7 @@ fn accumulate_taps<M: MulAdd>(
 ///
 /// # Panics
 /// Unless the CPU has AVX-512 and `channels` is a multiple of 16 (what [`encoded_depthwise_takes`] checks).
+#[allow(clippy::too_many_arguments)]
 pub fn depthwise_interleaved_encoded(
     input: &[f32],
     weights: &[f32],

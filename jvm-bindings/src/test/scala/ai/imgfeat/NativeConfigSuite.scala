@@ -32,7 +32,7 @@ class NativeConfigSuite extends AnyFunSuite {
 
   test("without a config, the params' values; threads from spark.task.cpus; no model_dir (the jar's, on the executor)") {
     val expected = """{"detector": "coco", "embedder": "efficientnet_lite0", "codes": {"bits": 256}, "threads": 3, """ +
-      """"engine": {"precision": "f32"}}"""
+      """"engine": {"precision": "auto"}}"""
     assert(settings(new ImageFeatureExtractor(), taskCpus = 3) == mapper.readTree(expected))
   }
 
@@ -46,7 +46,7 @@ class NativeConfigSuite extends AnyFunSuite {
     assert(tree.get("threads").asInt() == 0, "the config's threads (0: every core) win over spark.task.cpus")
     assert(tree.get("model_dir").asText() == "/data/models")
     assert(tree.get("score_threshold").asDouble() == 0.5 && tree.get("class_allow_list").size() == 2)
-    assert(tree.get("engine") == mapper.readTree("""{"executor": "tract", "precision": "f32"}"""))
+    assert(tree.get("engine") == mapper.readTree("""{"executor": "tract", "precision": "auto"}"""))
     assert(tree.get("embedder").asText() == "efficientnet_lite0", "a field the config leaves out takes the param's default")
   }
 

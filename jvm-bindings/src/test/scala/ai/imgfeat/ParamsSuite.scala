@@ -16,7 +16,7 @@ class ParamsSuite extends AnyFunSuite {
     assert(e.getOrDefault(e.codeBits) == 256 && e.getOrDefault(e.modelDir) == "" && e.getOrDefault(e.precision) == "auto")
     assert(e.getOrDefault(e.config) == "{}")
     assert((e.getPathCol, e.getBatchSize, e.getThreads, e.getDetector, e.getEmbedder, e.getCodeBits, e.getModelDir,
-      e.getPrecision, e.getConfig) == ("path", 32, 0, "coco", "efficientnet_lite0", 256, "", "f32", "{}"))
+      e.getPrecision, e.getConfig) == ("path", 32, 0, "coco", "efficientnet_lite0", 256, "", "auto", "{}"))
   }
 
   test("ImageFeatureExtractor: setters set, copy keeps them") {
