@@ -98,6 +98,7 @@ done
 # when there is one). imgfeat's default precision is bf16 where the CPU has AVX-512 BF16, which moves
 # a score across the threshold now and then: there the counts may differ by 1 % of the photos.
 bf16=$(grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_bf16 && echo yes || echo no)
+case "${IMGFEAT_MAX_ISA:-}" in avx2|baseline) bf16=no ;; esac  # the cap turns bf16 off, as on a CPU without it
 default_precision=$([ "$bf16" = yes ] && echo bf16 || echo f32)
 detected() { .venv/bin/python -c 'import sys, pyarrow.compute as pc, pyarrow.parquet as pq; print(pc.sum(pq.read_table(sys.argv[1], columns=["detected"])["detected"]).as_py())' "$1"; }
 for size in small large; do

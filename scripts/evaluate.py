@@ -34,7 +34,7 @@ CLI = ROOT / "target/release/imgfeat"
 EDITED = 100  # photos of a split that are edited (the rest of the split are distractors)
 
 
-PRECISION = []  # `--precision P` for the commands that run the models (extract, search), or nothing: f32
+PRECISION = []  # `--precision P` for the commands that run the models (extract, search), or nothing: the default (auto)
 
 
 def run(command, *args):

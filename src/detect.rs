@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::{AnchorSpec, Config, DetectorSpec, LabelFormat};
 use crate::error::{Error, ImageError};
-use crate::model::OnnxModel;
+use crate::model::{Arithmetic, OnnxModel};
 
 /// An anchor box in normalised coordinates, centre and size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,6 +188,11 @@ impl Detector {
             nms_iou_threshold: config.nms_iou_threshold,
             max_detections: config.max_detections,
         })
+    }
+
+    /// The arithmetic the model runs in, as loaded.
+    pub(crate) fn arithmetic(&self) -> &Arithmetic {
+        self.model.arithmetic()
     }
 
     /// All detections above the threshold after NMS, best first.

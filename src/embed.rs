@@ -5,7 +5,7 @@ use image::RgbImage;
 
 use crate::config::Config;
 use crate::error::{Error, ImageError};
-use crate::model::OnnxModel;
+use crate::model::{Arithmetic, OnnxModel};
 
 /// A loaded embedding model.
 #[derive(Debug)]
@@ -18,6 +18,11 @@ impl Embedder {
         let spec = &config.embedder;
         let model = OnnxModel::load(&config.resolve(&spec.model), &spec.input, &[spec.features_output.as_str()], &config.engine, 1)?;
         Ok(Embedder { model })
+    }
+
+    /// The arithmetic the model runs in, as loaded.
+    pub(crate) fn arithmetic(&self) -> &Arithmetic {
+        self.model.arithmetic()
     }
 
     /// The feature vector's length, known from the model's concrete output shape.

@@ -345,7 +345,12 @@ fn for_each_batch(
 
 fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, config: Config) -> Result<(), Error> {
     let files = image_files(inputs)?;
-    let mut table = ExtractOutput::open(output, Provenance::of(&config)?, append)?;
+    // The models first: the table records the arithmetic they run in as loaded on this CPU, and a
+    // resume or append checks it.
+    let started = Instant::now();
+    let pipeline = Pipeline::new(config)?;
+    let loaded = started.elapsed();
+    let mut table = ExtractOutput::open(output, Provenance::of(pipeline.config(), pipeline.arithmetic())?, append)?;
     let todo: Vec<PathBuf> = files.iter().filter(|f| !table.is_done(f)).cloned().collect();
     if table.resumed() > 0 {
         eprintln!("resuming an interrupted run: {} rows already committed in {}.parts", table.resumed(), output.display());
@@ -353,9 +358,6 @@ fn extract(inputs: &[PathBuf], output: &Path, append: bool, batch_size: usize, c
     if table.kept() > 0 {
         eprintln!("appending: {} rows kept from {}", table.kept(), output.display());
     }
-    let started = Instant::now();
-    let pipeline = Pipeline::new(config)?;
-    let loaded = started.elapsed();
     let bar = progress_bar(todo.len(), "images");
     let (mut ok, mut detected, mut failures) = (0usize, 0usize, Vec::new());
     let work_started = Instant::now();

@@ -24,6 +24,7 @@ pub struct OnnxModel {
     input: InputSpec,
     batch: usize,
     engine: Engine,
+    arithmetic: Arithmetic,
 }
 
 #[derive(Debug)]
@@ -39,16 +40,15 @@ impl OnnxModel {
         let model_error = |message: String| Error::Model { path: path.to_path_buf(), message };
         let typed = typed_model(path, input, outputs, batch)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let arithmetic = Arithmetic::of(engine);
-        if engine.executor == Executor::Native && engine.precision != Precision::Auto && arithmetic.precision != engine.precision {
-            let needs = match engine.precision {
-                Precision::Bf16 => "AVX-512 BF16",
-                _ => "AVX-512 VNNI",
-            };
-            log::warn!("{name} runs in {}: {} products need {needs}, which this CPU lacks", arithmetic.precision.name(), engine.precision.name());
-        }
+        // `auto`: bf16 where the CPU runs it (the lowering keeps f32 where it does not).
+        let asked = match engine.precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(LowPrecision::Int8),
+            Precision::Bf16 | Precision::Auto => Some(LowPrecision::Bf16),
+        };
+        let config = engine;
         let engine = match engine.executor {
-            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm), arithmetic.low_precision()) {
+            Executor::Native => match NativeModel::lower(&typed, gemm_backend(engine.gemm), asked) {
                 Ok(native) => Engine::Native(native),
                 Err(why) => {
                     log::warn!("{name} runs on tract, not the native executor: {why}");
@@ -57,9 +57,27 @@ impl OnnxModel {
             },
             Executor::Tract => Engine::Tract(tract_plan(typed).map_err(|e| model_error(format!("{e:#}")))?),
         };
-        let model = OnnxModel { name, input: input.clone(), batch, engine };
+        let arithmetic = Arithmetic::of(&engine);
+        let named = config.precision != Precision::Auto && config.precision != Precision::F32;
+        if named && arithmetic.precision != config.precision {
+            let why = match (&engine, asked) {
+                (Engine::Tract(_), _) => "tract runs it in f32".to_string(),
+                (_, Some(reduced)) if !reduced.available() => {
+                    let needs = if reduced == LowPrecision::Bf16 { "AVX-512 BF16" } else { "AVX-512 VNNI" };
+                    format!("{} products need {needs}, which this CPU lacks", config.precision.name())
+                }
+                _ => format!("none of its products can run in {} with the {} GEMM", config.precision.name(), format!("{:?}", config.gemm).to_lowercase()),
+            };
+            log::warn!("{name} runs in {}: {why}", arithmetic.precision.name());
+        }
+        let model = OnnxModel { name, input: input.clone(), batch, engine, arithmetic };
         log::info!("{} (batch {batch}) runs on the {}", model.name, model.executor_description());
         Ok(model)
+    }
+
+    /// The arithmetic this model runs in, as loaded.
+    pub fn arithmetic(&self) -> &Arithmetic {
+        &self.arithmetic
     }
 
     /// Which executor runs this model, for the log.
@@ -150,48 +168,47 @@ impl OnnxModel {
     }
 }
 
-/// The arithmetic the models run in on this CPU: what a table records of how its rows were made
-/// (rows of another precision differ from its rows by more than rounding).
+/// The arithmetic models run in, as they were loaded on this CPU: what a table records of how its rows
+/// were made (rows of another precision differ from its rows by more than rounding).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Arithmetic {
-    /// The precision of the 1x1 and dense convolutions: the one configured (`auto`: bf16 where the
-    /// CPU has its instructions), or f32 where this CPU lacks them. Never `auto`.
+    /// The precision the 1x1 and dense convolutions ran in: the one configured (`auto`: bf16 where
+    /// the CPU has its instructions), or f32 where the CPU, the GEMM or the executor cannot run it.
+    /// Never `auto`.
     pub precision: Precision,
     /// Which kernels ran: the instruction set (`avx512`, `avx2`, `baseline`) and the product's
-    /// extension (`avx512-vnni` for int8, `avx512-bf16` for bf16), or `tract`.
+    /// extension (`avx512-vnni` for int8, `avx512-bf16` for bf16), or `tract`; for two models that
+    /// differ, both, each with its role.
     pub kernels: String,
 }
 
 impl Arithmetic {
-    /// What models loaded with `engine` run in on this CPU.
-    pub fn of(engine: &EngineConfig) -> Arithmetic {
-        if engine.executor == Executor::Tract {
-            return Arithmetic { precision: Precision::F32, kernels: "tract".into() };
-        }
-        let reduced = match engine.precision {
-            Precision::F32 => None,
-            Precision::Int8 => Some(LowPrecision::Int8),
-            Precision::Bf16 | Precision::Auto => Some(LowPrecision::Bf16),
-        };
+    /// What a loaded model runs in.
+    fn of(engine: &Engine) -> Arithmetic {
         let isa = match cpu::isa() {
             Isa::Avx512 => "avx512",
             Isa::Avx2Fma => "avx2",
             Isa::Baseline => "baseline",
         };
-        match reduced.filter(|reduced| reduced.available()) {
-            Some(LowPrecision::Int8) => Arithmetic { precision: Precision::Int8, kernels: format!("{isa}-vnni") },
-            Some(LowPrecision::Bf16) => Arithmetic { precision: Precision::Bf16, kernels: format!("{isa}-bf16") },
-            None => Arithmetic { precision: Precision::F32, kernels: isa.into() },
+        match engine {
+            Engine::Tract(_) => Arithmetic { precision: Precision::F32, kernels: "tract".into() },
+            Engine::Native(native) => match native.low_precision() {
+                Some(LowPrecision::Int8) => Arithmetic { precision: Precision::Int8, kernels: format!("{isa}-vnni") },
+                Some(LowPrecision::Bf16) => Arithmetic { precision: Precision::Bf16, kernels: format!("{isa}-bf16") },
+                None => Arithmetic { precision: Precision::F32, kernels: isa.into() },
+            },
         }
     }
 
-    /// The reduced precision the native executor's products run in, if any.
-    fn low_precision(&self) -> Option<LowPrecision> {
-        match self.precision {
-            Precision::Int8 => Some(LowPrecision::Int8),
-            Precision::Bf16 => Some(LowPrecision::Bf16),
-            Precision::F32 | Precision::Auto => None,
+    /// The detector's and the embedder's together: one where they agree; where they do not (a
+    /// custom model on tract beside one on the native executor), the reduced precision of either,
+    /// both kernels named.
+    pub fn together(detector: &Arithmetic, embedder: &Arithmetic) -> Arithmetic {
+        if detector == embedder {
+            return detector.clone();
         }
+        let precision = if detector.precision == Precision::F32 { embedder.precision } else { detector.precision };
+        Arithmetic { precision, kernels: format!("{} (detector), {} (embedder)", detector.kernels, embedder.kernels) }
     }
 }
 

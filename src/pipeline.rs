@@ -15,6 +15,7 @@ use crate::crop::{crop, crop_rect, inset_rects, PixelRect};
 use crate::decode::{decode_scaled, declared_pixels, Decoded};
 use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
+use crate::model::Arithmetic;
 use crate::error::{panic_message, Error, ImageError};
 
 /// Everything imgfeat knows about one image: one output row.
@@ -120,6 +121,11 @@ impl Pipeline {
         let threads = config.effective_threads();
         let budget = PixelBudget::new(config.limits.max_inflight_pixels);
         Ok(Pipeline { config, detector, embedder, projection, threads, budget })
+    }
+
+    /// The arithmetic the models run in, as loaded on this CPU: what a table records of its rows.
+    pub fn arithmetic(&self) -> Arithmetic {
+        Arithmetic::together(self.detector.arithmetic(), self.embedder.arithmetic())
     }
 
     pub fn config(&self) -> &Config {

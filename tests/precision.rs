@@ -48,7 +48,7 @@ struct Drift {
 }
 
 fn drift(precision: &str) -> Drift {
-    let f32_pipeline = Pipeline::new(Config::from_json(r#"{"threads": 1}"#).unwrap()).unwrap();
+    let f32_pipeline = Pipeline::new(Config::from_json(r#"{"threads": 1, "engine": {"precision": "f32"}}"#).unwrap()).unwrap();
     let config = format!(r#"{{"threads": 1, "engine": {{"precision": "{precision}"}}}}"#);
     let reduced = Pipeline::new(Config::from_json(&config).unwrap()).unwrap();
     let (mut cosines, mut distances, mut same_object, mut ious) = (Vec::new(), Vec::new(), 0, Vec::new());

@@ -44,7 +44,7 @@ impl Pipeline {
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Pipeline> {
         let config = Config::from_json(config_json).map_err(to_python)?;
         let inner = py.detach(|| imgfeat::Pipeline::new(config)).map_err(to_python)?;
-        let provenance = Provenance::of(inner.config()).map_err(to_python)?;
+        let provenance = Provenance::of(inner.config(), inner.arithmetic()).map_err(to_python)?;
         Ok(Pipeline { inner, provenance })
     }
 

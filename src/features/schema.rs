@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::Projection;
-use crate::config::Config;
+use crate::config::{Config, Precision};
 use crate::error::{Error, ImageError};
 use crate::detect::Detection;
 use crate::model::Arithmetic;
@@ -50,8 +50,9 @@ impl Provenance {
         serde_json::from_str(json).map_err(|e| Error::Read { path: source.to_path_buf(), message: format!("unreadable {PROVENANCE_KEY}: {e}") })
     }
 
-    /// How `config` makes rows; reads its projection file to fingerprint it.
-    pub fn of(config: &Config) -> Result<Provenance, Error> {
+    /// How `config` makes rows in `arithmetic` (what its loaded models run in:
+    /// [`Pipeline::arithmetic`](crate::Pipeline::arithmetic)); reads its projection file to fingerprint it.
+    pub fn of(config: &Config, arithmetic: Arithmetic) -> Result<Provenance, Error> {
         let projection = Projection::load(&config.projection_path())?;
         let mut settings: serde_json::Value = serde_json::from_str(&config.to_json()).expect("Config is JSON");
         if let Some(fields) = settings.as_object_mut() {
@@ -64,7 +65,7 @@ impl Provenance {
             code_bits: config.codes.bits,
             projection: Some(projection.fingerprint().to_string()),
             settings,
-            arithmetic: Some(Arithmetic::of(&config.engine)),
+            arithmetic: Some(arithmetic),
         })
     }
 
@@ -96,6 +97,19 @@ impl Provenance {
         }
     }
 
+    /// The precision the rows were made in: recorded, or in a table from before it was, the one its
+    /// settings named (f32 where they named none; `auto` did not exist then).
+    fn made_in(&self) -> Precision {
+        if let Some(arithmetic) = &self.arithmetic {
+            return arithmetic.precision;
+        }
+        match self.settings.get("engine").and_then(|engine| engine.get("precision")).and_then(|p| p.as_str()) {
+            Some("int8") => Precision::Int8,
+            Some("bf16") => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
     /// Why rows made as `self` cannot join a table made as `other`, or `None` when they can.
     pub fn mismatch(&self, other: &Provenance) -> Option<String> {
         if self.code_bits != other.code_bits {
@@ -106,29 +120,41 @@ impl Provenance {
         }
         // Rows of another precision differ by more than rounding; other kernels of the same
         // precision (another instruction set) only by rounding, and may join.
-        if let (Some(ours), Some(theirs)) = (&self.arithmetic, &other.arithmetic) {
-            if ours.precision != theirs.precision {
-                return Some(format!(
+        if self.made_in() != other.made_in() {
+            return Some(match (&self.arithmetic, &other.arithmetic) {
+                (Some(ours), Some(theirs)) => format!(
                     "its rows were made in {} ({}), this run makes them in {} ({})",
                     theirs.precision.name(),
                     theirs.kernels,
                     ours.precision.name(),
                     ours.kernels
-                ));
-            }
+                ),
+                _ => format!("its rows were made in {}, this run makes them in {}", other.made_in().name(), self.made_in().name()),
+            });
         }
-        let (ours, theirs) = (self.settings.as_object(), other.settings.as_object());
-        let differing: Vec<&String> = match (ours, theirs) {
+        // The precision asked for is left out of the settings compared: `auto` and `bf16` make the
+        // same rows where the CPU runs bf16, `auto` and `f32` where it does not (compared above).
+        let (our_settings, their_settings) = (without_precision(&self.settings), without_precision(&other.settings));
+        let differing: Vec<&String> = match (our_settings.as_object(), their_settings.as_object()) {
             (Some(ours), Some(theirs)) => {
                 ours.keys().chain(theirs.keys()).filter(|k| ours.get(*k) != theirs.get(*k)).collect()
             }
-            _ => return (self.settings != other.settings).then(|| "it was made with other settings".into()),
+            _ => return (our_settings != their_settings).then(|| "it was made with other settings".into()),
         };
         let mut differing: Vec<&str> = differing.into_iter().map(String::as_str).collect();
         differing.sort_unstable();
         differing.dedup();
         (!differing.is_empty()).then(|| format!("it was made with other settings ({})", differing.join(", ")))
     }
+}
+
+/// `settings` less the precision asked for (`engine.precision`).
+fn without_precision(settings: &serde_json::Value) -> serde_json::Value {
+    let mut settings = settings.clone();
+    if let Some(engine) = settings.get_mut("engine").and_then(serde_json::Value::as_object_mut) {
+        engine.remove("precision");
+    }
+    settings
 }
 
 /// A row's `path` as a local file path: Spark writes local files as `file:` URIs (`file:/a/b.jpg`,
@@ -262,5 +288,35 @@ pub(crate) mod tests {
         assert_eq!((errors.null_count(), errors.is_null(0)), (1, true));
         assert!(batch.column_by_name("code").unwrap().is_valid(0));
         assert!(batch.column_by_name("whole_code").unwrap().is_null(0));
+    }
+
+    fn made(precision_setting: Option<&str>, arithmetic: Option<(Precision, &str)>) -> Provenance {
+        let engine = precision_setting.map_or(serde_json::json!({"executor": "native"}), |p| serde_json::json!({"executor": "native", "precision": p}));
+        Provenance {
+            version: "0.1.0".into(),
+            code_bits: 256,
+            projection: Some("abc".into()),
+            settings: serde_json::json!({"detector": "coco", "engine": engine}),
+            arithmetic: arithmetic.map(|(precision, kernels)| Arithmetic { precision, kernels: kernels.into() }),
+        }
+    }
+
+    #[test]
+    fn rows_of_the_same_precision_join_whatever_precision_was_asked_for() {
+        let auto_bf16 = made(Some("auto"), Some((Precision::Bf16, "avx512-bf16")));
+        let auto_f32 = made(Some("auto"), Some((Precision::F32, "avx2")));
+        // `auto` and `bf16` on a bf16 CPU; f32 on another instruction set; a table from before the
+        // arithmetic was recorded, f32 by its settings (or by naming none).
+        assert_eq!(auto_bf16.mismatch(&made(Some("bf16"), Some((Precision::Bf16, "avx512-bf16")))), None);
+        assert_eq!(auto_f32.mismatch(&made(Some("f32"), Some((Precision::F32, "avx512")))), None);
+        assert_eq!(auto_f32.mismatch(&made(Some("f32"), None)), None);
+        assert_eq!(auto_f32.mismatch(&made(None, None)), None);
+        // Another precision is refused, naming both; other settings still are.
+        let why = auto_f32.mismatch(&auto_bf16).unwrap();
+        assert_eq!(why, "its rows were made in bf16 (avx512-bf16), this run makes them in f32 (avx2)");
+        assert_eq!(auto_bf16.mismatch(&made(Some("f32"), None)).unwrap(), "its rows were made in f32, this run makes them in bf16");
+        let mut other = made(Some("auto"), Some((Precision::Bf16, "avx512-bf16")));
+        other.settings["detector"] = "oidv4".into();
+        assert_eq!(auto_bf16.mismatch(&other).unwrap(), "it was made with other settings (detector)");
     }
 }

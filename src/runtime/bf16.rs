@@ -51,12 +51,6 @@ impl Bf16Const {
         }
         Some(Bf16Const { k, n, panels })
     }
-
-    /// A dense convolution's kernel (OIHW) for rows gathered by
-    /// [`window_rows`](super::kernels::window_rows), whose depth runs tap by tap.
-    pub fn for_windows(kernel: &[f32], channels: usize, taps: usize) -> Option<Bf16Const> {
-        Bf16Const::new(&super::kernels::columns_for_windows(kernel, channels, taps), channels * taps, kernel.len() / (channels * taps))
-    }
 }
 
 /// Rounds `values` to bf16 into `out`.
@@ -202,9 +196,11 @@ mod avx512 {
                 }
             }
             for (i, acc) in acc.iter().enumerate() {
-                for (h, &sums) in acc.iter().enumerate() {
+                // A half with no columns (a panel of at most 16) is not addressed at all.
+                for (h, &sums) in acc.iter().enumerate().filter(|&(h, _)| self.masks[h] != 0) {
                     let value = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(sums, self.bias[h]), self.low), self.high);
-                    // SAFETY: the mask keeps the stores inside the panel's columns of row i.
+                    // SAFETY: the half has columns, and the mask keeps the store inside the panel's
+                    // columns of row i.
                     unsafe { _mm512_mask_storeu_ps(c.add(i * c_row + h * 16), self.masks[h], value) };
                 }
             }

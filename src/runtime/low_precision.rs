@@ -42,7 +42,7 @@ pub enum Encoded<'a> {
 
 impl<'a> Encoded<'a> {
     /// The encoded values from `offset` (in values) on.
-    pub fn from(self, offset: usize) -> Encoded<'a> {
+    pub fn skip(self, offset: usize) -> Encoded<'a> {
         match self {
             Encoded::Int8(bytes, levels) => Encoded::Int8(&bytes[offset..], levels),
             Encoded::Bf16(halves) => Encoded::Bf16(&halves[offset..]),
@@ -60,12 +60,11 @@ impl LowPrecisionConst {
         }
     }
 
-    /// A dense convolution's kernel (OIHW) for rows gathered by [`LowPrecisionConst::window_rows`].
+    /// A dense convolution's kernel (OIHW) for rows gathered by [`LowPrecisionConst::window_rows`],
+    /// whose depth runs tap by tap.
     pub fn for_windows(precision: LowPrecision, kernel: &[f32], channels: usize, taps: usize) -> Option<LowPrecisionConst> {
-        match precision {
-            LowPrecision::Int8 => QuantizedConst::for_windows(kernel, channels, taps).map(LowPrecisionConst::Int8),
-            LowPrecision::Bf16 => Bf16Const::for_windows(kernel, channels, taps).map(LowPrecisionConst::Bf16),
-        }
+        let field = channels * taps;
+        LowPrecisionConst::new(precision, &kernels::columns_for_windows(kernel, channels, taps), field, kernel.len() / field)
     }
 
     pub fn precision(&self) -> LowPrecision {

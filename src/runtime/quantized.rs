@@ -1,9 +1,8 @@
 //! int8 matrix products for the 1x1 and dense convolutions that read and write channels-last
 //! (`"engine": {"precision": "int8"}`): weights quantised once per output channel (symmetric, s8),
 //! activations once per product at run time (asymmetric u8 over the tensor's range; a depthwise
-//! convolution's output arrives quantised over its ReLU6 range instead, `quantize_depthwise_outputs`
-//! in native.rs), multiplied with
-//! AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
+//! convolution's output arrives quantised over its ReLU6 range instead: `encode_depthwise_outputs`
+//! in native/passes/low_precision.rs), multiplied with AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
 //! FMA's. On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
 //! against ~265 GFLOP/s in f32. The results differ from f32 by the rounding of the activations to 256
 //! levels (tests/precision.rs bounds it over real photos, rows against f32's).
@@ -55,12 +54,6 @@ impl QuantizedConst {
             }
         }
         Some(QuantizedConst { k, n, panels, scales, sums })
-    }
-
-    /// A dense convolution's kernel (OIHW) for rows gathered by
-    /// [`window_rows`](super::kernels::window_rows), whose depth runs tap by tap.
-    pub fn for_windows(kernel: &[f32], channels: usize, taps: usize) -> Option<QuantizedConst> {
-        QuantizedConst::new(&super::kernels::columns_for_windows(kernel, channels, taps), channels * taps, kernel.len() / (channels * taps))
     }
 
     /// f32 scratch values [`gemm`] needs: the per-column factors.
@@ -249,10 +242,12 @@ mod avx512 {
                 }
             }
             for (i, acc) in acc.iter().enumerate() {
-                for (h, &sums) in acc.iter().enumerate() {
+                // A half with no columns (a panel of at most 16) is not addressed at all.
+                for (h, &sums) in acc.iter().enumerate().filter(|&(h, _)| self.masks[h] != 0) {
                     let value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), self.multipliers[h], self.offsets[h]);
                     let value = _mm512_min_ps(_mm512_max_ps(value, self.low), self.high);
-                    // SAFETY: the mask keeps the stores inside the panel's columns of row i.
+                    // SAFETY: the half has columns, and the mask keeps the store inside the panel's
+                    // columns of row i.
                     unsafe { _mm512_mask_storeu_ps(c.add(i * c_row + h * 16), self.masks[h], value) };
                 }
             }
@@ -318,7 +313,9 @@ mod tests {
             let taps = kernel * kernel;
             let image = pseudo_random(w.in_height * w.in_width * channels, 7); // HWC
             let weights = pseudo_random(out_channels * channels * taps, 8); // OIHW
-            let constant = QuantizedConst::for_windows(&weights, channels, taps).unwrap();
+            let field = channels * taps;
+            let columns = super::super::kernels::columns_for_windows(&weights, channels, taps);
+            let constant = QuantizedConst::new(&columns, field, out_channels).unwrap();
             let mut quantized = vec![0u8; image.len()];
             let levels = quantize(&image, &mut quantized);
             let pixels = w.out_height * w.out_width;

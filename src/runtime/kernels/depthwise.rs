@@ -140,9 +140,11 @@ pub fn depthwise_interleaved_encoded(
     window: &Window,
     channels: usize,
 ) {
+    // The view ends where this output does, as the f32 slice it stands for would.
+    let len = window.out_height * window.out_width * channels;
     let output = match encoding {
-        OutputEncoding::U8(levels) => DepthwiseOutput::Bytes(&mut as_bytes(output)[first..], levels),
-        OutputEncoding::Bf16 => DepthwiseOutput::Halves(&mut as_halves(output)[first..]),
+        OutputEncoding::U8(levels) => DepthwiseOutput::Bytes(&mut as_bytes(output)[first..first + len], levels),
+        OutputEncoding::Bf16 => DepthwiseOutput::Halves(&mut as_halves(output)[first..first + len]),
     };
     let done = depthwise_interleaved_avx512(input, weights, epilogue, output, window, channels);
     assert!(done, "an encoded depthwise output needs AVX-512 and channels in groups of 16, not {channels}");

@@ -1,5 +1,5 @@
 //! What happens to a kernel's results on their way out: a per-channel bias and a clamp applied while
-//! the block is still in cache, and the depthwise kernel's store as f32 or as quantised u8.
+//! the block is still in cache, and the depthwise kernel's store as f32 or encoded (quantised u8, bf16).
 
 use super::simd::{multiversion, MulAdd};
 use crate::runtime::scale_zero_point::ScaleZeroPoint;

@@ -134,7 +134,7 @@ impl Step {
                 let (panel, rest) = rest.split_at_mut(packed::PANEL_FLOATS);
                 for image in 0..e.images {
                     let activations = &e.activations.slice(buffers)[image * e.image_stride..];
-                    // Where the image's output starts, in values (or bytes, when it is quantised).
+                    // Where the image's output starts, in values (an encoded output's offsets are in values too).
                     let image_out = image * g.image_out_len;
                     let encoded = e.low_precision.as_ref().map(|constant| constant.encode(&activations[..w.in_height * w.in_width * e.k], encoded_scratch));
                     for start in (0..w.out_height).step_by(*band_rows) {
@@ -143,7 +143,7 @@ impl Step {
                         let band_activations = &activations[input_rows.start * w.in_width * e.index_stride..];
                         if *interleaved {
                             if let (Some(constant), Some(encoded)) = (&e.low_precision, encoded) {
-                                let band_input = encoded.from(input_rows.start * w.in_width * e.k);
+                                let band_input = encoded.skip(input_rows.start * w.in_width * e.k);
                                 constant.gemm(pixels, band_input, expanded, channels, e.epilogue.as_ref(), factors);
                             } else {
                                 let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Columns));
