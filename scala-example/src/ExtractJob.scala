@@ -70,6 +70,10 @@ object ExtractJob {
     */
   private def panicCheck(spark: SparkSession, message: String): Unit = {
     val sc = spark.sparkContext
+    // The test's cluster has two workers: wait (up to a minute) until both executors have registered,
+    // or the first could take every sampling task and the pids would name one executor.
+    val deadline = System.nanoTime() + 60L * 1000 * 1000 * 1000
+    while (sc.statusTracker.getExecutorInfos.length - 1 < 2 && System.nanoTime() < deadline) Thread.sleep(200)
     def executorPids(): Seq[Long] =
       sc.parallelize(0 until 40, 40).map(_ => ProcessHandle.current().pid()).collect().distinct.sorted.toSeq
     val before = executorPids()
