@@ -90,6 +90,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Bf16Const, Epilogue, MR, NR};
+    use crate::runtime::tile_rows::run_rows;
 
     /// # Safety
     /// AVX-512 F and BF16; `out` holds `values.len()` halves.
@@ -139,22 +140,7 @@ mod avx512 {
                 // SAFETY (each arm): rows `row..row + rows` of A and C exist (asserted by the caller).
                 unsafe {
                     let (a, c) = (a.as_ptr().add(row * w.k), c.as_mut_ptr().add(row * c_row + p * NR));
-                    match rows {
-                        14 => tile.run::<14>(a, c, c_row),
-                        13 => tile.run::<13>(a, c, c_row),
-                        12 => tile.run::<12>(a, c, c_row),
-                        11 => tile.run::<11>(a, c, c_row),
-                        10 => tile.run::<10>(a, c, c_row),
-                        9 => tile.run::<9>(a, c, c_row),
-                        8 => tile.run::<8>(a, c, c_row),
-                        7 => tile.run::<7>(a, c, c_row),
-                        6 => tile.run::<6>(a, c, c_row),
-                        5 => tile.run::<5>(a, c, c_row),
-                        4 => tile.run::<4>(a, c, c_row),
-                        3 => tile.run::<3>(a, c, c_row),
-                        2 => tile.run::<2>(a, c, c_row),
-                        _ => tile.run::<1>(a, c, c_row),
-                    }
+                    run_rows!(rows, tile.run(a, c, c_row))
                 }
                 row += rows;
             }

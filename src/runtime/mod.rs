@@ -11,3 +11,4 @@ pub(crate) mod native;
 pub(crate) mod packed;
 pub(crate) mod quantized;
 pub(crate) mod scale_zero_point;
+mod tile_rows;
