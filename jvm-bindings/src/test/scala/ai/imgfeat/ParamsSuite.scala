@@ -87,9 +87,9 @@ class ParamsSuite extends AnyFunSuite {
   test("NearDuplicates: verification thresholds by the kinds of the two codes, as the CLI's") {
     def unit(cosine: Double): Seq[Float] = Seq(cosine.toFloat, math.sqrt(1 - cosine * cosine).toFloat)
     val x = Seq(1f, 0f)
-    assert(NearDuplicates.verified(x, true, unit(0.85), true) && !NearDuplicates.verified(x, true, unit(0.75), true))
+    assert(NearDuplicates.verified(x, true, unit(0.70), true) && !NearDuplicates.verified(x, true, unit(0.62), true))
     assert(NearDuplicates.verified(x, false, unit(0.96), false) && !NearDuplicates.verified(x, false, unit(0.85), false))
-    assert(NearDuplicates.verified(x, true, unit(0.92), false) && !NearDuplicates.verified(x, false, unit(0.85), true))
+    assert(NearDuplicates.verified(x, true, unit(0.76), false) && !NearDuplicates.verified(x, false, unit(0.68), true))
     intercept[IllegalArgumentException](NearDuplicates.verified(x, true, null, true))
   }
 
