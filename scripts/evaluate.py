@@ -230,8 +230,8 @@ def main():
         "originals; ranks count ties against the method. pHash and dHash (the `imagehash` package) are the "
         "baselines, in the same run.", "",
         "What was tuned on what: the inset seam finder on photos 1–100, `dedup`'s verification thresholds on photos "
-        "1–300 with their edits (`scripts/tune_dedup.py`: the rule grouping the most copies that puts no two "
-        "originals in one group, even with each threshold 0.03 lower). Photos 401–700 were "
+        "1–300 with their edits (`scripts/tune_dedup.py`: of the rules that put no two originals in one group "
+        "even with each threshold 0.03 lower, the strictest within half a point of the most copies grouped). Photos 401–700 were "
         "looked at by none of it. The code projection (`models/codes_itq_*.safetensors`) was fitted on all 700 "
         "photos' features, without edits. Spark's `NearDuplicates` gives the CLI's groups on the same table, with "
         "and without verification (tests/spark).", "",

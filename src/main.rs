@@ -174,8 +174,8 @@ struct RuleArgs {
     #[arg(long)]
     max_distance: Option<u32>,
     /// Join candidates by their codes alone. By default a candidate pair is joined only when the
-    /// cosine of the features behind its nearest codes reaches 0.66 for two whole images, 0.95 for two
-    /// objects, 0.72 for one of each (calibrated in EVALUATION.md): that groups more edited copies
+    /// cosine of the features behind its nearest codes reaches 0.68 for two whole images, 0.95 for two
+    /// objects, 0.76 for one of each (calibrated in EVALUATION.md): that groups more edited copies
     /// with their original without joining different photos, and needs the table's feature columns.
     #[arg(long)]
     no_verify: bool,

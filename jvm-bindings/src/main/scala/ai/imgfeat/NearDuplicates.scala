@@ -33,8 +33,8 @@ import org.apache.spark.storage.StorageLevel
   * }}}
   *
   * By default (`verify`, as `imgfeat dedup`), a candidate pair of distinct codes within maxDistance (47) is joined
-  * only when the cosine of their features (`featureCols`, in the order of `codeCols`) reaches 0.66 for two
-  * whole-image codes, 0.95 for two object codes and 0.72 for one of each; the last code column is the whole
+  * only when the cosine of their features (`featureCols`, in the order of `codeCols`) reaches 0.68 for two
+  * whole-image codes, 0.95 for two object codes and 0.76 for one of each; the last code column is the whole
   * image's, and an object code equal to its row's whole-image code counts as a whole image. A code is represented
   * by the row with its smallest id (the first of its columns), as the CLI does, so the groups are `imgfeat
   * dedup`'s. `setVerify(false)` joins candidates by their codes alone (`imgfeat dedup --no-verify`; maxDistance
@@ -269,9 +269,9 @@ object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
   private[imgfeat] val CodesOnlyMaxDistance = 24
 
   /** Least cosine between two candidates' features by their kinds: the CLI's `Verification::default()`. */
-  private[imgfeat] val WholeCosine = 0.66f
+  private[imgfeat] val WholeCosine = 0.68f
   private[imgfeat] val ObjectCosine = 0.95f
-  private[imgfeat] val MixedCosine = 0.72f
+  private[imgfeat] val MixedCosine = 0.76f
 
   /** Whether two candidate codes' features agree enough to join them: their cosine (a float sum in order, as the
     * CLI computes it, so that both sides decide alike) against the threshold for their kinds. */

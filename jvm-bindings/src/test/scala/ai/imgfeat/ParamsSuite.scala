@@ -89,7 +89,7 @@ class ParamsSuite extends AnyFunSuite {
     val x = Seq(1f, 0f)
     assert(NearDuplicates.verified(x, true, unit(0.70), true) && !NearDuplicates.verified(x, true, unit(0.62), true))
     assert(NearDuplicates.verified(x, false, unit(0.96), false) && !NearDuplicates.verified(x, false, unit(0.85), false))
-    assert(NearDuplicates.verified(x, true, unit(0.76), false) && !NearDuplicates.verified(x, false, unit(0.68), true))
+    assert(NearDuplicates.verified(x, true, unit(0.80), false) && !NearDuplicates.verified(x, false, unit(0.72), true))
     intercept[IllegalArgumentException](NearDuplicates.verified(x, true, null, true))
   }
 
