@@ -5,16 +5,18 @@ constants in Spark's NearDuplicates): on the tuning split of scripts/evaluate.py
 whole images, two objects, one of each) over the candidates within the default 47 bits is scored by the share of
 edited copies it groups with their original. A rule is safe when it puts no two originals in one group, neither
 at its thresholds nor with every threshold lowered by MARGIN (a rule at the very edge of the mistakes on one set
-makes them on the next); the rule chosen is the strictest safe one (highest thresholds) that groups within CLOSE
-of the best safe share (lower thresholds that buy less are noise on 2000 copies). It is then checked on the held-out split (photos 401-700) with the
-CLI itself. Prints what it found; the constants are set by hand from it.
+makes them on the next); the rule chosen is the strictest safe one (the largest sum of the three thresholds)
+that groups within CLOSE of the best safe share (lower thresholds that buy less are noise on 2000 copies). The
+same is reported for candidates within 63 bits, what a wider radius would buy. The rule is then checked on the
+held-out split (photos 401-700) with the CLI itself. Prints what it found; the constants are set by hand from it.
 
     .venv/bin/python scripts/tune_dedup.py
 
 Needs the release CLI and what scripts/evaluate.py needs. The grid re-implements the rule in NumPy (codes of a
-row: its object code and its whole-image code, one code when they are equal, counted as a whole image; a
-candidate pair is joined when its codes are equal, or within the distance and the cosine of their features
-reaches the threshold of their kinds; groups are connected components); the held-out check runs `imgfeat dedup`.
+row: its object code and its whole-image code, one code when they are equal, counted as a whole image; a code
+several rows carry is one code, represented by its first entry in path order, and joins those rows; two distinct
+codes are joined when they are within the distance and the cosine of their features reaches the threshold of
+their kinds; groups are connected components); the held-out check runs `imgfeat dedup`.
 """
 import tempfile
 from pathlib import Path
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 from evaluate import PHOTOS, grouping, groups_from_csv, run, write_split
 
 DISTANCE = 47  # DuplicateRule::VERIFIED_DISTANCE
+WIDER = 63  # the widest radius probed within 3 bits per 16-bit band, for comparison
 MARGIN = 0.03
 CLOSE = 0.005  # a threshold is lowered only for at least half a point more of the copies grouped
 GRID = [(whole, objects, mixed)
@@ -44,17 +47,28 @@ def split_table(work, collection, fillers, seed):
 
 
 def codes_of(table):
-    """Every row's distinct codes: (stems, code bits, features, whole-image flags, owning row), rows in path order."""
+    """The table's distinct codes as `duplicate_groups` compares them: (row stems, Hamming distances, cosines and
+    whole-image flags of the distinct codes, the row naming each, pairs of rows carrying one code). Rows are in
+    path order, each row's object code before its whole-image code (one code, a whole image's, when they are equal);
+    a code several entries carry is represented by its first entry, with that entry's feature and kind."""
     rows = sorted((r for f in sorted(table.iterdir()) for r in pq.read_table(f).to_pylist()), key=lambda r: r["path"])
-    stems, bits, features, whole, owner = [], [], [], [], []
+    stems, bits, features, whole, owner, first_of, same = [], [], [], [], [], {}, []
     for i, row in enumerate(rows):
         stems.append(Path(row["path"]).stem)
-        for code, feature, is_whole in ((row["code"], row["feature"], False), (row["whole_code"], row["whole_feature"], True)):
+        entries = []
+        pairs = ((row["code"], row["feature"], False), (row["whole_code"], row["whole_feature"], True))
+        for code, feature, is_whole in pairs:
             if code is None:
                 continue
-            if owner and owner[-1] == i and bits[-1] == code:
-                whole[-1] = True
+            if entries and entries[-1][0] == code:
+                entries[-1][2] = True
                 continue
+            entries.append([code, feature, is_whole])
+        for code, feature, is_whole in entries:
+            if code in first_of:
+                same.append((i, owner[first_of[code]]))
+                continue
+            first_of[code] = len(bits)
             bits.append(code)
             features.append(feature)
             whole.append(is_whole)
@@ -62,14 +76,15 @@ def codes_of(table):
     signs = np.array([np.unpackbits(np.frombuffer(c, np.uint8)) for c in bits], np.float32) * 2 - 1
     distance = np.rint((signs.shape[1] - signs @ signs.T) / 2).astype(np.int32)
     features = np.array(features, np.float32)
-    return stems, distance, features @ features.T, np.array(whole), np.array(owner)
+    return stems, distance, features @ features.T, np.array(whole), np.array(owner), same
 
 
-def groups(stems, distance, cosine, whole, owner, thresholds):
+def groups(stems, distance, cosine, whole, owner, same, thresholds, within=DISTANCE):
+    """{stem: group} under the verified rule with `thresholds` (whole, object, mixed) and candidates `within` bits."""
     whole_pair = whole[:, None] & whole[None, :]
     object_pair = ~whole[:, None] & ~whole[None, :]
     least = np.where(whole_pair, thresholds[0], np.where(object_pair, thresholds[1], thresholds[2]))
-    joined = (distance == 0) | ((distance <= DISTANCE) & (cosine >= least - 1e-6))
+    joined = (distance <= within) & (cosine >= least)
     parent = list(range(len(stems)))
 
     def root(x):
@@ -77,10 +92,26 @@ def groups(stems, distance, cosine, whole, owner, thresholds):
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
-    for a, b in zip(*np.nonzero(np.triu(joined, 1))):
-        ra, rb = root(owner[a]), root(owner[b])
+    for a, b in [*same, *((owner[a], owner[b]) for a, b in zip(*np.nonzero(np.triu(joined, 1))))]:
+        ra, rb = root(a), root(b)
         parent[max(ra, rb)] = min(ra, rb)
     return {s: str(root(i)) for i, s in enumerate(stems)}
+
+
+def calibrate(codes, originals, copies, within):
+    """The safe rules' best share of copies grouped, and the strictest safe rule within CLOSE of it with its share."""
+    score = lambda t: grouping(groups(*codes, t, within), originals, copies)  # noqa: E731
+    safe = []
+    for thresholds in GRID:
+        result = score(thresholds)
+        if result["mixed"] == 0 and score(tuple(t - MARGIN for t in thresholds))["mixed"] == 0:
+            safe.append((round(result["all"] * len(copies)), thresholds))  # copies grouped: exact comparisons
+    if not safe:
+        raise SystemExit(f"no rule of the grid within {within} bits keeps every original apart: widen GRID")
+    best = max(grouped for grouped, _ in safe)
+    close = ((g, t) for g, t in safe if g >= best - CLOSE * len(copies))
+    grouped, chosen = max(close, key=lambda s: (sum(s[1]), s[0]))
+    return len(safe), best / len(copies), grouped / len(copies), chosen
 
 
 def main():
@@ -90,17 +121,12 @@ def main():
         tuning.mkdir()
         table, originals, copies = split_table(tuning, names[:300], names[300:700], 20261125)  # evaluate.py --tuning
         codes = codes_of(table)
-        score = lambda t: grouping(groups(*codes, t), originals, copies)  # noqa: E731
-        safe = []
-        for thresholds in GRID:
-            result = score(thresholds)
-            if result["mixed"] == 0 and score(tuple(t - MARGIN for t in thresholds))["mixed"] == 0:
-                safe.append((result["all"], thresholds))
-        best = max(share for share, _ in safe)
-        share, chosen = max(((share, t) for share, t in safe if share >= best - CLOSE), key=lambda s: (sum(s[1]), s[0]))
-        print(f"tuning split (photos 1-300): {len(safe)} of {len(GRID)} rules mix no originals even {MARGIN} lower; "
-              f"the best groups {best:.3f} of the copies; the strictest within {CLOSE} of it groups {share:.3f}: "
-              f"whole {chosen[0]:.2f}, object {chosen[1]:.2f}, mixed {chosen[2]:.2f}")
+        for within in (DISTANCE, WIDER):
+            safe, best, share, chosen = calibrate(codes, originals, copies, within)
+            print(f"tuning split (photos 1-300), candidates within {within} bits: {safe} of {len(GRID)} rules mix no "
+                  f"originals even {MARGIN} lower; the best groups {best:.3f} of the copies; the strictest within "
+                  f"{CLOSE} of it groups {share:.3f}: whole {chosen[0]:.2f}, object {chosen[1]:.2f}, "
+                  f"mixed {chosen[2]:.2f}")
         held_out = Path(work) / "held-out"
         held_out.mkdir()
         table, originals, copies = split_table(held_out, names[400:700], names[:400], 20261206)  # evaluate.py's
