@@ -92,10 +92,9 @@ def grouping(group_of, originals, queries):
     return out
 
 
-def hash_groups(hashes, names, max_distance):
-    """Union-find over pairs of perceptual hashes within `max_distance` bits."""
-    bits = np.array([h.hash.flatten() for h in hashes], bool)
-    parent = list(range(len(names)))
+def components(n, pairs):
+    """Union-find over `n` items joined by `pairs`: each item's group, named by its smallest member."""
+    parent = list(range(n))
 
     def root(x):
         while parent[x] != x:
@@ -103,13 +102,18 @@ def hash_groups(hashes, names, max_distance):
             x = parent[x]
         return x
 
-    for i in range(len(names)):
-        near = np.nonzero(np.sum(bits[i + 1:] != bits[i], axis=1) <= max_distance)[0] + i + 1
-        for j in near:
-            a, b = root(i), root(int(j))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return {n: str(root(i)) for i, n in enumerate(names)}
+    for a, b in pairs:
+        a, b = root(int(a)), root(int(b))
+        parent[max(a, b)] = min(a, b)
+    return [root(x) for x in range(n)]
+
+
+def hash_groups(hashes, names, max_distance):
+    """Groups of perceptual hashes joined when within `max_distance` bits."""
+    bits = np.array([h.hash.flatten() for h in hashes], bool)
+    pairs = ((i, j) for i in range(len(names))
+             for j in np.nonzero(np.sum(bits[i + 1:] != bits[i], axis=1) <= max_distance)[0] + i + 1)
+    return {n: str(group) for n, group in zip(names, components(len(names), pairs))}
 
 
 def write_split(collection, fillers, seed, originals, queries):

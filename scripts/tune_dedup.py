@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from evaluate import PHOTOS, grouping, groups_from_csv, run, write_split
+from evaluate import PHOTOS, components, grouping, groups_from_csv, run, write_split
 
 DISTANCE = 47  # DuplicateRule::VERIFIED_DISTANCE
 WIDER = 63  # the widest radius probed within 3 bits per 16-bit band, for comparison
@@ -85,17 +85,8 @@ def groups(stems, distance, cosine, whole, owner, same, thresholds, within=DISTA
     object_pair = ~whole[:, None] & ~whole[None, :]
     least = np.where(whole_pair, thresholds[0], np.where(object_pair, thresholds[1], thresholds[2]))
     joined = (distance <= within) & (cosine >= least)
-    parent = list(range(len(stems)))
-
-    def root(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-    for a, b in [*same, *((owner[a], owner[b]) for a, b in zip(*np.nonzero(np.triu(joined, 1))))]:
-        ra, rb = root(a), root(b)
-        parent[max(ra, rb)] = min(ra, rb)
-    return {s: str(root(i)) for i, s in enumerate(stems)}
+    candidates = ((owner[a], owner[b]) for a, b in zip(*np.nonzero(np.triu(joined, 1))))
+    return {s: str(group) for s, group in zip(stems, components(len(stems), [*same, *candidates]))}
 
 
 def calibrate(codes, originals, copies, within):
