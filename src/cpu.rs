@@ -20,7 +20,8 @@ pub enum Isa {
 pub struct CpuFeatures {
     /// The instruction set of the f32 kernels, the packed product and the resize.
     pub isa: Isa,
-    /// AVX-512 BW and VNNI under [`Isa::Avx512`]: the int8 products (`"precision": "int8"`).
+    /// AVX-512 BW and VNNI under [`Isa::Avx512`]: the int8 products' VNNI kernels (`"precision":
+    /// "int8"`; without them its portable kernels run, with the same results).
     pub int8_products: bool,
     /// AVX-512 BF16 under [`Isa::Avx512`]: the bf16 products (`"precision": "bf16"`).
     pub bf16_products: bool,
@@ -31,7 +32,8 @@ pub struct CpuFeatures {
 }
 
 /// Caps the instruction set, to run on this CPU the path another CPU would take: `avx2` runs what a
-/// CPU without AVX-512 runs (int8 and bf16 then fall back to f32), `baseline` the x86-64 baseline kernels.
+/// CPU without AVX-512 runs (bf16 then falls back to f32; int8 runs its portable kernels, with the
+/// same rows), `baseline` the x86-64 baseline kernels.
 /// Read once; an unknown value is ignored with a warning.
 pub const MAX_ISA_VARIABLE: &str = "IMGFEAT_MAX_ISA";
 

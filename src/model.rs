@@ -63,8 +63,7 @@ impl OnnxModel {
             let why = match (&engine, asked) {
                 (Engine::Tract(_), _) => "tract runs it in f32".to_string(),
                 (_, Some(reduced)) if !reduced.available() => {
-                    let needs = if reduced == LowPrecision::Bf16 { "AVX-512 BF16" } else { "AVX-512 VNNI" };
-                    format!("{} products need {needs}, which this CPU lacks", config.precision.name())
+                    format!("{} products need AVX-512 BF16, which this CPU lacks", config.precision.name())
                 }
                 _ => format!("none of its products can run in {} with the {} GEMM", config.precision.name(), format!("{:?}", config.gemm).to_lowercase()),
             };
@@ -177,7 +176,8 @@ pub struct Arithmetic {
     /// Never `auto`.
     pub precision: Precision,
     /// Which kernels ran: the instruction set (`avx512`, `avx2`, `baseline`) and the product's
-    /// extension (`avx512-vnni` for int8, `avx512-bf16` for bf16), or `tract`; for two models that
+    /// extension (`avx512-vnni` for int8 on VNNI, `avx2-int8` and the like for its portable kernel,
+    /// whose rows are the same bits; `avx512-bf16` for bf16), or `tract`; for two models that
     /// differ, both, each with its role.
     pub kernels: String,
 }
@@ -193,7 +193,10 @@ impl Arithmetic {
         match engine {
             Engine::Tract(_) => Arithmetic { precision: Precision::F32, kernels: "tract".into() },
             Engine::Native(native) => match native.low_precision() {
-                Some(LowPrecision::Int8) => Arithmetic { precision: Precision::Int8, kernels: format!("{isa}-vnni") },
+                Some(LowPrecision::Int8) => {
+                    let products = if cpu::features().int8_products { "vnni" } else { "int8" };
+                    Arithmetic { precision: Precision::Int8, kernels: format!("{isa}-{products}") }
+                }
                 Some(LowPrecision::Bf16) => Arithmetic { precision: Precision::Bf16, kernels: format!("{isa}-bf16") },
                 None => Arithmetic { precision: Precision::F32, kernels: isa.into() },
             },

@@ -119,7 +119,7 @@ impl Provenance {
             return Some(format!("it holds {codes}"));
         }
         // Rows of another precision differ by more than rounding; other kernels of the same
-        // precision (another instruction set) only by rounding, and may join.
+        // precision (another instruction set) only by rounding (in int8 not at all), and may join.
         if self.made_in() != other.made_in() {
             return Some(match (&self.arithmetic, &other.arithmetic) {
                 (Some(ours), Some(theirs)) => format!(

@@ -24,10 +24,11 @@ pub enum LowPrecision {
 }
 
 impl LowPrecision {
-    /// Whether this CPU runs the precision's products.
+    /// Whether this CPU runs the precision's products: int8 everywhere (VNNI where present, else a
+    /// portable kernel with the same results), bf16 only with AVX-512 BF16.
     pub fn available(self) -> bool {
         match self {
-            LowPrecision::Int8 => quantized::available(),
+            LowPrecision::Int8 => true,
             LowPrecision::Bf16 => bf16::available(),
         }
     }

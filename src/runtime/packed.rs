@@ -1,4 +1,6 @@
-//! A matrix product specialised for convolution layers on AVX-512: one operand is a constant weight
+//! A matrix product specialised for convolution layers, on AVX-512 (with a portable tile that adds
+//! the same products in the same order elsewhere, for programs that must give the same bits on
+//! every CPU: int8's): one operand is a constant weight
 //! matrix, packed once at load time into the panels the register tile reads, and the other is the
 //! activation tensor, read where it lies (its rows are already contiguous along the tile's vector
 //! axis). A general GEMM packs both operands on every call; on our models' 1x1 convolutions that
@@ -9,6 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::buffer::AlignedBuffer;
+use super::kernels::simd::{clamp, multiversion};
 use super::kernels::{ChannelsAlong, Epilogue};
 
 /// Rows of C per register tile (broadcast from A): 14×2 accumulators, two B vectors and a broadcast
@@ -95,7 +98,10 @@ impl PackedConst {
     }
 }
 
-/// Whether this CPU runs the packed product (else the executor uses its GEMM backend).
+/// Whether this CPU runs the packed product's AVX-512 tile. Elsewhere [`gemm`] runs a portable tile
+/// with the same sums: an int8 program packs its f32 products on every CPU, so that its rows are the
+/// same bits everywhere; an f32 program there leaves them to the GEMM backend (matrixmultiply's
+/// kernels for that CPU), as it did before the portable tile existed.
 pub fn available() -> bool {
     crate::cpu::isa() == crate::cpu::Isa::Avx512
 }
@@ -134,7 +140,6 @@ pub fn gemm(
     epilogue: Option<(&Epilogue, ChannelsAlong)>,
     panel: &mut [f32],
 ) {
-    assert!(available(), "the packed product needs AVX-512");
     let outer = if packed.side == ConstSide::Left { m } else { n };
     assert!(packed.k == k && packed.outer == outer, "weights packed for another product");
     assert!(k > 0, "an empty contraction");
@@ -145,6 +150,11 @@ pub fn gemm(
     assert!(c.len() >= last(m, n, c_row) && panel.len() >= PANEL_FLOATS);
     if let Some((epilogue, along)) = epilogue {
         assert!(epilogue.bias.len() >= if along == ChannelsAlong::Rows { m } else { n });
+    }
+    let (reach_k, reach_index) = if packed.side == ConstSide::Left { (k, n) } else { (k, m) };
+    assert!((reach_k - 1) * k_stride + (reach_index - 1) * index_stride < activations.len(), "activations too short");
+    if !available() {
+        return gemm_portable(m, k, n, packed, activations, k_stride, index_stride, c, c_row, epilogue);
     }
     let k_steps = k.max(1).div_ceil(KC);
     for k_step in 0..k_steps {
@@ -202,6 +212,91 @@ pub fn gemm(
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Columns of C per step of the portable tile: two AVX2 vectors.
+const PORTABLE_COLUMNS: usize = 16;
+
+multiversion! {
+    /// [`gemm`] on a CPU without AVX-512: each value of C is one chain of fused multiply-adds over k
+    /// in order from zero, then the bias is added and the result clamped, as the AVX-512 tile
+    /// computes it (its passes over k store and reload the running sums exactly), so both give the
+    /// same bits.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_portable(
+        m: usize, k: usize, n: usize, packed: &PackedConst, activations: &[f32], k_stride: usize, index_stride: usize,
+        c: &mut [f32], c_row: usize, epilogue: Option<(&Epilogue, ChannelsAlong)>,
+    ) => gemm_portable_body
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gemm_portable_body(
+    m: usize,
+    k: usize,
+    n: usize,
+    packed: &PackedConst,
+    activations: &[f32],
+    k_stride: usize,
+    index_stride: usize,
+    c: &mut [f32],
+    c_row: usize,
+    epilogue: Option<(&Epilogue, ChannelsAlong)>,
+) {
+    const COLUMNS: usize = PORTABLE_COLUMNS;
+    let panels: &[f32] = &packed.panels;
+    for i in 0..m {
+        for j0 in (0..n).step_by(COLUMNS) {
+            let columns = COLUMNS.min(n - j0);
+            let mut sums = [0f32; COLUMNS];
+            match packed.side {
+                ConstSide::Right => {
+                    // W(kk, j) at ((j / NR)·k + kk)·NR + j % NR; j0 is a multiple of 16, so its
+                    // columns lie in one panel (zero past n).
+                    let first = (j0 / NR) * k * NR + j0 % NR;
+                    for kk in 0..k {
+                        let a = activations[kk * k_stride + i * index_stride];
+                        let w: &[f32; COLUMNS] = panels[first + kk * NR..][..COLUMNS].try_into().expect("16");
+                        for (sum, &w) in sums.iter_mut().zip(w) {
+                            *sum = a.mul_add(w, *sum);
+                        }
+                    }
+                }
+                ConstSide::Left => {
+                    // W(i, kk) at ((i / MR)·k + kk)·MR + i % MR.
+                    let first = (i / MR) * k * MR + i % MR;
+                    for kk in 0..k {
+                        let w = panels[first + kk * MR];
+                        let x = &activations[kk * k_stride..];
+                        if index_stride == 1 && columns == COLUMNS {
+                            let x: &[f32; COLUMNS] = x[j0..j0 + COLUMNS].try_into().expect("16");
+                            for (sum, &x) in sums.iter_mut().zip(x) {
+                                *sum = w.mul_add(x, *sum);
+                            }
+                        } else {
+                            for (l, sum) in sums[..columns].iter_mut().enumerate() {
+                                *sum = w.mul_add(x[(j0 + l) * index_stride], *sum);
+                            }
+                        }
+                    }
+                }
+            }
+            let out = &mut c[i * c_row + j0..][..columns];
+            match epilogue {
+                Some((epilogue, ChannelsAlong::Rows)) => {
+                    for (o, &sum) in out.iter_mut().zip(&sums) {
+                        *o = clamp(sum + epilogue.bias[i], epilogue.low, epilogue.high);
+                    }
+                }
+                Some((epilogue, ChannelsAlong::Columns)) => {
+                    for ((o, &sum), &bias) in out.iter_mut().zip(&sums).zip(&epilogue.bias[j0..]) {
+                        *o = clamp(sum + bias, epilogue.low, epilogue.high);
+                    }
+                }
+                None => out.copy_from_slice(&sums[..columns]),
             }
         }
     }
@@ -267,7 +362,7 @@ impl Slice<'_> {
                 slot[steps * W..].fill(0.0);
             }
             let first = (start + j * W) * self.index_stride + self.k0;
-            // SAFETY: `available()` (asserted by `gemm`) means AVX-512; the reads stay within
+            // SAFETY: `available()` (checked by `gemm` before any tile runs) means AVX-512; the reads stay within
             // `furthest` and the writes within the slot.
             #[cfg(target_arch = "x86_64")]
             unsafe {
@@ -493,6 +588,42 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn the_portable_tile_gives_the_avx512_tiles_bits() {
+        if !available() {
+            eprintln!("SKIPPED: this CPU has no AVX-512 tile to compare the portable one with");
+            return;
+        }
+        // k past KC: the AVX-512 tile's second pass reloads its sums, the portable one never stops.
+        for (m, k, n) in [(1, 1, 1), (13, 7, 33), (25, 40, 70), (30, 600, 40), (13, 4100, 20)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 9.0).collect();
+            let mut panel = vec![0.0; PANEL_FLOATS];
+            let mut epilogue = Epilogue::new(m.max(n));
+            epilogue.bias = (0..m.max(n)).map(|i| i as f32 * 0.37 - 3.0).collect();
+            (epilogue.low, epilogue.high) = (-40.0, 40.0);
+            let left = PackedConst::pack(ConstSide::Left, &a, k, 1, m, k, n);
+            let right = PackedConst::pack(ConstSide::Right, &b, n, 1, m, k, n);
+            let a_k_major: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect();
+            let b_n_major: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+            let cases: [(&PackedConst, &[f32], usize, usize, Option<ChannelsAlong>); 4] = [
+                (&left, &b, n, 1, Some(ChannelsAlong::Rows)),
+                (&left, &b_n_major, 1, k, None),
+                (&right, &a_k_major, m, 1, Some(ChannelsAlong::Columns)),
+                (&right, &a, 1, k, Some(ChannelsAlong::Columns)),
+            ];
+            for (case, (packed, activations, k_stride, index_stride, along)) in cases.into_iter().enumerate() {
+                let epilogue = along.map(|along| (&epilogue, along));
+                let mut tile = vec![0.0; m * n];
+                gemm(m, k, n, packed, activations, k_stride, index_stride, &mut tile, n, epilogue, &mut panel);
+                let mut portable = vec![0.0; m * n];
+                gemm_portable(m, k, n, packed, activations, k_stride, index_stride, &mut portable, n, epilogue);
+                let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(bits(&tile), bits(&portable), "case {case}, {m}x{k}x{n}");
+            }
+        }
     }
 
     #[test]

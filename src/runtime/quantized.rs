@@ -3,10 +3,13 @@
 //! activations once per product at run time (asymmetric u8 over the tensor's range; a depthwise
 //! convolution's output arrives quantised over its ReLU6 range instead: `encode_depthwise_outputs`
 //! in native/passes/low_precision.rs), multiplied with AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
-//! FMA's. On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
+//! FMA's. Without VNNI a portable kernel computes the same integer sums and dequantises them with
+//! the same fused multiply-add, as does `quantize`'s portable twin: int8 rows are the same bits on
+//! every CPU (tests/int8_identity.rs). On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
 //! against ~265 GFLOP/s in f32. The results differ from f32 by the rounding of the activations to 256
 //! levels (tests/precision.rs bounds it over real photos, rows against f32's).
 
+use super::kernels::simd::{clamp, multiversion};
 use super::kernels::Epilogue;
 use super::scale_zero_point::ScaleZeroPoint;
 
@@ -28,8 +31,8 @@ pub struct QuantizedConst {
     sums: Vec<i32>,
 }
 
-/// Whether this CPU has the instructions [`gemm`] needs.
-pub fn available() -> bool {
+/// Whether this CPU runs the VNNI kernels (else the portable ones, with the same results).
+fn vnni() -> bool {
     crate::cpu::features().int8_products
 }
 
@@ -65,23 +68,39 @@ impl QuantizedConst {
 /// Quantises `values` to u8 over their range (widened to include 0, so zero is exact).
 ///
 /// # Panics
-/// If `out` is shorter than `values`, or the CPU lacks [`available`]'s instructions.
+/// If `out` is shorter than `values`.
 pub fn quantize(values: &[f32], out: &mut [u8]) -> ScaleZeroPoint {
-    assert!(out.len() >= values.len() && available(), "quantize: output too short, or no AVX-512");
-    // SAFETY: `available` checked AVX-512; the lengths are asserted.
+    assert!(out.len() >= values.len(), "quantize: output too short");
     #[cfg(target_arch = "x86_64")]
-    unsafe {
-        avx512::quantize(values, out)
+    if vnni() {
+        // SAFETY: `vnni` means AVX-512 F and BW (and VNNI); the lengths are asserted.
+        return unsafe { avx512::quantize(values, out) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("available() is false")
+    let mut levels = ScaleZeroPoint { scale: 1.0, zero_point: 0 };
+    quantize_portable(values, out, &mut levels);
+    levels
+}
+
+multiversion! {
+    /// The portable [`quantize`]: the same range (from 0), levels and fused, ties-to-even rounding.
+    fn quantize_portable(values: &[f32], out: &mut [u8], levels: &mut ScaleZeroPoint) => quantize_body
+}
+
+#[inline(always)]
+fn quantize_body(values: &[f32], out: &mut [u8], levels: &mut ScaleZeroPoint) {
+    let (min, max) = values.iter().fold((0f32, 0f32), |(min, max), &v| (min.min(v), max.max(v)));
+    *levels = ScaleZeroPoint::spanning(min, max);
+    let (inverse, zero) = (1.0 / levels.scale, levels.zero_point as f32);
+    for (o, &v) in out.iter_mut().zip(values) {
+        *o = v.mul_add(inverse, zero).round_ties_even().clamp(0.0, 255.0) as u8;
+    }
 }
 
 /// C (m×n, row stride `c_row`) = dequantised(A·W), then `epilogue` along C's columns. A is m×k u8,
 /// row-major, quantised with `levels`; `factors` is scratch of [`QuantizedConst::scratch_floats`].
 ///
 /// # Panics
-/// If a slice is too short for the sizes, or the CPU lacks [`available`]'s instructions.
+/// If a slice is too short for the sizes.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -94,7 +113,6 @@ pub fn gemm(
     factors: &mut [f32],
 ) {
     let (k, n) = (w.k, w.n);
-    assert!(available(), "int8 products need AVX-512 VNNI");
     assert!(a.len() >= m * k && c_row >= n && (m == 0 || c.len() >= (m - 1) * c_row + n) && factors.len() >= w.scratch_floats());
     // Per column: C = acc·scale_a·scale_w + (bias - zero·Σw·scale_a·scale_w).
     let (multipliers, offsets) = factors[..w.scratch_floats()].split_at_mut(w.scales.len());
@@ -104,10 +122,145 @@ pub fn gemm(
         offsets[j] = bias - (levels.zero_point * w.sums[j]) as f32 * multipliers[j];
     }
     let (low, high) = epilogue.map_or((f32::NEG_INFINITY, f32::INFINITY), |e| (e.low, e.high));
-    // SAFETY: `available` checked the instructions; the sizes are asserted above.
     #[cfg(target_arch = "x86_64")]
-    unsafe {
-        avx512::gemm(m, w, a, c, c_row, multipliers, offsets, low, high)
+    if vnni() {
+        // SAFETY: `vnni` checked the instructions; the sizes are asserted above.
+        return unsafe { avx512::gemm(m, w, a, c, c_row, multipliers, offsets, low, high) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::isa() >= crate::cpu::Isa::Avx2Fma {
+        // SAFETY: `Isa::Avx2Fma` or wider means AVX2 and FMA; the sizes are asserted above.
+        return unsafe { avx2::gemm(m, w, a, c, c_row, multipliers, offsets, low, high) };
+    }
+    gemm_portable(m, w, a, c, c_row, multipliers, offsets, low, high)
+}
+
+/// The portable [`gemm`] (the x86-64 baseline): each column's exact i32 sum (wrapping, as
+/// `vpdpbusd`'s: integer sums are the same in any order), dequantised by one fused multiply-add and
+/// clamped, as the VNNI tile does.
+#[allow(clippy::too_many_arguments)]
+fn gemm_portable(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: usize, multipliers: &[f32], offsets: &[f32], low: f32, high: f32) {
+    let k = w.k;
+    for p in 0..w.n.div_ceil(NR) {
+        let columns = (w.n - p * NR).min(NR);
+        let panel = &w.panels[p * NR * k..][..NR * k];
+        for i in 0..m {
+            let mut sums = [0i32; NR];
+            for (group, x) in a[i * k..][..k].chunks_exact(4).enumerate() {
+                let weights: &[i8; NR * 4] = panel[group * NR * 4..][..NR * 4].try_into().expect("NR·4 weights");
+                for (sum, w) in sums.iter_mut().zip(weights.chunks_exact(4)) {
+                    let dot = (0..4).map(|q| x[q] as i32 * w[q] as i32).sum::<i32>();
+                    *sum = sum.wrapping_add(dot);
+                }
+            }
+            let out = &mut c[i * c_row + p * NR..][..columns];
+            for (j, (o, &sum)) in out.iter_mut().zip(&sums).enumerate() {
+                *o = clamp((sum as f32).mul_add(multipliers[p * NR + j], offsets[p * NR + j]), low, high);
+            }
+        }
+    }
+}
+
+/// The int8 product on AVX2: u8 activations and s8 weights widened to i16 and multiplied in pairs
+/// by `vpmaddwd` into i32 (exact: AVX2's `vpmaddubsw` would saturate pairs at i16), each column's
+/// two partial sums added once at the end.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{QuantizedConst, NR};
+    use crate::runtime::kernels::simd::clamp;
+
+    /// Rows and columns of a tile: 3 rows × 4 vectors of sums and the 4 vectors of one group's
+    /// widened weights fill the 16 registers.
+    const ROWS: usize = 3;
+    const COLUMNS: usize = 16;
+
+    /// # Safety
+    /// AVX2 and FMA; the sizes [`super::gemm`] asserts.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gemm(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: usize, multipliers: &[f32], offsets: &[f32], low: f32, high: f32) {
+        for first in (0..w.n).step_by(COLUMNS) {
+            let (p, half) = (first / NR, (first % NR) / COLUMNS);
+            let tile = Tile {
+                k: w.k,
+                // Panel p's groups of four k hold NR columns' four weights; this tile's 16 columns are
+                // the group's first or second 64 bytes.
+                weights: &w.panels[p * NR * w.k + half * COLUMNS * 4..],
+                columns: (w.n - first).min(COLUMNS),
+                multipliers: &multipliers[first..],
+                offsets: &offsets[first..],
+                low,
+                high,
+            };
+            let mut row = 0;
+            while row < m {
+                let rows = (m - row).min(ROWS);
+                let (a, c) = (&a[row * w.k..], &mut c[row * c_row + first..]);
+                // SAFETY (each arm): AVX2 (this function's contract); A holds `rows` rows of k bytes
+                // from here and C `rows` rows of the tile's columns (asserted by `super::gemm`).
+                unsafe {
+                    match rows {
+                        3 => tile.run::<3>(a, c, c_row),
+                        2 => tile.run::<2>(a, c, c_row),
+                        _ => tile.run::<1>(a, c, c_row),
+                    }
+                }
+                row += rows;
+            }
+        }
+    }
+
+    /// Up to 16 columns of one panel, with their factors.
+    struct Tile<'a> {
+        k: usize,
+        weights: &'a [i8],
+        columns: usize,
+        multipliers: &'a [f32],
+        offsets: &'a [f32],
+        low: f32,
+        high: f32,
+    }
+
+    impl Tile<'_> {
+        /// C rows 0..R of this tile's columns from A rows 0..R.
+        ///
+        /// # Safety
+        /// AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn run<const R: usize>(&self, a: &[u8], c: &mut [f32], c_row: usize) {
+            let k = self.k;
+            assert!(a.len() >= (R - 1) * k + k && c.len() > (R - 1) * c_row + self.columns - 1);
+            assert!(self.weights.len() >= (k / 4 - 1) * NR * 4 + COLUMNS * 4 && self.multipliers.len() >= self.columns);
+            let mut sums = [[_mm256_setzero_si256(); 4]; R];
+            for group in 0..k / 4 {
+                let weights = &self.weights[group * NR * 4..][..COLUMNS * 4];
+                // SAFETY: each load reads 16 of the group's 64 bytes.
+                let widened: [__m256i; 4] =
+                    std::array::from_fn(|v| _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(weights.as_ptr().add(16 * v) as *const __m128i) }));
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    let x: [u8; 4] = a[r * k + group * 4..][..4].try_into().expect("4 bytes");
+                    let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(i32::from_ne_bytes(x)));
+                    for (sum, weights) in sums.iter_mut().zip(widened) {
+                        *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(x, weights));
+                    }
+                }
+            }
+            for (r, sums) in sums.iter().enumerate() {
+                // Column j's two partial sums at 2j and 2j + 1.
+                let mut partial = [0i32; 2 * COLUMNS];
+                for (v, sum) in sums.iter().enumerate() {
+                    // SAFETY: `partial` holds 8 values from 8v.
+                    unsafe { _mm256_storeu_si256(partial.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
+                }
+                for (j, out) in c[r * c_row..][..self.columns].iter_mut().enumerate() {
+                    let sum = partial[2 * j].wrapping_add(partial[2 * j + 1]);
+                    *out = clamp((sum as f32).mul_add(self.multipliers[j], self.offsets[j]), self.low, self.high);
+                }
+            }
+        }
     }
 }
 
@@ -248,10 +401,6 @@ mod tests {
 
     #[test]
     fn int8_products_equal_the_exact_product_of_the_quantised_values() {
-        if !available() {
-            eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
-            return;
-        }
         // Row counts through every tile height and past one tile; column counts with partial panels.
         for (m, k, n) in [(1, 4, 16), (13, 32, 24), (14, 64, 32), (31, 96, 40), (45, 144, 96)] {
             let a = pseudo_random(m * k, 1).iter().map(|v| v * 3.0 + 1.0).collect::<Vec<_>>();
@@ -288,11 +437,40 @@ mod tests {
     }
 
     #[test]
-    fn an_int8_convolution_over_gathered_windows_is_near_the_f32_one() {
-        if !available() {
-            eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
-            return;
+    fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_bits() {
+        for (m, k, n) in [(1, 4, 16), (5, 32, 17), (14, 64, 32), (31, 96, 40), (45, 1152, 96)] {
+            let a: Vec<u8> = (0..m * k).map(|i| (i * 97 % 256) as u8).collect();
+            let w = QuantizedConst::new(&pseudo_random(k * n, 11), k, n).unwrap();
+            let panels = n.div_ceil(NR) * NR;
+            let multipliers: Vec<f32> = pseudo_random(panels, 12).iter().map(|v| v.abs() * 1e-3).collect();
+            let offsets = pseudo_random(panels, 13);
+            let run = |kernel: &dyn Fn(&mut [f32])| {
+                let mut c = vec![f32::NAN; m * n];
+                kernel(&mut c);
+                c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            let portable = run(&|c| gemm_portable(m, &w, &a, c, n, &multipliers, &offsets, -3.0, 6.0));
+            assert!(portable.iter().all(|&bits| !f32::from_bits(bits).is_nan()), "every value written");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: AVX2 and FMA detected just above; the sizes fit (m rows of k, n columns).
+                    let avx2 = run(&|c| unsafe { avx2::gemm(m, &w, &a, c, n, &multipliers, &offsets, -3.0, 6.0) });
+                    assert_eq!(avx2, portable, "AVX2 {m}x{k}x{n}");
+                }
+                if vnni() {
+                    // SAFETY: `vnni` checked the instructions; the sizes fit.
+                    let vnni = run(&|c| unsafe { avx512::gemm(m, &w, &a, c, n, &multipliers, &offsets, -3.0, 6.0) });
+                    assert_eq!(vnni, portable, "VNNI {m}x{k}x{n}");
+                } else {
+                    eprintln!("SKIPPED part: this CPU has no AVX-512 VNNI kernel to compare");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn an_int8_convolution_over_gathered_windows_is_near_the_f32_one() {
         let (channels, out_channels) = (8, 24);
         for (kernel, stride, pad, size) in [(3, 2, 1, 5), (3, 1, 1, 4), (3, 2, 0, 7)] {
             let w = test_window(kernel, stride, pad, size, size + 1);
@@ -322,10 +500,6 @@ mod tests {
 
     #[test]
     fn quantized_activations_round_trip_within_a_level() {
-        if !available() {
-            eprintln!("skipped: int8 products need AVX-512 VNNI, which this CPU lacks");
-            return;
-        }
         // The scalar tail rounds as the vectors do: the same values give the same levels in both
         // (ties included: 16 values, then the first 15 again past the last whole vector).
         let body: Vec<f32> = (0..16).map(|i| i as f32 * 0.5 - 2.0).collect();

@@ -1,9 +1,10 @@
-//! Dense convolutions: the direct channels-last stem kernel and im2col for the rest (whose product
+//! Dense convolutions: the direct channels-last stem kernel (AVX-512, or portable with the same sums) and im2col for the rest (whose product
 //! then runs on the GEMM).
 
 use super::elementwise::copy_every;
 use super::window::{ImageStrides, Window};
 use super::epilogue::Epilogue;
+use super::simd::{clamp, multiversion};
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use crate::cpu::{isa, Isa};
@@ -13,17 +14,15 @@ use crate::cpu::{isa, Isa};
 pub const MAX_DIRECT_IN_CHANNELS: usize = 4;
 
 /// Whether [`conv_interleaved`] runs a channels-last convolution of `in_channels` → `out_channels`
-/// on this CPU.
+/// (on every CPU alike, so that a model is lowered the same way everywhere).
 pub fn conv_interleaved_takes(in_channels: usize, out_channels: usize) -> bool {
-    cfg!(target_arch = "x86_64")
-        && isa() == Isa::Avx512
-        && in_channels <= MAX_DIRECT_IN_CHANNELS
-        && matches!(out_channels, 16 | 32 | 48 | 64)
+    in_channels <= MAX_DIRECT_IN_CHANNELS && matches!(out_channels, 16 | 32 | 48 | 64)
 }
 
 /// A dense convolution into channel-interleaved output (OH×OW×OC) straight from the input (H×W×IC
 /// or IC×H×W, as `strides` say), for the shapes [`conv_interleaved_takes`] accepts; `weights` are
-/// tap-major: [KH·KW][IC][OC].
+/// tap-major: [KH·KW][IC][OC]. The AVX-512 kernel where it runs, else the portable one, which adds
+/// the same products in the same order: the bias, then tap by tap and channel by channel, fused.
 pub fn conv_interleaved(
     input: &[f32],
     in_channels: usize,
@@ -36,13 +35,58 @@ pub fn conv_interleaved(
     let out_channels = epilogue.bias.len();
     assert!(conv_interleaved_takes(in_channels, out_channels), "conv_interleaved on a shape it does not take");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY (each arm): `conv_interleaved_takes` checked AVX-512.
-    unsafe {
-        match out_channels {
-            16 => avx512::conv_interleaved::<1>(input, in_channels, strides, weights, epilogue, output, window),
-            32 => avx512::conv_interleaved::<2>(input, in_channels, strides, weights, epilogue, output, window),
-            48 => avx512::conv_interleaved::<3>(input, in_channels, strides, weights, epilogue, output, window),
-            _ => avx512::conv_interleaved::<4>(input, in_channels, strides, weights, epilogue, output, window),
+    if isa() == Isa::Avx512 {
+        // SAFETY (each arm): the CPU has AVX-512 (checked just above); `conv_interleaved_takes`
+        // bounds the input channels.
+        unsafe {
+            match out_channels {
+                16 => avx512::conv_interleaved::<1>(input, in_channels, strides, weights, epilogue, output, window),
+                32 => avx512::conv_interleaved::<2>(input, in_channels, strides, weights, epilogue, output, window),
+                48 => avx512::conv_interleaved::<3>(input, in_channels, strides, weights, epilogue, output, window),
+                _ => avx512::conv_interleaved::<4>(input, in_channels, strides, weights, epilogue, output, window),
+            }
+        }
+        return;
+    }
+    conv_interleaved_portable(input, in_channels, strides, weights, epilogue, output, window)
+}
+
+multiversion! {
+    /// The portable [`conv_interleaved`].
+    fn conv_interleaved_portable(
+        input: &[f32], in_channels: usize, strides: ImageStrides, weights: &[f32], epilogue: &Epilogue,
+        output: &mut [f32], window: &Window,
+    ) => conv_interleaved_body
+}
+
+#[inline(always)]
+fn conv_interleaved_body(
+    input: &[f32],
+    in_channels: usize,
+    strides: ImageStrides,
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+) {
+    let w = window;
+    let channels = epilogue.bias.len();
+    let (pixel_stride, channel_stride) = (strides.column, strides.channel);
+    let pixels = w.out_height * w.out_width;
+    assert!(output.len() >= pixels * channels && weights.len() >= w.kernel_height * w.kernel_width * in_channels * channels);
+    for (pixel, out) in output[..pixels * channels].chunks_exact_mut(channels).enumerate() {
+        out.copy_from_slice(&epilogue.bias);
+        w.visit_taps(pixel / w.out_width, pixel % w.out_width, |tap, pixel_in| {
+            for c in 0..in_channels {
+                let value = input[pixel_in * pixel_stride + c * channel_stride];
+                let row = &weights[(tap * in_channels + c) * channels..][..channels];
+                for (o, &weight) in out.iter_mut().zip(row) {
+                    *o = value.mul_add(weight, *o);
+                }
+            }
+        });
+        for o in out.iter_mut() {
+            *o = clamp(*o, epilogue.low, epilogue.high);
         }
     }
 }

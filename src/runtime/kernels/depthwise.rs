@@ -2,7 +2,7 @@
 //! channel-interleaved (vectorised across channels), portable with AVX-512 kernels where they exist.
 
 use super::epilogue::{DepthwiseOutput, Epilogue, OutputEncoding};
-use super::simd::{multiversion, MulAdd};
+use super::simd::{clamp, multiversion};
 use super::elementwise::copy_every;
 use super::window::{Window, LANES, MAX_KERNEL_HEIGHT};
 use crate::runtime::buffer::{as_bytes, as_halves};
@@ -25,7 +25,7 @@ multiversion! {
 }
 
 #[inline(always)]
-fn depthwise_planar_body<M: MulAdd>(
+fn depthwise_planar_body(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
@@ -90,7 +90,7 @@ fn depthwise_planar_body<M: MulAdd>(
         }
         let kernel = &weights[channel * taps..(channel + 1) * taps];
         let bias = epilogue.bias[channel];
-        accumulate_taps::<M>(planes, pitched, kernel, tap_offsets, bias, epilogue);
+        accumulate_taps(planes, pitched, kernel, tap_offsets, bias, epilogue);
         for (out_row, pitched_row) in out_channel.chunks_exact_mut(w.out_width).zip(pitched.chunks(p.pitch)) {
             out_row.copy_from_slice(&pitched_row[..w.out_width]);
         }
@@ -99,7 +99,7 @@ fn depthwise_planar_body<M: MulAdd>(
 
 /// Each block of 16 pitched outputs accumulates its taps in registers, then is clamped.
 #[inline(always)]
-fn accumulate_taps<M: MulAdd>(
+fn accumulate_taps(
     planes: &[f32],
     pitched: &mut [f32],
     kernel: &[f32],
@@ -112,11 +112,11 @@ fn accumulate_taps<M: MulAdd>(
         for (&tap, &offset) in kernel.iter().zip(tap_offsets) {
             let source: &[f32; LANES] = planes[offset + block * LANES..][..LANES].try_into().expect("16");
             for i in 0..LANES {
-                acc[i] = M::mul_add(source[i], tap, acc[i]);
+                acc[i] = source[i].mul_add(tap, acc[i]);
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = a.max(epilogue.low).min(epilogue.high);
+            *o = clamp(a, epilogue.low, epilogue.high);
         }
     }
 }
@@ -125,10 +125,11 @@ fn accumulate_taps<M: MulAdd>(
 /// to u8 with fixed levels (rounded as [`crate::runtime::quantized::quantize`] rounds) or rounded to
 /// bf16 (as [`crate::runtime::bf16::convert`] rounds), from value `first` of `output`, the f32
 /// buffer the values would have gone to: as every encoded buffer, value i's encoding lies at its
-/// byte or half i ([`as_bytes`], [`as_halves`]).
+/// byte or half i ([`as_bytes`], [`as_halves`]). The AVX-512 kernel and the portable one store the
+/// same bytes.
 ///
 /// # Panics
-/// Unless the CPU has AVX-512 and `channels` is a multiple of 16 (what [`encoded_depthwise_takes`] checks).
+/// Unless `channels` is a multiple of 16 (what [`encoded_depthwise_takes`] checks).
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise_interleaved_encoded(
     input: &[f32],
@@ -140,19 +141,20 @@ pub fn depthwise_interleaved_encoded(
     window: &Window,
     channels: usize,
 ) {
+    assert!(encoded_depthwise_takes(channels), "an encoded depthwise output needs channels in groups of 16, not {channels}");
     // The view ends where this output does, as the f32 slice it stands for would.
     let len = window.out_height * window.out_width * channels;
     let output = match encoding {
         OutputEncoding::U8(levels) => DepthwiseOutput::Bytes(&mut as_bytes(output)[first..first + len], levels),
         OutputEncoding::Bf16 => DepthwiseOutput::Halves(&mut as_halves(output)[first..first + len]),
     };
-    let done = depthwise_interleaved_avx512(input, weights, epilogue, output, window, channels);
-    assert!(done, "an encoded depthwise output needs AVX-512 and channels in groups of 16, not {channels}");
+    depthwise_interleaved_stored(input, weights, epilogue, output, window, channels);
 }
 
-/// Whether [`depthwise_interleaved_encoded`] takes `channels` on this CPU.
+/// Whether [`depthwise_interleaved_encoded`] takes `channels` (on every CPU alike, so that a model
+/// is lowered the same way everywhere).
 pub fn encoded_depthwise_takes(channels: usize) -> bool {
-    isa() == Isa::Avx512 && channels.is_multiple_of(LANES)
+    channels.is_multiple_of(LANES)
 }
 
 /// The AVX-512 interleaved depthwise kernel, in the widest groups of 16 channels that divide
@@ -185,49 +187,92 @@ fn depthwise_interleaved_avx512(
     false
 }
 
+/// Depthwise convolution of channel-interleaved data (H×W×C in, OH×OW×C out), vectorised across
+/// channels. `weights` are laid out tap-major: [KH·KW][C].
+pub fn depthwise_interleaved(input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window, channels: usize) {
+    depthwise_interleaved_stored(input, weights, epilogue, DepthwiseOutput::Floats(output), window, channels)
+}
+
+/// [`depthwise_interleaved`] into any [`DepthwiseOutput`]: the AVX-512 kernel where it runs, else the
+/// portable one, which adds the same products in the same order (the bias, then tap by tap, fused)
+/// and stores as the AVX-512 stores do.
+fn depthwise_interleaved_stored(input: &[f32], weights: &[f32], epilogue: &Epilogue, mut output: DepthwiseOutput, window: &Window, channels: usize) {
+    let reborrowed = match &mut output {
+        DepthwiseOutput::Floats(out) => DepthwiseOutput::Floats(out),
+        DepthwiseOutput::Bytes(out, levels) => DepthwiseOutput::Bytes(out, *levels),
+        DepthwiseOutput::Halves(out) => DepthwiseOutput::Halves(out),
+    };
+    if !depthwise_interleaved_avx512(input, weights, epilogue, reborrowed, window, channels) {
+        depthwise_interleaved_portable(input, weights, epilogue, output, window, channels);
+    }
+}
+
 multiversion! {
-    /// Depthwise convolution of channel-interleaved data (H×W×C in, OH×OW×C out), vectorised across
-    /// channels. `weights` are laid out tap-major: [KH·KW][C].
-    pub fn depthwise_interleaved(
-        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window,
+    /// The portable [`depthwise_interleaved_stored`].
+    fn depthwise_interleaved_portable(
+        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: DepthwiseOutput<'_>, window: &Window,
         channels: usize,
     ) => depthwise_interleaved_body
 }
 
 #[inline(always)]
-fn depthwise_interleaved_body<M: MulAdd>(
+fn depthwise_interleaved_body(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
-    output: &mut [f32],
+    mut output: DepthwiseOutput,
     window: &Window,
     channels: usize,
 ) {
-    if depthwise_interleaved_avx512(input, weights, epilogue, DepthwiseOutput::Floats(&mut *output), window, channels) {
-        return;
-    }
     match channels {
-        16 => depthwise_interleaved_blocks::<M, 1>(input, weights, epilogue, output, window),
-        32 => depthwise_interleaved_blocks::<M, 2>(input, weights, epilogue, output, window),
-        48 => depthwise_interleaved_blocks::<M, 3>(input, weights, epilogue, output, window),
-        64 => depthwise_interleaved_blocks::<M, 4>(input, weights, epilogue, output, window),
-        _ => depthwise_interleaved_any::<M>(input, weights, epilogue, output, window, channels),
+        16 => depthwise_interleaved_blocks::<1>(input, weights, epilogue, window, &mut output),
+        32 => depthwise_interleaved_blocks::<2>(input, weights, epilogue, window, &mut output),
+        48 => depthwise_interleaved_blocks::<3>(input, weights, epilogue, window, &mut output),
+        64 => depthwise_interleaved_blocks::<4>(input, weights, epilogue, window, &mut output),
+        _ => depthwise_interleaved_any(input, weights, epilogue, window, channels, &mut output),
     }
 }
 
-/// [`depthwise_interleaved`] for `V`·16 channels: a pixel's accumulators live in registers.
+/// Stores one pixel's sums (from value `at` of the output) clamped to the epilogue's range and
+/// encoded as the AVX-512 kernel's stores encode them: u8 levels by a fused multiply-add rounded to
+/// even, bf16 rounded to nearest even.
 #[inline(always)]
-fn depthwise_interleaved_blocks<M: MulAdd, const V: usize>(
+fn store_pixel(output: &mut DepthwiseOutput, at: usize, sums: &[f32], epilogue: &Epilogue) {
+    let (low, high) = (epilogue.low, epilogue.high);
+    match output {
+        DepthwiseOutput::Floats(out) => {
+            for (o, &x) in out[at..][..sums.len()].iter_mut().zip(sums) {
+                *o = clamp(x, low, high);
+            }
+        }
+        DepthwiseOutput::Bytes(out, levels) => {
+            let (inverse, zero) = (1.0 / levels.scale, levels.zero_point as f32);
+            for (o, &x) in out[at..][..sums.len()].iter_mut().zip(sums) {
+                *o = clamp(x, low, high).mul_add(inverse, zero).round_ties_even().clamp(0.0, 255.0) as u8;
+            }
+        }
+        DepthwiseOutput::Halves(out) => {
+            for (o, &x) in out[at..][..sums.len()].iter_mut().zip(sums) {
+                let bits = clamp(x, low, high).to_bits();
+                *o = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+            }
+        }
+    }
+}
+
+/// The portable kernel for `V`·16 channels: a pixel's accumulators live in registers.
+#[inline(always)]
+fn depthwise_interleaved_blocks<const V: usize>(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
-    output: &mut [f32],
     window: &Window,
+    output: &mut DepthwiseOutput,
 ) {
     let w = window;
     let channels = V * LANES;
     let bias: &[f32] = &epilogue.bias;
-    for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
+    for pixel in 0..w.out_height * w.out_width {
         let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
         let mut acc = [[0f32; LANES]; V];
         for (v, a) in acc.iter_mut().enumerate() {
@@ -240,41 +285,36 @@ fn depthwise_interleaved_blocks<M: MulAdd, const V: usize>(
                 let s: &[f32; LANES] = source[v * LANES..(v + 1) * LANES].try_into().expect("16");
                 let t: &[f32; LANES] = taps[v * LANES..(v + 1) * LANES].try_into().expect("16");
                 for i in 0..LANES {
-                    a[i] = M::mul_add(s[i], t[i], a[i]);
+                    a[i] = s[i].mul_add(t[i], a[i]);
                 }
             }
         }
-        for (v, a) in acc.iter().enumerate() {
-            for (o, &x) in out[v * LANES..(v + 1) * LANES].iter_mut().zip(a) {
-                *o = x.max(epilogue.low).min(epilogue.high);
-            }
-        }
+        store_pixel(output, pixel * channels, acc.as_flattened(), epilogue);
     }
 }
 
-/// [`depthwise_interleaved`] for any number of channels.
+/// The portable kernel for any number of channels.
 #[inline(always)]
-fn depthwise_interleaved_any<M: MulAdd>(
+fn depthwise_interleaved_any(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
-    output: &mut [f32],
     window: &Window,
     channels: usize,
+    output: &mut DepthwiseOutput,
 ) {
     let w = window;
-    for (pixel, out) in output.chunks_exact_mut(channels).enumerate() {
+    let mut sums = vec![0f32; channels];
+    for pixel in 0..w.out_height * w.out_width {
         let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
-        out.copy_from_slice(&epilogue.bias);
+        sums.copy_from_slice(&epilogue.bias[..channels]);
         for (tap, pixel_in) in w.taps(oy, ox) {
             let source = &input[pixel_in * channels..][..channels];
             let taps = &weights[tap * channels..][..channels];
-            for ((o, &s), &t) in out.iter_mut().zip(source).zip(taps) {
-                *o = M::mul_add(s, t, *o);
+            for ((o, &s), &t) in sums.iter_mut().zip(source).zip(taps) {
+                *o = s.mul_add(t, *o);
             }
         }
-        for o in out.iter_mut() {
-            *o = o.max(epilogue.low).min(epilogue.high);
-        }
+        store_pixel(output, pixel * channels, &sums, epilogue);
     }
 }

@@ -1,7 +1,7 @@
 //! What happens to a kernel's results on their way out: a per-channel bias and a clamp applied while
 //! the block is still in cache, and the depthwise kernel's store as f32 or encoded (quantised u8, bf16).
 
-use super::simd::{multiversion, MulAdd};
+use super::simd::{clamp, multiversion};
 use crate::runtime::scale_zero_point::ScaleZeroPoint;
 
 /// What follows a convolution or matrix product before its result is stored: a per-channel bias and a
@@ -38,7 +38,7 @@ multiversion! {
 }
 
 #[inline(always)]
-fn apply_epilogue_body<M: MulAdd>(
+fn apply_epilogue_body(
     block: &mut [f32],
     rows: usize,
     row_stride: usize,
@@ -53,12 +53,12 @@ fn apply_epilogue_body<M: MulAdd>(
             ChannelsAlong::Rows => {
                 let bias = epilogue.bias[row];
                 for v in values.iter_mut() {
-                    *v = (*v + bias).max(low).min(high);
+                    *v = clamp(*v + bias, low, high);
                 }
             }
             ChannelsAlong::Columns => {
                 for (v, bias) in values.iter_mut().zip(&epilogue.bias[columns.clone()]) {
-                    *v = (*v + bias).max(low).min(high);
+                    *v = clamp(*v + bias, low, high);
                 }
             }
         }

@@ -57,7 +57,11 @@ impl NativeModel {
     /// Lowers a decluttered, fully typed graph with one image input of concrete shape, its products
     /// in `low_precision` where asked and the CPU runs it (else f32).
     pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>, low_precision: Option<LowPrecision>) -> Result<NativeModel, Unsupported> {
-        let packs = gemm.packs_constants() && packed::available();
+        // An int8 program is lowered the same way on every CPU (packed products, the direct stem,
+        // encoded depthwise outputs) and each kernel computes the same bits on each, so its rows are
+        // identical whichever CPU made them; an f32 program packs only where the AVX-512 tile runs.
+        let int8 = low_precision == Some(LowPrecision::Int8);
+        let packs = int8 || (gemm.packs_constants() && packed::available());
         let Lowered { steps, outputs, buffer_sizes, input, input_len } = lower::lower(model, packs)?;
         let mut steps = fuse::fuse_expansions(steps, &outputs);
         layout::interleave_expansions(&mut steps, &outputs);
@@ -211,6 +215,10 @@ mod tests {
             let native = NativeModel::lower(&typed, Box::new(Portable), Some(precision)).unwrap();
             let (mut depthwise, mut writes_encoded, mut reads_encoded) = (0, 0, 0);
             for step in &native.steps {
+                // int8 rows are the same bits on every CPU: no product of an int8 program is left to
+                // the GEMM backend, whose kernels differ from CPU to CPU.
+                let backend = matches!(&step.kind, StepKind::Gemm { product: Product::Backend { .. }, .. } | StepKind::Conv { weights: ConvWeights::Plain(_), .. });
+                assert!(!(precision == LowPrecision::Int8 && backend), "{}: an int8 program's product on the GEMM backend: {step:?}", model.display());
                 match &step.kind {
                     StepKind::Depthwise { encoded_output, .. } | StepKind::ExpandDepthwise { encoded_output, .. } => {
                         depthwise += 1;
