@@ -192,10 +192,11 @@ pub struct EngineConfig {
 /// per instruction, inputs rounded to bf16, sums kept in f32; its rows stay within the bound a default
 /// must keep (whole-image feature cosine to f32's median 0.9999, min 0.9996 on 204 photos, the same
 /// main object on all: tests/precision.rs), so `auto`, the default, picks it where the CPU runs it
-/// natively and f32 elsewhere. int8 runs them as u8×s8 products on AVX-512 VNNI, four times the
-/// multiply-adds per instruction, at the cost of rounding their inputs to 256 levels (cosine ≥ 0.994).
-/// A precision asked for by name on a CPU without its instructions runs in f32, with a warning; the
-/// table records the precision its rows were made in ([`crate::model::Arithmetic`]).
+/// natively and f32 elsewhere. int8 runs them as u8×s8 products, on AVX-512 VNNI four times the
+/// multiply-adds per instruction, at the cost of rounding their inputs to 256 levels (cosine ≥ 0.994);
+/// on every CPU, with the same rows (tests/int8_identity.rs). bf16 asked for by name on a CPU without
+/// its instructions runs in f32, with a warning; the table records the precision its rows were made
+/// in ([`crate::model::Arithmetic`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {

@@ -213,7 +213,7 @@ struct Settings {
     score_threshold: Option<f32>,
     /// Arithmetic of the models' 1x1 and dense convolutions: auto (the default: bf16 where the CPU has AVX-512
     /// BF16, else f32), f32, bf16 (features within 0.1 % of f32's), or int8 (about twice f32's speed on CPUs with
-    /// AVX-512 VNNI, features within ~1 % of f32's).
+    /// AVX-512 VNNI, features within ~1 % of f32's, the same rows on every CPU).
     #[arg(long, value_parser = by_name::<Precision>)]
     precision: Option<Precision>,
 }

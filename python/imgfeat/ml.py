@@ -96,7 +96,7 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _Imgfeat
                                    typeConverter=TypeConverters.toString)
     precision: "Param[str]" = Param(Params._dummy(), "precision",
                                     "arithmetic of the 1x1 and dense convolutions: auto (bf16 where the CPU has "
-                                    "AVX-512 BF16, else f32), f32, bf16, or int8 (AVX-512 VNNI)",
+                                    "AVX-512 BF16, else f32), f32, bf16, or int8 (fast on AVX-512 VNNI, the same rows on every CPU)",
                                     typeConverter=TypeConverters.toString)
     config: "Param[str]" = Param(Params._dummy(), "config",
                                  "settings of the native pipeline as a JSON object: any field of imgfeat's configuration "
@@ -187,7 +187,7 @@ class ImageFeatureExtractor(JavaTransformer, HasInputCol, HasOutputCol, _Imgfeat
 
     def setPrecision(self, value: str) -> "ImageFeatureExtractor":
         """``auto`` (the default: ``bf16`` where the CPU has AVX-512 BF16, else ``f32``), ``f32``, ``bf16``, or ``int8``
-        (the 1x1 and dense convolutions on AVX-512 VNNI, about twice f32's speed)."""
+        (the 1x1 and dense convolutions in u8×s8, about twice f32's speed on AVX-512 VNNI, the same rows on every CPU)."""
         return self._set(precision=value)
 
     def getConfig(self) -> str:

@@ -66,7 +66,7 @@ impl GemmBackend for Portable {
         if super::packed::available() {
             "portable (packed AVX-512 weights, matrixmultiply for the rest)"
         } else {
-            "portable (matrixmultiply)"
+            "portable (matrixmultiply; an int8 program packs its f32 products on the portable tile)"
         }
     }
 

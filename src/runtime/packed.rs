@@ -224,7 +224,8 @@ multiversion! {
     /// [`gemm`] on a CPU without AVX-512: each value of C is one chain of fused multiply-adds over k
     /// in order from zero, then the bias is added and the result clamped, as the AVX-512 tile
     /// computes it (its passes over k store and reload the running sums exactly), so both give the
-    /// same bits.
+    /// same bits. Only int8 programs pack off AVX-512, so the baseline variant always fuses (libm's
+    /// `fmaf`).
     #[allow(clippy::too_many_arguments)]
     fn gemm_portable(
         m: usize, k: usize, n: usize, packed: &PackedConst, activations: &[f32], k_stride: usize, index_stride: usize,
@@ -591,6 +592,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn the_portable_tile_gives_the_avx512_tiles_bits() {
         if !available() {
             eprintln!("SKIPPED: this CPU has no AVX-512 tile to compare the portable one with");

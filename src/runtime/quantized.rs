@@ -82,7 +82,8 @@ pub fn quantize(values: &[f32], out: &mut [u8]) -> ScaleZeroPoint {
 }
 
 multiversion! {
-    /// The portable [`quantize`]: the same range (from 0), levels and fused, ties-to-even rounding.
+    /// The portable [`quantize`]: the same range (from 0), levels and fused, ties-to-even rounding
+    /// (the baseline variant's fused by libm's `fmaf`: int8 programs want the bits, not the speed).
     fn quantize_portable(values: &[f32], out: &mut [u8], levels: &mut ScaleZeroPoint) => quantize_body
 }
 

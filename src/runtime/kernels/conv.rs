@@ -4,7 +4,7 @@
 use super::elementwise::copy_every;
 use super::window::{ImageStrides, Window};
 use super::epilogue::Epilogue;
-use super::simd::{clamp, multiversion};
+use super::simd::{clamp, multiversion, BaselineMultiplyAdd, MulAdd};
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use crate::cpu::{isa, Isa};
@@ -23,7 +23,9 @@ pub fn conv_interleaved_takes(in_channels: usize, out_channels: usize) -> bool {
 /// or IC×H×W, as `strides` say), for the shapes [`conv_interleaved_takes`] accepts; `weights` are
 /// tap-major: [KH·KW][IC][OC]. The AVX-512 kernel where it runs, else the portable one, which adds
 /// the same products in the same order: the bias, then tap by tap and channel by channel, fused.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_interleaved(
+    multiply_add: BaselineMultiplyAdd,
     input: &[f32],
     in_channels: usize,
     strides: ImageStrides,
@@ -48,19 +50,19 @@ pub fn conv_interleaved(
         }
         return;
     }
-    conv_interleaved_portable(input, in_channels, strides, weights, epilogue, output, window)
+    conv_interleaved_portable(multiply_add, input, in_channels, strides, weights, epilogue, output, window)
 }
 
 multiversion! {
     /// The portable [`conv_interleaved`].
     fn conv_interleaved_portable(
-        input: &[f32], in_channels: usize, strides: ImageStrides, weights: &[f32], epilogue: &Epilogue,
+        multiply_add, input: &[f32], in_channels: usize, strides: ImageStrides, weights: &[f32], epilogue: &Epilogue,
         output: &mut [f32], window: &Window,
     ) => conv_interleaved_body
 }
 
 #[inline(always)]
-fn conv_interleaved_body(
+fn conv_interleaved_body<M: MulAdd>(
     input: &[f32],
     in_channels: usize,
     strides: ImageStrides,
@@ -81,7 +83,7 @@ fn conv_interleaved_body(
                 let value = input[pixel_in * pixel_stride + c * channel_stride];
                 let row = &weights[(tap * in_channels + c) * channels..][..channels];
                 for (o, &weight) in out.iter_mut().zip(row) {
-                    *o = value.mul_add(weight, *o);
+                    *o = M::mul_add(value, weight, *o);
                 }
             }
         });

@@ -2,7 +2,7 @@
 //! channel-interleaved (vectorised across channels), portable with AVX-512 kernels where they exist.
 
 use super::epilogue::{DepthwiseOutput, Epilogue, OutputEncoding};
-use super::simd::{clamp, multiversion};
+use super::simd::{clamp, multiversion, BaselineMultiplyAdd, MulAdd};
 use super::elementwise::copy_every;
 use super::window::{Window, LANES, MAX_KERNEL_HEIGHT};
 use crate::runtime::buffer::{as_bytes, as_halves};
@@ -19,13 +19,13 @@ multiversion! {
     /// which costs less than short rows would. Output channel c starts at c·`out_channel_stride`,
     /// so that a band of rows can be written into a whole tensor.
     pub fn depthwise_planar(
-        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], out_channel_stride: usize,
+        multiply_add, input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], out_channel_stride: usize,
         window: &Window, scratch: &mut [f32],
     ) => depthwise_planar_body
 }
 
 #[inline(always)]
-fn depthwise_planar_body(
+fn depthwise_planar_body<M: MulAdd>(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
@@ -90,7 +90,7 @@ fn depthwise_planar_body(
         }
         let kernel = &weights[channel * taps..(channel + 1) * taps];
         let bias = epilogue.bias[channel];
-        accumulate_taps(planes, pitched, kernel, tap_offsets, bias, epilogue);
+        accumulate_taps::<M>(planes, pitched, kernel, tap_offsets, bias, epilogue);
         for (out_row, pitched_row) in out_channel.chunks_exact_mut(w.out_width).zip(pitched.chunks(p.pitch)) {
             out_row.copy_from_slice(&pitched_row[..w.out_width]);
         }
@@ -99,7 +99,7 @@ fn depthwise_planar_body(
 
 /// Each block of 16 pitched outputs accumulates its taps in registers, then is clamped.
 #[inline(always)]
-fn accumulate_taps(
+fn accumulate_taps<M: MulAdd>(
     planes: &[f32],
     pitched: &mut [f32],
     kernel: &[f32],
@@ -112,7 +112,7 @@ fn accumulate_taps(
         for (&tap, &offset) in kernel.iter().zip(tap_offsets) {
             let source: &[f32; LANES] = planes[offset + block * LANES..][..LANES].try_into().expect("16");
             for i in 0..LANES {
-                acc[i] = source[i].mul_add(tap, acc[i]);
+                acc[i] = M::mul_add(source[i], tap, acc[i]);
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
@@ -132,6 +132,7 @@ fn accumulate_taps(
 /// Unless `channels` is a multiple of 16 (what [`encoded_depthwise_takes`] checks).
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise_interleaved_encoded(
+    multiply_add: BaselineMultiplyAdd,
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
@@ -148,7 +149,7 @@ pub fn depthwise_interleaved_encoded(
         OutputEncoding::U8(levels) => DepthwiseOutput::Bytes(&mut as_bytes(output)[first..first + len], levels),
         OutputEncoding::Bf16 => DepthwiseOutput::Halves(&mut as_halves(output)[first..first + len]),
     };
-    depthwise_interleaved_stored(input, weights, epilogue, output, window, channels);
+    depthwise_interleaved_stored(multiply_add, input, weights, epilogue, output, window, channels);
 }
 
 /// Whether [`depthwise_interleaved_encoded`] takes `channels` (on every CPU alike, so that a model
@@ -189,34 +190,50 @@ fn depthwise_interleaved_avx512(
 
 /// Depthwise convolution of channel-interleaved data (H×W×C in, OH×OW×C out), vectorised across
 /// channels. `weights` are laid out tap-major: [KH·KW][C].
-pub fn depthwise_interleaved(input: &[f32], weights: &[f32], epilogue: &Epilogue, output: &mut [f32], window: &Window, channels: usize) {
-    depthwise_interleaved_stored(input, weights, epilogue, DepthwiseOutput::Floats(output), window, channels)
+pub fn depthwise_interleaved(
+    multiply_add: BaselineMultiplyAdd,
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+    window: &Window,
+    channels: usize,
+) {
+    depthwise_interleaved_stored(multiply_add, input, weights, epilogue, DepthwiseOutput::Floats(output), window, channels)
 }
 
 /// [`depthwise_interleaved`] into any [`DepthwiseOutput`]: the AVX-512 kernel where it runs, else the
 /// portable one, which adds the same products in the same order (the bias, then tap by tap, fused)
 /// and stores as the AVX-512 stores do.
-fn depthwise_interleaved_stored(input: &[f32], weights: &[f32], epilogue: &Epilogue, mut output: DepthwiseOutput, window: &Window, channels: usize) {
+fn depthwise_interleaved_stored(
+    multiply_add: BaselineMultiplyAdd,
+    input: &[f32],
+    weights: &[f32],
+    epilogue: &Epilogue,
+    mut output: DepthwiseOutput,
+    window: &Window,
+    channels: usize,
+) {
     let reborrowed = match &mut output {
         DepthwiseOutput::Floats(out) => DepthwiseOutput::Floats(out),
         DepthwiseOutput::Bytes(out, levels) => DepthwiseOutput::Bytes(out, *levels),
         DepthwiseOutput::Halves(out) => DepthwiseOutput::Halves(out),
     };
     if !depthwise_interleaved_avx512(input, weights, epilogue, reborrowed, window, channels) {
-        depthwise_interleaved_portable(input, weights, epilogue, output, window, channels);
+        depthwise_interleaved_portable(multiply_add, input, weights, epilogue, output, window, channels);
     }
 }
 
 multiversion! {
     /// The portable [`depthwise_interleaved_stored`].
     fn depthwise_interleaved_portable(
-        input: &[f32], weights: &[f32], epilogue: &Epilogue, output: DepthwiseOutput<'_>, window: &Window,
+        multiply_add, input: &[f32], weights: &[f32], epilogue: &Epilogue, output: DepthwiseOutput<'_>, window: &Window,
         channels: usize,
     ) => depthwise_interleaved_body
 }
 
 #[inline(always)]
-fn depthwise_interleaved_body(
+fn depthwise_interleaved_body<M: MulAdd>(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
@@ -225,11 +242,11 @@ fn depthwise_interleaved_body(
     channels: usize,
 ) {
     match channels {
-        16 => depthwise_interleaved_blocks::<1>(input, weights, epilogue, window, &mut output),
-        32 => depthwise_interleaved_blocks::<2>(input, weights, epilogue, window, &mut output),
-        48 => depthwise_interleaved_blocks::<3>(input, weights, epilogue, window, &mut output),
-        64 => depthwise_interleaved_blocks::<4>(input, weights, epilogue, window, &mut output),
-        _ => depthwise_interleaved_any(input, weights, epilogue, window, channels, &mut output),
+        16 => depthwise_interleaved_blocks::<M, 1>(input, weights, epilogue, window, &mut output),
+        32 => depthwise_interleaved_blocks::<M, 2>(input, weights, epilogue, window, &mut output),
+        48 => depthwise_interleaved_blocks::<M, 3>(input, weights, epilogue, window, &mut output),
+        64 => depthwise_interleaved_blocks::<M, 4>(input, weights, epilogue, window, &mut output),
+        _ => depthwise_interleaved_any::<M>(input, weights, epilogue, window, channels, &mut output),
     }
 }
 
@@ -237,7 +254,7 @@ fn depthwise_interleaved_body(
 /// encoded as the AVX-512 kernel's stores encode them: u8 levels by a fused multiply-add rounded to
 /// even, bf16 rounded to nearest even.
 #[inline(always)]
-fn store_pixel(output: &mut DepthwiseOutput, at: usize, sums: &[f32], epilogue: &Epilogue) {
+fn store_pixel<M: MulAdd>(output: &mut DepthwiseOutput, at: usize, sums: &[f32], epilogue: &Epilogue) {
     let (low, high) = (epilogue.low, epilogue.high);
     match output {
         DepthwiseOutput::Floats(out) => {
@@ -248,7 +265,7 @@ fn store_pixel(output: &mut DepthwiseOutput, at: usize, sums: &[f32], epilogue: 
         DepthwiseOutput::Bytes(out, levels) => {
             let (inverse, zero) = (1.0 / levels.scale, levels.zero_point as f32);
             for (o, &x) in out[at..][..sums.len()].iter_mut().zip(sums) {
-                *o = clamp(x, low, high).mul_add(inverse, zero).round_ties_even().clamp(0.0, 255.0) as u8;
+                *o = M::mul_add(clamp(x, low, high), inverse, zero).round_ties_even().clamp(0.0, 255.0) as u8;
             }
         }
         DepthwiseOutput::Halves(out) => {
@@ -262,7 +279,7 @@ fn store_pixel(output: &mut DepthwiseOutput, at: usize, sums: &[f32], epilogue: 
 
 /// The portable kernel for `V`·16 channels: a pixel's accumulators live in registers.
 #[inline(always)]
-fn depthwise_interleaved_blocks<const V: usize>(
+fn depthwise_interleaved_blocks<M: MulAdd, const V: usize>(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
@@ -285,17 +302,17 @@ fn depthwise_interleaved_blocks<const V: usize>(
                 let s: &[f32; LANES] = source[v * LANES..(v + 1) * LANES].try_into().expect("16");
                 let t: &[f32; LANES] = taps[v * LANES..(v + 1) * LANES].try_into().expect("16");
                 for i in 0..LANES {
-                    a[i] = s[i].mul_add(t[i], a[i]);
+                    a[i] = M::mul_add(s[i], t[i], a[i]);
                 }
             }
         }
-        store_pixel(output, pixel * channels, acc.as_flattened(), epilogue);
+        store_pixel::<M>(output, pixel * channels, acc.as_flattened(), epilogue);
     }
 }
 
 /// The portable kernel for any number of channels.
 #[inline(always)]
-fn depthwise_interleaved_any(
+fn depthwise_interleaved_any<M: MulAdd>(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
@@ -312,9 +329,9 @@ fn depthwise_interleaved_any(
             let source = &input[pixel_in * channels..][..channels];
             let taps = &weights[tap * channels..][..channels];
             for ((o, &s), &t) in sums.iter_mut().zip(source).zip(taps) {
-                *o = s.mul_add(t, *o);
+                *o = M::mul_add(s, t, *o);
             }
         }
-        store_pixel(output, pixel * channels, &sums, epilogue);
+        store_pixel::<M>(output, pixel * channels, &sums, epilogue);
     }
 }

@@ -1,7 +1,7 @@
 //! Element-wise and shape operations: NumPy-broadcast binary ops, the logistic function, the u8 cast
 //! of a model's input, strided copies (transposes) and sums over axes.
 
-use super::simd::multiversion;
+use super::simd::{multiversion, MulAdd};
 
 multiversion! {
     /// `out[i]` = what a cast of `values[i]` to u8 holds, as f32 (clamped to 0..=255, truncated):
@@ -19,33 +19,33 @@ fn u8_values_body(values: &[f32], out: &mut [f32]) {
 
 multiversion! {
     /// The logistic function, in place, with a vectorisable `exp` (Cephes' polynomial, ~1 ulp).
-    pub fn sigmoid(values: &mut [f32]) => sigmoid_body
+    pub fn sigmoid(multiply_add, values: &mut [f32]) => sigmoid_body
 }
 
 #[inline(always)]
-fn sigmoid_body(values: &mut [f32]) {
+fn sigmoid_body<M: MulAdd>(values: &mut [f32]) {
     for v in values.iter_mut() {
-        *v = 1.0 / (1.0 + exp(-*v));
+        *v = 1.0 / (1.0 + exp::<M>(-*v));
     }
 }
 
 /// e^x without branches, so loops over it vectorise: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6
 /// polynomial for e^r, and 2^n built in the exponent bits.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+fn exp<M: MulAdd>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.3, 88.3);
-    let shifted = x.mul_add(std::f32::consts::LOG2_E, ROUND);
+    let shifted = M::mul_add(x, std::f32::consts::LOG2_E, ROUND);
     let n = shifted - ROUND;
-    let r = n.mul_add(-0.693_359_4, x);
-    let r = n.mul_add(2.121_944_4e-4, r);
+    let r = M::mul_add(n, -0.693_359_4, x);
+    let r = M::mul_add(n, 2.121_944_4e-4, r);
     let mut p: f32 = 1.987_569_1e-4;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 0.5);
-    let e_r = p.mul_add(r * r, r) + 1.0;
+    p = M::mul_add(p, r, 1.398_199_9e-3);
+    p = M::mul_add(p, r, 8.333_452e-3);
+    p = M::mul_add(p, r, 4.166_579_6e-2);
+    p = M::mul_add(p, r, 1.666_666_5e-1);
+    p = M::mul_add(p, r, 0.5);
+    let e_r = M::mul_add(p, r * r, r) + 1.0;
     // n in integer form, read from the bits of `shifted` (ROUND's bits plus n): `n as i32` would
     // be a saturating conversion, which kept the loop from vectorising (3 cycles a value).
     let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());

@@ -14,6 +14,7 @@ mod elementwise;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub(crate) use simd::BaselineMultiplyAdd;
 pub(crate) use conv::{columns_for_windows, conv_interleaved, conv_interleaved_takes, im2col, window_rows};
 pub(crate) use depthwise::{depthwise_interleaved, depthwise_interleaved_encoded, depthwise_planar, encoded_depthwise_takes};
 pub(crate) use elementwise::{binary, reduce_sum, sigmoid, strided_copy, u8_values, BinaryOp};

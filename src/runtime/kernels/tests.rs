@@ -88,7 +88,7 @@ fn depthwise_kernels_match_the_definition() {
         let mut planar = vec![0.0; expected.len()];
         let mut scratch = vec![0.0; w.planar_scratch_len()];
         let out_plane = w.out_height * w.out_width;
-        depthwise_planar(&input, &weights, &epilogue, &mut planar, out_plane, &w, &mut scratch);
+        depthwise_planar(BaselineMultiplyAdd::Separate, &input, &weights, &epilogue, &mut planar, out_plane, &w, &mut scratch);
         for (a, b) in planar.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-5, "planar {kernel}x{kernel}/{stride}: {a} vs {b}");
         }
@@ -104,7 +104,7 @@ fn depthwise_kernels_match_the_definition() {
                     rows.extend_from_slice(&plane[input_rows.start * w.in_width..input_rows.end * w.in_width]);
                 }
                 let mut scratch = vec![0.0; band.planar_scratch_len()];
-                depthwise_planar(&rows, &weights, &epilogue, &mut banded[start * w.out_width..], out_plane, &band, &mut scratch);
+                depthwise_planar(BaselineMultiplyAdd::Separate, &rows, &weights, &epilogue, &mut banded[start * w.out_width..], out_plane, &band, &mut scratch);
             }
             for (a, b) in banded.iter().zip(&expected) {
                 assert!((a - b).abs() < 1e-5, "bands of {band_rows} rows, {kernel}x{kernel}/{stride}: {a} vs {b}");
@@ -126,13 +126,13 @@ fn depthwise_kernels_match_the_definition() {
             }
         }
         let mut interleaved = vec![0.0; expected.len()];
-        depthwise_interleaved(&hwc, &tap_major, &epilogue, &mut interleaved, &w, channels);
+        depthwise_interleaved(BaselineMultiplyAdd::Separate, &hwc, &tap_major, &epilogue, &mut interleaved, &w, channels);
         // And over a zero-padded copy, where every pixel is interior.
         let padded_window = w.padded();
         let mut padded = vec![f32::NAN; padded_window.in_height * padded_window.in_width * channels];
         pad_interleaved(&hwc, channels, &w, &mut padded);
         let mut from_padded = vec![0.0; expected.len()];
-        depthwise_interleaved(&padded, &tap_major, &epilogue, &mut from_padded, &padded_window, channels);
+        depthwise_interleaved(BaselineMultiplyAdd::Separate, &padded, &tap_major, &epilogue, &mut from_padded, &padded_window, channels);
         assert_eq!(padded_window.interior_share(), 1.0);
         for c in 0..channels {
             for p in 0..oh * ow {
@@ -149,12 +149,12 @@ fn depthwise_kernels_match_the_definition() {
             let levels = ScaleZeroPoint::spanning(0.0, 6.0);
             let first = 3;
             let mut buffer = vec![0.0f32; first + expected.len()];
-            depthwise_interleaved_encoded(&hwc, &tap_major, &epilogue, OutputEncoding::U8(levels), &mut buffer, first, &w, channels);
+            depthwise_interleaved_encoded(BaselineMultiplyAdd::Fused, &hwc, &tap_major, &epilogue, OutputEncoding::U8(levels), &mut buffer, first, &w, channels);
             for (&q, &x) in crate::runtime::buffer::bytes_of(&buffer)[first..].iter().zip(&interleaved) {
                 let level = x.mul_add(1.0 / levels.scale, levels.zero_point as f32).round_ties_even();
                 assert_eq!(q as f32, level, "quantised {kernel}x{kernel}/{stride}, {channels} channels: {x}");
             }
-            depthwise_interleaved_encoded(&hwc, &tap_major, &epilogue, OutputEncoding::Bf16, &mut buffer, first, &w, channels);
+            depthwise_interleaved_encoded(BaselineMultiplyAdd::Fused, &hwc, &tap_major, &epilogue, OutputEncoding::Bf16, &mut buffer, first, &w, channels);
             for (&half, &x) in crate::runtime::buffer::halves_of(&buffer)[first..].iter().zip(&interleaved) {
                 assert_eq!(half, crate::runtime::bf16::to_bf16(x), "bf16 {kernel}x{kernel}/{stride}, {channels} channels: {x}");
             }
@@ -197,7 +197,7 @@ fn direct_interleaved_convolution_matches_the_definition() {
             let sums = dense_reference(&input, in_channels, &weights, out_channels, &w);
             for (source, strides) in layouts {
                 let mut output = vec![f32::NAN; w.out_height * w.out_width * out_channels];
-                conv_interleaved(source, in_channels, strides, &tap_major, &epilogue, &mut output, &w);
+                conv_interleaved(BaselineMultiplyAdd::Separate, source, in_channels, strides, &tap_major, &epilogue, &mut output, &w);
                 for (j, (got, sum)) in output.iter().zip(&sums).enumerate() {
                     let expected = (sum + epilogue.bias[j % out_channels]).clamp(-1.5, 6.0);
                     assert!((got - expected).abs() < 1e-4, "{in_channels}->{out_channels} {kernel}x{kernel}/{stride} {strides:?} at {j}: {got} vs {expected}");
@@ -219,12 +219,12 @@ fn u8_values_clamp_and_truncate() {
 fn sigmoid_is_accurate() {
     let mut values: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.01).collect();
     let expected: Vec<f32> = values.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
-    sigmoid(&mut values);
+    sigmoid(BaselineMultiplyAdd::Separate, &mut values);
     for (a, b) in values.iter().zip(&expected) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
     let mut extremes = [-1000.0, 1000.0, f32::MIN, f32::MAX];
-    sigmoid(&mut extremes);
+    sigmoid(BaselineMultiplyAdd::Separate, &mut extremes);
     assert!(extremes[0] < 1e-30 && extremes[2] < 1e-30, "{extremes:?}");
     assert!(extremes[1] == 1.0 && extremes[3] == 1.0, "{extremes:?}");
 }

@@ -3,7 +3,7 @@
 
 use super::super::buffer::{bytes_of, halves_of, whole_lines, AlignedBuffer};
 use super::super::gemm::{GemmBackend, MatMut, MatRef};
-use super::super::kernels::{self, ChannelsAlong, Epilogue, OutputEncoding};
+use super::super::kernels::{self, BaselineMultiplyAdd, ChannelsAlong, Epilogue, OutputEncoding};
 use super::super::packed::{self, ConstSide};
 use super::super::low_precision::{Encoded, LowPrecisionConst};
 use super::ir::*;
@@ -13,7 +13,9 @@ use super::ir::*;
 pub(super) const EPILOGUE_BLOCK_FLOATS: usize = 64 * 1024;
 
 impl Step {
-    pub(super) fn run(&self, buffers: &[AlignedBuffer], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend) {
+    /// Runs the step; `multiply_add` is how the kernels' baseline variants multiply and add (the
+    /// program's choice: fused in int8, whose rows must be the same bits on every CPU).
+    pub(super) fn run(&self, buffers: &[AlignedBuffer], output: &mut [f32], scratch: &mut [f32], gemm: &dyn GemmBackend, multiply_add: BaselineMultiplyAdd) {
         match &self.kind {
             StepKind::Gemm { product, shape, loops, epilogue } => {
                 let epilogue = epilogue.as_ref().map(|(e, along)| (e, *along));
@@ -59,7 +61,7 @@ impl Step {
                 let input = input.slice(buffers);
                 for image in 0..*images {
                     let out = &mut output[image * g.image_out_len..(image + 1) * g.image_out_len];
-                    kernels::conv_interleaved(&input[image * g.image_in_len..], g.in_channels, g.strides, weights, epilogue, out, &g.window);
+                    kernels::conv_interleaved(multiply_add, &input[image * g.image_in_len..], g.in_channels, g.strides, weights, epilogue, out, &g.window);
                 }
             }
             StepKind::Conv { input, weights: ConvWeights::LowPrecision(constant), images, geometry: g, epilogue } => {
@@ -112,13 +114,13 @@ impl Step {
                     let out = image * g.image_out_len..(image + 1) * g.image_out_len;
                     match (encoded_output, g.channels_first) {
                         (Some(encoding), _) => {
-                            kernels::depthwise_interleaved_encoded(source, weights, epilogue, *encoding, output, out.start, &g.window, g.in_channels)
+                            kernels::depthwise_interleaved_encoded(multiply_add, source, weights, epilogue, *encoding, output, out.start, &g.window, g.in_channels)
                         }
                         (None, true) => {
                             let plane = g.image_out_len / g.out_channels;
-                            kernels::depthwise_planar(source, weights, epilogue, &mut output[out], plane, &g.window, scratch)
+                            kernels::depthwise_planar(multiply_add, source, weights, epilogue, &mut output[out], plane, &g.window, scratch)
                         }
-                        (None, false) => kernels::depthwise_interleaved(source, weights, epilogue, &mut output[out], &g.window, g.in_channels),
+                        (None, false) => kernels::depthwise_interleaved(multiply_add, source, weights, epilogue, &mut output[out], &g.window, g.in_channels),
                     }
                 }
             }
@@ -161,15 +163,15 @@ impl Step {
                             let first = image_out + start * w.out_width * channels;
                             match encoded_output {
                                 Some(encoding) => {
-                                    kernels::depthwise_interleaved_encoded(input, weights, epilogue, *encoding, output, first, &window, channels)
+                                    kernels::depthwise_interleaved_encoded(multiply_add, input, weights, epilogue, *encoding, output, first, &window, channels)
                                 }
-                                None => kernels::depthwise_interleaved(input, weights, epilogue, &mut output[first..], &window, channels),
+                                None => kernels::depthwise_interleaved(multiply_add, input, weights, epilogue, &mut output[first..], &window, channels),
                             }
                         } else {
                             let expansion_epilogue = e.epilogue.as_ref().map(|epilogue| (epilogue, ChannelsAlong::Rows));
                             packed::gemm(channels, e.k, pixels, &e.constant, band_activations, e.k_stride, e.index_stride, expanded, pixels, expansion_epilogue, panel);
                             let out = &mut output[image_out + start * w.out_width..];
-                            kernels::depthwise_planar(&expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, rest);
+                            kernels::depthwise_planar(multiply_add, &expanded[..channels * pixels], weights, epilogue, out, out_plane, &band, rest);
                         }
                     }
                 }
@@ -179,7 +181,7 @@ impl Step {
             }
             StepKind::Sigmoid { input } => {
                 output.copy_from_slice(input.slice(buffers));
-                kernels::sigmoid(output);
+                kernels::sigmoid(multiply_add, output);
             }
             StepKind::Concat { inputs, outer } => {
                 let mut offset = 0;

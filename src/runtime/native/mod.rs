@@ -24,6 +24,7 @@ use tract_onnx::prelude::*;
 
 use super::buffer::AlignedBuffer;
 use super::gemm::GemmBackend;
+use super::kernels::BaselineMultiplyAdd;
 use super::low_precision::LowPrecision;
 use super::packed;
 use alloc::allocate;
@@ -42,6 +43,8 @@ pub struct NativeModel {
     buffer_sizes: Vec<usize>,
     scratch_len: usize,
     gemm: Box<dyn GemmBackend>,
+    /// How the kernels' baseline variants multiply and add: fused in an int8 program.
+    multiply_add: BaselineMultiplyAdd,
     /// Buffers of finished runs, kept for the next: a run allocates nothing once warm.
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -58,8 +61,9 @@ impl NativeModel {
     /// in `low_precision` where asked and the CPU runs it (else f32).
     pub fn lower(model: &TypedModel, gemm: Box<dyn GemmBackend>, low_precision: Option<LowPrecision>) -> Result<NativeModel, Unsupported> {
         // An int8 program is lowered the same way on every CPU (packed products, the direct stem,
-        // encoded depthwise outputs) and each kernel computes the same bits on each, so its rows are
-        // identical whichever CPU made them; an f32 program packs only where the AVX-512 tile runs.
+        // encoded depthwise outputs) and each kernel computes the same bits on each (the baseline's
+        // multiply-adds fused too), so its rows are identical whichever CPU made them; an f32 program
+        // packs only where the AVX-512 tile runs.
         let int8 = low_precision == Some(LowPrecision::Int8);
         let packs = int8 || (gemm.packs_constants() && packed::available());
         let Lowered { steps, outputs, buffer_sizes, input, input_len } = lower::lower(model, packs)?;
@@ -80,6 +84,7 @@ impl NativeModel {
             buffer_sizes,
             scratch_len,
             gemm,
+            multiply_add: if int8 { BaselineMultiplyAdd::Fused } else { BaselineMultiplyAdd::Separate },
             workspaces: Mutex::new(Vec::new()),
         })
     }
@@ -119,7 +124,7 @@ impl NativeModel {
         fill_input(&mut workspace.buffers[self.input_buffer][..self.input_len]);
         for step in &self.steps {
             let mut output = std::mem::take(&mut workspace.buffers[step.output]);
-            step.run(&workspace.buffers, &mut output[..step.output_len], &mut workspace.scratch, self.gemm.as_ref());
+            step.run(&workspace.buffers, &mut output[..step.output_len], &mut workspace.scratch, self.gemm.as_ref(), self.multiply_add);
             workspace.buffers[step.output] = output;
         }
         let results = self.outputs.iter().map(|o| o.slice(&workspace.buffers).to_vec()).collect();

@@ -53,7 +53,7 @@ class ImageFeatureExtractor(override val uid: String)
     "folder with the models on every node; empty means the models inside the jar")
   final val precision = new Param[String](this, "precision",
     "arithmetic of the 1x1 and dense convolutions: auto (bf16 where the CPU has AVX-512 BF16, else f32), f32, bf16, " +
-      "or int8 (AVX-512 VNNI, about twice f32's speed)",
+      "or int8 (about twice f32's speed on AVX-512 VNNI, the same rows on every CPU)",
     ParamValidators.inArray(Array("auto", "f32", "bf16", "int8")))
   final val config = new Param[String](this, "config",
     "settings of the native pipeline as a JSON object: any field of imgfeat's configuration (imgfeat config prints " +
