@@ -23,6 +23,9 @@ pub struct CpuFeatures {
     /// AVX-512 BW and VNNI under [`Isa::Avx512`]: the int8 products' VNNI kernels (`"precision":
     /// "int8"`; without them its portable kernels run, with the same results).
     pub int8_products: bool,
+    /// AVX-VNNI (256-bit `vpdpbusd`) under [`Isa::Avx2Fma`] or wider: int8's products on a CPU without
+    /// AVX-512 VNNI (the same results).
+    pub avx_vnni_products: bool,
     /// AVX-512 BF16 under [`Isa::Avx512`]: the bf16 products (`"precision": "bf16"`).
     pub bf16_products: bool,
     /// AVX-512 VPOPCNTDQ under [`Isa::Avx512`]: the Hamming scan counts eight codes' bits at once.
@@ -55,6 +58,7 @@ pub fn features() -> &'static CpuFeatures {
         CpuFeatures {
             isa,
             int8_products: detected.int8_products && isa == Isa::Avx512,
+            avx_vnni_products: detected.avx_vnni_products && isa >= Isa::Avx2Fma,
             bf16_products: detected.bf16_products && isa == Isa::Avx512,
             vector_popcount: detected.vector_popcount && isa == Isa::Avx512,
             popcount: detected.popcount && isa > Isa::Baseline,
@@ -82,6 +86,7 @@ fn probe() -> CpuFeatures {
     CpuFeatures {
         isa,
         int8_products: isa == Isa::Avx512 && has!("avx512bw") && has!("avx512vnni"),
+        avx_vnni_products: avx2 && has!("avxvnni"),
         bf16_products: isa == Isa::Avx512 && has!("avx512bf16"),
         vector_popcount: isa == Isa::Avx512 && has!("avx512vpopcntdq") && has!("popcnt"),
         popcount: has!("popcnt"),
@@ -90,5 +95,5 @@ fn probe() -> CpuFeatures {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn probe() -> CpuFeatures {
-    CpuFeatures { isa: Isa::Baseline, int8_products: false, bf16_products: false, vector_popcount: false, popcount: false }
+    CpuFeatures { isa: Isa::Baseline, int8_products: false, avx_vnni_products: false, bf16_products: false, vector_popcount: false, popcount: false }
 }

@@ -176,8 +176,9 @@ pub struct Arithmetic {
     /// Never `auto`.
     pub precision: Precision,
     /// Which kernels ran: the instruction set (`avx512`, `avx2`, `baseline`) and the product's
-    /// extension (`avx512-vnni` for int8 on VNNI, `avx2-int8` and the like for its portable kernel,
-    /// whose rows are the same bits; `avx512-bf16` for bf16), or `tract`; for two models that
+    /// extension (`avx512-vnni` for int8 on AVX-512 VNNI, `avx2-avx-vnni` on AVX-VNNI, `avx2-int8` and
+    /// the like on its other kernels, whose rows are the same bits; `avx512-bf16` for bf16), or `tract`;
+    /// for two models that
     /// differ, both, each with its role.
     pub kernels: String,
 }
@@ -194,7 +195,14 @@ impl Arithmetic {
             Engine::Tract(_) => Arithmetic { precision: Precision::F32, kernels: "tract".into() },
             Engine::Native(native) => match native.low_precision() {
                 Some(LowPrecision::Int8) => {
-                    let products = if cpu::features().int8_products { "vnni" } else { "int8" };
+                    let features = cpu::features();
+                    let products = if features.int8_products {
+                        "vnni"
+                    } else if features.avx_vnni_products {
+                        "avx-vnni"
+                    } else {
+                        "int8"
+                    };
                     Arithmetic { precision: Precision::Int8, kernels: format!("{isa}-{products}") }
                 }
                 Some(LowPrecision::Bf16) => Arithmetic { precision: Precision::Bf16, kernels: format!("{isa}-bf16") },

@@ -276,7 +276,7 @@ fn empty_batches_and_corrupt_models() {
 
 /// Sixteen threads hammer one handle with good and bad inputs while another thread opens and closes
 /// handles of its own; then the shared handle is closed while calls are still arriving. Every call
-/// returns rows or raises ImgfeatException; the JVM never crashes.
+/// returns rows or, once the handle is closed, raises IllegalStateException; the JVM never crashes.
 #[test]
 fn stress_one_handle_from_many_threads_and_close_it_under_load() {
     let handle = with_env(|env| create_pipeline(env, r#"{"threads": 1}"#));
@@ -301,8 +301,9 @@ fn stress_one_handle_from_many_threads_and_close_it_under_load() {
                         let images = byte_arrays(env, &batch);
                         let packed = process(unowned(env), JClass::null(), handle, images);
                         if env.exception_check() {
-                            let (ours, message) = take_exception(env);
-                            assert!(ours && message.contains("no open pipeline"), "{message}");
+                            // A call after close: the JNI edge's exception for a closed handle.
+                            let (class, message) = take_exception_class(env);
+                            assert!(class == "IllegalStateException" && message.contains("no open pipeline"), "{class}: {message}");
                             refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         } else {
                             assert!(!was_closed, "a call after close returned rows");

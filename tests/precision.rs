@@ -124,7 +124,8 @@ fn bf16_rows_stay_within_the_bound_of_a_default() {
 fn a_precision_the_cpu_lacks_runs_in_f32_and_the_table_says_so() {
     let dir = common::temp_dir("precision-fallback");
     let photos = common::fixture_folder(&dir, &["chelsea.jpg"]);
-    for (precision, made_in, kernels) in [("bf16", Precision::F32, "avx2"), ("int8", Precision::Int8, "avx2-int8")] {
+    let int8_kernels = if imgfeat::cpu::features().avx_vnni_products { "avx2-avx-vnni" } else { "avx2-int8" };
+    for (precision, made_in, kernels) in [("bf16", Precision::F32, "avx2"), ("int8", Precision::Int8, int8_kernels)] {
         let table = dir.join(format!("{precision}.parquet"));
         let out = common::imgfeat()
             .env("IMGFEAT_MAX_ISA", "avx2")

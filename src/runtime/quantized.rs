@@ -3,7 +3,7 @@
 //! activations once per product at run time (asymmetric u8 over the tensor's range; a depthwise
 //! convolution's output arrives quantised over its ReLU6 range instead: `encode_depthwise_outputs`
 //! in native/passes/low_precision.rs), multiplied with AVX-512 VNNI, where one `vpdpbusd` does 64 u8×s8 multiply-adds into 16 i32 sums: four times an f32
-//! FMA's. Without VNNI a portable kernel computes the same integer sums and dequantises them with
+//! FMA's. Without AVX-512 VNNI an AVX-VNNI, AVX2 or portable kernel computes the same integer sums and dequantises them with
 //! the same fused multiply-add, as does `quantize`'s portable twin: int8 rows are the same bits on
 //! every CPU (tests/int8_identity.rs). On the Zen 5 we build on the same 14×32 register tile runs ~1,000 G int8 operations a second
 //! against ~265 GFLOP/s in f32. The results differ from f32 by the rounding of the activations to 256
@@ -129,6 +129,11 @@ pub fn gemm(
         return unsafe { avx512::gemm(m, w, a, c, c_row, multipliers, offsets, low, high) };
     }
     #[cfg(target_arch = "x86_64")]
+    if crate::cpu::features().avx_vnni_products {
+        // SAFETY: `avx_vnni_products` means AVX2, FMA and AVX-VNNI; the sizes are asserted above.
+        return unsafe { avx_vnni::gemm(m, w, a, c, c_row, multipliers, offsets, low, high) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::cpu::isa() >= crate::cpu::Isa::Avx2Fma {
         // SAFETY: `Isa::Avx2Fma` or wider means AVX2 and FMA; the sizes are asserted above.
         return unsafe { avx2::gemm(m, w, a, c, c_row, multipliers, offsets, low, high) };
@@ -154,9 +159,105 @@ fn gemm_portable(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: u
                     *sum = sum.wrapping_add(dot);
                 }
             }
-            let out = &mut c[i * c_row + p * NR..][..columns];
-            for (j, (o, &sum)) in out.iter_mut().zip(&sums).enumerate() {
-                *o = clamp((sum as f32).mul_add(multipliers[p * NR + j], offsets[p * NR + j]), low, high);
+            dequantise(&sums, &mut c[i * c_row + p * NR..][..columns], &multipliers[p * NR..], &offsets[p * NR..], low, high);
+        }
+    }
+}
+
+/// One row of a tile's columns from their exact sums, as every int8 kernel stores them:
+/// sum·multiplier + offset by one fused multiply-add (what the VNNI tile's `vfmadd` computes), then
+/// clamped.
+#[inline(always)]
+fn dequantise(sums: &[i32], out: &mut [f32], multipliers: &[f32], offsets: &[f32], low: f32, high: f32) {
+    for (((o, &sum), &multiplier), &offset) in out.iter_mut().zip(sums).zip(multipliers).zip(offsets) {
+        *o = clamp((sum as f32).mul_add(multiplier, offset), low, high);
+    }
+}
+
+/// The int8 product with AVX-VNNI, for CPUs without AVX-512 (Intel Alder Lake and later, AMD Zen 5):
+/// `vpdpbusd` on 256-bit vectors, 32 u8×s8 multiply-adds into 8 i32 sums, reading the VNNI tile's
+/// panels at half its width.
+#[cfg(target_arch = "x86_64")]
+mod avx_vnni {
+    use std::arch::x86_64::*;
+
+    use super::{dequantise, QuantizedConst, NR};
+
+    /// Rows of a tile: 3 rows × 4 vectors of sums, the group's 4 weight vectors and a broadcast.
+    const ROWS: usize = 3;
+
+    /// # Safety
+    /// AVX2, FMA and AVX-VNNI; the sizes [`super::gemm`] asserts.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    pub unsafe fn gemm(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: usize, multipliers: &[f32], offsets: &[f32], low: f32, high: f32) {
+        for p in 0..w.n.div_ceil(NR) {
+            let tile = Tile {
+                k: w.k,
+                panel: &w.panels[p * NR * w.k..][..NR * w.k],
+                columns: (w.n - p * NR).min(NR),
+                multipliers: &multipliers[p * NR..],
+                offsets: &offsets[p * NR..],
+                low,
+                high,
+            };
+            let mut row = 0;
+            while row < m {
+                let rows = (m - row).min(ROWS);
+                let (a, c) = (&a[row * w.k..], &mut c[row * c_row + p * NR..]);
+                // SAFETY (each arm): AVX2, FMA and AVX-VNNI (this function's contract).
+                unsafe {
+                    match rows {
+                        3 => tile.run::<3>(a, c, c_row),
+                        2 => tile.run::<2>(a, c, c_row),
+                        _ => tile.run::<1>(a, c, c_row),
+                    }
+                }
+                row += rows;
+            }
+        }
+    }
+
+    /// One panel of [`NR`] columns, with their factors.
+    struct Tile<'a> {
+        k: usize,
+        panel: &'a [i8],
+        columns: usize,
+        multipliers: &'a [f32],
+        offsets: &'a [f32],
+        low: f32,
+        high: f32,
+    }
+
+    impl Tile<'_> {
+        /// C rows 0..R of this panel's columns from A rows 0..R.
+        ///
+        /// # Safety
+        /// AVX2, FMA and AVX-VNNI.
+        #[target_feature(enable = "avx2,fma,avxvnni")]
+        #[inline]
+        unsafe fn run<const R: usize>(&self, a: &[u8], c: &mut [f32], c_row: usize) {
+            let k = self.k;
+            let mut sums = [[_mm256_setzero_si256(); 4]; R];
+            for group in 0..k / 4 {
+                let weights = &self.panel[group * NR * 4..][..NR * 4];
+                // SAFETY: each load reads 32 of the group's 128 bytes: columns 8v..8v + 8, four k each.
+                let weights: [__m256i; 4] = std::array::from_fn(|v| unsafe { _mm256_loadu_si256(weights.as_ptr().add(32 * v) as *const __m256i) });
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    let x: [u8; 4] = a[r * k + group * 4..][..4].try_into().expect("4 bytes");
+                    let x = _mm256_set1_epi32(i32::from_ne_bytes(x));
+                    for (sum, weights) in sums.iter_mut().zip(weights) {
+                        *sum = _mm256_dpbusd_avx_epi32(*sum, x, weights);
+                    }
+                }
+            }
+            for (r, sums) in sums.iter().enumerate() {
+                let mut totals = [0i32; NR];
+                for (v, sum) in sums.iter().enumerate() {
+                    // SAFETY: `totals` holds 8 values from 8v.
+                    unsafe { _mm256_storeu_si256(totals.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
+                }
+                dequantise(&totals, &mut c[r * c_row..][..self.columns], self.multipliers, self.offsets, self.low, self.high);
             }
         }
     }
@@ -169,8 +270,7 @@ fn gemm_portable(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: u
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedConst, NR};
-    use crate::runtime::kernels::simd::clamp;
+    use super::{dequantise, QuantizedConst, NR};
 
     /// Rows and columns of a tile: 3 rows × 4 vectors of sums and the 4 vectors of one group's
     /// widened weights fill the 16 registers.
@@ -256,10 +356,8 @@ mod avx2 {
                     // SAFETY: `partial` holds 8 values from 8v.
                     unsafe { _mm256_storeu_si256(partial.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
                 }
-                for (j, out) in c[r * c_row..][..self.columns].iter_mut().enumerate() {
-                    let sum = partial[2 * j].wrapping_add(partial[2 * j + 1]);
-                    *out = clamp((sum as f32).mul_add(self.multipliers[j], self.offsets[j]), self.low, self.high);
-                }
+                let sums: [i32; COLUMNS] = std::array::from_fn(|j| partial[2 * j].wrapping_add(partial[2 * j + 1]));
+                dequantise(&sums, &mut c[r * c_row..][..self.columns], self.multipliers, self.offsets, self.low, self.high);
             }
         }
     }
@@ -458,6 +556,13 @@ mod tests {
                     // SAFETY: AVX2 and FMA detected just above; the sizes fit (m rows of k, n columns).
                     let avx2 = run(&|c| unsafe { avx2::gemm(m, &w, &a, c, n, &multipliers, &offsets, -3.0, 6.0) });
                     assert_eq!(avx2, portable, "AVX2 {m}x{k}x{n}");
+                }
+                if crate::cpu::features().avx_vnni_products {
+                    // SAFETY: `avx_vnni_products` means AVX2, FMA and AVX-VNNI; the sizes fit.
+                    let avx_vnni = run(&|c| unsafe { avx_vnni::gemm(m, &w, &a, c, n, &multipliers, &offsets, -3.0, 6.0) });
+                    assert_eq!(avx_vnni, portable, "AVX-VNNI {m}x{k}x{n}");
+                } else {
+                    eprintln!("SKIPPED part: this CPU has no AVX-VNNI kernel to compare");
                 }
                 if vnni() {
                     // SAFETY: `vnni` checked the instructions; the sizes fit.
