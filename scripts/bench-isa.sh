@@ -40,14 +40,17 @@ cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 section=$(cat <<MD
 ## int8 and f32 on each instruction set
 
-Command: \`scripts/bench-isa.sh $n\` ($(date -u +%Y-%m-%d), $cpu, AVX-512 VNNI: $(has_flag avx512_vnni && echo yes || echo no), one
-thread). \`IMGFEAT_MAX_ISA\` forces the path a CPU without AVX-512 (\`avx2\`) or without AVX2 (\`baseline\`)
-takes; \`imgfeat extract --threads 1\` over the first $n photos of imagenet-sample, models loaded in each run,
-images/s end to end (the better of two runs). int8 runs on VNNI where the CPU has it and the path allows
-AVX-512, else on its AVX2 (\`vpmaddwd\`) or portable kernels, and its rows are the same bits on every path
-(\`tests/int8_identity.rs\`); f32's products run matrixmultiply off AVX-512, and on the baseline every
-multiply-add is libm's correctly rounded \`fmaf\` (one kernel's bits on every path), which is what the
-baseline's f32 column pays for.
+Command: \`scripts/bench-isa.sh $n\` ($(date -u +%Y-%m-%d), $cpu; AVX-512 VNNI: $(has_flag avx512_vnni && echo yes || echo no),
+AVX-VNNI: $(has_flag avx_vnni && echo yes || echo no); one thread). \`IMGFEAT_MAX_ISA\` forces the path a CPU without AVX-512
+(\`avx2\`) or without AVX2 (\`baseline\`) takes; \`imgfeat extract --threads 1\` over the first $n photos of
+imagenet-sample, models loaded in each run, images/s end to end (the better of two runs). int8's products
+run on AVX-512 VNNI where the path allows AVX-512, else on AVX-VNNI where the CPU has it (256-bit), else
+\`vpmaddwd\` (AVX2) or plain integer loops (baseline); its rows are the same bits on every path
+(\`tests/int8_identity.rs\`). On the baseline its f32 layers fuse each multiply-add through libm's correctly
+rounded \`fmaf\`, a call each, to give the vector paths' bits: what the baseline's int8 column pays for
+(int8 there is for identical rows, not speed; it says so in the log). f32 on the baseline multiplies and
+adds separately (its rows differ by rounding between paths anyway), and its products run matrixmultiply,
+which picks its own instruction set: hence its speed near AVX2's.
 
 | path | f32 images/s | int8 images/s | int8 × f32 |
 |---|---|---|---|

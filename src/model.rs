@@ -69,6 +69,11 @@ impl OnnxModel {
             };
             log::warn!("{name} runs in {}: {why}", arithmetic.precision.name());
         }
+        if arithmetic.precision == Precision::Int8 && cpu::isa() == Isa::Baseline {
+            log::warn!(
+                "{name} runs int8 on the x86-64 baseline (no AVX2): its rows are the bits every other CPU makes, but about 15× slower than f32 here (libm's fmaf for each fused multiply-add)"
+            );
+        }
         let model = OnnxModel { name, input: input.clone(), batch, engine, arithmetic };
         log::info!("{} (batch {batch}) runs on the {}", model.name, model.executor_description());
         Ok(model)

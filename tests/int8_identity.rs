@@ -79,6 +79,7 @@ fn int8_rows_are_the_same_bits_on_every_instruction_set() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{cap}: {stderr}");
         assert!(!stderr.contains("runs in f32"), "{cap}: int8 fell back to f32: {stderr}");
+        assert_eq!(stderr.contains("runs int8 on the x86-64 baseline"), *cap == "baseline", "{cap}: the baseline's int8 is slow, and says so: {stderr}");
         let arithmetic = FeaturesReader::open(&table).unwrap().provenance().unwrap().unwrap().arithmetic.unwrap();
         assert_eq!((arithmetic.precision, arithmetic.kernels.as_str()), (Precision::Int8, *kernels), "{cap}");
         tables.push((cap, cells(&table)));
