@@ -20,8 +20,9 @@ pub enum Isa {
 pub struct CpuFeatures {
     /// The instruction set of the f32 kernels, the packed product and the resize.
     pub isa: Isa,
-    /// AVX-512 BW and VNNI under [`Isa::Avx512`]: the int8 products' VNNI kernels (`"precision":
-    /// "int8"`; without them its portable kernels run, with the same results).
+    /// AVX-512 BW and VNNI under [`Isa::Avx512`]: the int8 products' AVX-512 VNNI kernels
+    /// (`"precision": "int8"`; without them its AVX-VNNI, AVX2 or portable kernels run, with the same
+    /// results).
     pub int8_products: bool,
     /// AVX-VNNI (256-bit `vpdpbusd`) under [`Isa::Avx2Fma`] or wider: int8's products on a CPU without
     /// AVX-512 VNNI (the same results).
@@ -35,8 +36,8 @@ pub struct CpuFeatures {
 }
 
 /// Caps the instruction set, to run on this CPU the path another CPU would take: `avx2` runs what a
-/// CPU without AVX-512 runs (bf16 then falls back to f32; int8 runs its portable kernels, with the
-/// same rows), `baseline` the x86-64 baseline kernels.
+/// CPU without AVX-512 runs (bf16 then falls back to f32; int8 runs its AVX-VNNI or AVX2 kernels,
+/// with the same rows), `baseline` the x86-64 baseline kernels.
 /// Read once; an unknown value is ignored with a warning.
 pub const MAX_ISA_VARIABLE: &str = "IMGFEAT_MAX_ISA";
 

@@ -46,7 +46,8 @@ pub(crate) trait GemmBackend: Send + Sync + Debug {
     fn name(&self) -> &'static str;
 
     /// Whether products with constant weights should use the executor's packed AVX-512 product
-    /// (`runtime::packed`) rather than this backend, where the CPU has AVX-512.
+    /// (`runtime::packed`) rather than this backend, where the CPU has AVX-512. (An int8 program packs
+    /// them whatever this says, on every CPU, so that its rows are the same bits everywhere.)
     fn packs_constants(&self) -> bool {
         false
     }

@@ -31,15 +31,16 @@ pub struct QuantizedConst {
     sums: Vec<i32>,
 }
 
-/// Whether this CPU runs the VNNI kernels (else the portable ones, with the same results).
-fn vnni() -> bool {
+/// Whether this CPU runs the AVX-512 VNNI kernels (else AVX-VNNI, AVX2 or portable ones, with the
+/// same results).
+fn avx512_vnni() -> bool {
     crate::cpu::features().int8_products
 }
 
 impl QuantizedConst {
-    /// Quantises W given as its columns (column j at j·k); `None` unless k is a multiple of 4.
+    /// Quantises W given as its columns (column j at j·k); `None` unless k is a positive multiple of 4.
     pub fn new(columns: &[f32], k: usize, n: usize) -> Option<QuantizedConst> {
-        if !k.is_multiple_of(4) || columns.len() != k * n {
+        if k == 0 || !k.is_multiple_of(4) || columns.len() != k * n {
             return None;
         }
         let panels_count = n.div_ceil(NR);
@@ -72,8 +73,8 @@ impl QuantizedConst {
 pub fn quantize(values: &[f32], out: &mut [u8]) -> ScaleZeroPoint {
     assert!(out.len() >= values.len(), "quantize: output too short");
     #[cfg(target_arch = "x86_64")]
-    if vnni() {
-        // SAFETY: `vnni` means AVX-512 F and BW (and VNNI); the lengths are asserted.
+    if avx512_vnni() {
+        // SAFETY: `avx512_vnni` means AVX-512 F and BW (and VNNI); the lengths are asserted.
         return unsafe { avx512::quantize(values, out) };
     }
     let mut levels = ScaleZeroPoint { scale: 1.0, zero_point: 0 };
@@ -124,8 +125,8 @@ pub fn gemm(
     }
     let (low, high) = epilogue.map_or((f32::NEG_INFINITY, f32::INFINITY), |e| (e.low, e.high));
     #[cfg(target_arch = "x86_64")]
-    if vnni() {
-        // SAFETY: `vnni` checked the instructions; the sizes are asserted above.
+    if avx512_vnni() {
+        // SAFETY: `avx512_vnni` checked the instructions; the sizes are asserted above.
         return unsafe { avx512::gemm(m, w, a, c, c_row, multipliers, offsets, low, high) };
     }
     #[cfg(target_arch = "x86_64")]
@@ -564,8 +565,8 @@ mod tests {
                 } else {
                     eprintln!("SKIPPED part: this CPU has no AVX-VNNI kernel to compare");
                 }
-                if vnni() {
-                    // SAFETY: `vnni` checked the instructions; the sizes fit.
+                if avx512_vnni() {
+                    // SAFETY: `avx512_vnni` checked the instructions; the sizes fit.
                     let vnni = run(&|c| unsafe { avx512::gemm(m, &w, &a, c, n, &multipliers, &offsets, -3.0, 6.0) });
                     assert_eq!(vnni, portable, "VNNI {m}x{k}x{n}");
                 } else {

@@ -417,6 +417,8 @@ unsafe fn quantized<const V: usize>(
         for (v, a) in acc.iter().enumerate() {
             let clamped = _mm512_min_ps(_mm512_max_ps(*a, low), high);
             let q = _mm512_cvtps_epi32(_mm512_fmadd_ps(clamped, inverse, zero));
+            // Saturated to 0..=255 as `quantize` saturates (`vpmovusdb` alone would take a -1 for 255).
+            let q = _mm512_max_epi32(q, _mm512_setzero_si512());
             // SAFETY: `out` holds V·16 bytes.
             unsafe { _mm_storeu_si128(out.as_mut_ptr().add(v * LANES) as *mut __m128i, _mm512_cvtusepi32_epi8(q)) };
         }

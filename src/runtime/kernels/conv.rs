@@ -55,7 +55,7 @@ pub fn conv_interleaved(
 
 multiversion! {
     /// The portable [`conv_interleaved`].
-    fn conv_interleaved_portable(
+    pub(super) fn conv_interleaved_portable(
         multiply_add, input: &[f32], in_channels: usize, strides: ImageStrides, weights: &[f32], epilogue: &Epilogue,
         output: &mut [f32], window: &Window,
     ) => conv_interleaved_body

@@ -226,7 +226,7 @@ fn depthwise_interleaved_stored(
 
 multiversion! {
     /// The portable [`depthwise_interleaved_stored`].
-    fn depthwise_interleaved_portable(
+    pub(super) fn depthwise_interleaved_portable(
         multiply_add, input: &[f32], weights: &[f32], epilogue: &Epilogue, output: DepthwiseOutput<'_>, window: &Window,
         channels: usize,
     ) => depthwise_interleaved_body
@@ -321,17 +321,22 @@ fn depthwise_interleaved_any<M: MulAdd>(
     output: &mut DepthwiseOutput,
 ) {
     let w = window;
-    let mut sums = vec![0f32; channels];
+    // A pixel's channels in groups on the stack (each channel's sum is its own chain).
+    const GROUP: usize = 64;
+    let mut sums = [0f32; GROUP];
     for pixel in 0..w.out_height * w.out_width {
         let (oy, ox) = (pixel / w.out_width, pixel % w.out_width);
-        sums.copy_from_slice(&epilogue.bias[..channels]);
-        for (tap, pixel_in) in w.taps(oy, ox) {
-            let source = &input[pixel_in * channels..][..channels];
-            let taps = &weights[tap * channels..][..channels];
-            for ((o, &s), &t) in sums.iter_mut().zip(source).zip(taps) {
-                *o = M::mul_add(s, t, *o);
+        for first in (0..channels).step_by(GROUP) {
+            let sums = &mut sums[..GROUP.min(channels - first)];
+            sums.copy_from_slice(&epilogue.bias[first..first + sums.len()]);
+            for (tap, pixel_in) in w.taps(oy, ox) {
+                let source = &input[pixel_in * channels + first..][..sums.len()];
+                let taps = &weights[tap * channels + first..][..sums.len()];
+                for ((o, &s), &t) in sums.iter_mut().zip(source).zip(taps) {
+                    *o = M::mul_add(s, t, *o);
+                }
             }
+            store_pixel::<M>(output, pixel * channels + first, sums, epilogue);
         }
-        store_pixel::<M>(output, pixel * channels, &sums, epilogue);
     }
 }

@@ -2,7 +2,7 @@
 //! tests share.
 
 use super::*;
-use crate::cpu::{isa, Isa};
+use super::epilogue::DepthwiseOutput;
 use crate::runtime::scale_zero_point::ScaleZeroPoint;
 
 
@@ -126,7 +126,24 @@ fn depthwise_kernels_match_the_definition() {
             }
         }
         let mut interleaved = vec![0.0; expected.len()];
-        depthwise_interleaved(BaselineMultiplyAdd::Separate, &hwc, &tap_major, &epilogue, &mut interleaved, &w, channels);
+        depthwise_interleaved(BaselineMultiplyAdd::Fused, &hwc, &tap_major, &epilogue, &mut interleaved, &w, channels);
+        // The portable kernel gives the bits of the one that ran (the AVX-512 kernel where the CPU
+        // has it), as f32 and as u8 levels over a range below 0 (int8 rows are the same everywhere).
+        let mut portable = vec![0.0; expected.len()];
+        let floats = DepthwiseOutput::Floats(&mut portable);
+        super::depthwise::depthwise_interleaved_portable(BaselineMultiplyAdd::Fused, &hwc, &tap_major, &epilogue, floats, &w, channels);
+        assert!(portable.iter().zip(&interleaved).all(|(a, b)| a.to_bits() == b.to_bits()), "portable depthwise {kernel}x{kernel}/{stride}, {channels} channels");
+        if encoded_depthwise_takes(channels) {
+            let mut wide = epilogue.clone();
+            (wide.low, wide.high) = (-0.7, 6.0);
+            let levels = ScaleZeroPoint::spanning(-0.7, 6.0);
+            let mut dispatched = vec![0.0f32; expected.len()];
+            depthwise_interleaved_encoded(BaselineMultiplyAdd::Fused, &hwc, &tap_major, &wide, OutputEncoding::U8(levels), &mut dispatched, 0, &w, channels);
+            let mut bytes = vec![0u8; expected.len()];
+            let encoded = DepthwiseOutput::Bytes(&mut bytes, levels);
+            super::depthwise::depthwise_interleaved_portable(BaselineMultiplyAdd::Fused, &hwc, &tap_major, &wide, encoded, &w, channels);
+            assert_eq!(&crate::runtime::buffer::bytes_of(&dispatched)[..bytes.len()], &bytes[..], "portable u8 store {kernel}x{kernel}/{stride}");
+        }
         // And over a zero-padded copy, where every pixel is interior.
         let padded_window = w.padded();
         let mut padded = vec![f32::NAN; padded_window.in_height * padded_window.in_width * channels];
@@ -165,11 +182,6 @@ fn depthwise_kernels_match_the_definition() {
 
 #[test]
 fn direct_interleaved_convolution_matches_the_definition() {
-    if !conv_interleaved_takes(3, 32) {
-        assert_ne!(isa(), Isa::Avx512, "conv_interleaved refuses a stem on an AVX-512 CPU");
-        eprintln!("skipped: conv_interleaved needs AVX-512, which this CPU lacks");
-        return;
-    }
     for (in_channels, out_channels) in [(3, 32), (1, 16), (2, 48), (4, 64)] {
         for (kernel, stride, pad, in_size) in [(3, 2, 1, 21), (3, 1, 1, 9), (5, 2, 2, 30), (3, 2, 0, 16)] {
             let w = test_window(kernel, stride, pad, in_size, in_size + 3);
@@ -197,7 +209,11 @@ fn direct_interleaved_convolution_matches_the_definition() {
             let sums = dense_reference(&input, in_channels, &weights, out_channels, &w);
             for (source, strides) in layouts {
                 let mut output = vec![f32::NAN; w.out_height * w.out_width * out_channels];
-                conv_interleaved(BaselineMultiplyAdd::Separate, source, in_channels, strides, &tap_major, &epilogue, &mut output, &w);
+                conv_interleaved(BaselineMultiplyAdd::Fused, source, in_channels, strides, &tap_major, &epilogue, &mut output, &w);
+                // The portable kernel gives the bits of the one that ran (AVX-512's where the CPU has it).
+                let mut portable = vec![f32::NAN; output.len()];
+                super::conv::conv_interleaved_portable(BaselineMultiplyAdd::Fused, source, in_channels, strides, &tap_major, &epilogue, &mut portable, &w);
+                assert!(portable.iter().zip(&output).all(|(a, b)| a.to_bits() == b.to_bits()), "portable stem {in_channels}->{out_channels} {strides:?}");
                 for (j, (got, sum)) in output.iter().zip(&sums).enumerate() {
                     let expected = (sum + epilogue.bias[j % out_channels]).clamp(-1.5, 6.0);
                     assert!((got - expected).abs() < 1e-4, "{in_channels}->{out_channels} {kernel}x{kernel}/{stride} {strides:?} at {j}: {got} vs {expected}");
