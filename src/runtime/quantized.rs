@@ -175,6 +175,44 @@ fn dequantise(sums: &[i32], out: &mut [f32], multipliers: &[f32], offsets: &[f32
     }
 }
 
+/// Up to one panel's columns for the 256-bit int8 kernels ([`avx_vnni`], [`avx2`]): where their weights
+/// start in the panel's groups of four k, and their factors.
+#[cfg(target_arch = "x86_64")]
+struct NarrowTile<'a> {
+    k: usize,
+    weights: &'a [i8],
+    columns: usize,
+    multipliers: &'a [f32],
+    offsets: &'a [f32],
+    low: f32,
+    high: f32,
+}
+
+/// Rows of A per 256-bit tile: 3 rows × 4 vectors of sums, the group's 4 weight vectors and a
+/// broadcast fill the 16 registers.
+#[cfg(target_arch = "x86_64")]
+const NARROW_ROWS: usize = 3;
+
+/// A 256-bit kernel's tile of `R` rows, for `R` = 1..=[`NARROW_ROWS`].
+#[cfg(target_arch = "x86_64")]
+type NarrowRun = unsafe fn(&NarrowTile, &[u8], &mut [f32], usize);
+
+/// Runs `tile` down every row of A (m rows of k bytes) in tiles of up to [`NARROW_ROWS`] rows: the
+/// tile of r rows is `runs[r - 1]`. C's rows lie `c_row` apart from `c`, the tile's first column.
+///
+/// # Safety
+/// The CPU has the instructions `runs` are compiled for.
+#[cfg(target_arch = "x86_64")]
+unsafe fn sweep_rows(m: usize, tile: &NarrowTile, a: &[u8], c: &mut [f32], c_row: usize, runs: [NarrowRun; NARROW_ROWS]) {
+    let mut row = 0;
+    while row < m {
+        let rows = (m - row).min(NARROW_ROWS);
+        // SAFETY: the caller's contract; each run bounds-checks its slices.
+        unsafe { runs[rows - 1](tile, &a[row * tile.k..], &mut c[row * c_row..], c_row) };
+        row += rows;
+    }
+}
+
 /// The int8 product with AVX-VNNI, for CPUs without AVX-512 (Intel Alder Lake and later, AMD Zen 5):
 /// `vpdpbusd` on 256-bit vectors, 32 u8×s8 multiply-adds into 8 i32 sums, reading the VNNI tile's
 /// panels at half its width.
@@ -182,10 +220,7 @@ fn dequantise(sums: &[i32], out: &mut [f32], multipliers: &[f32], offsets: &[f32
 mod avx_vnni {
     use std::arch::x86_64::*;
 
-    use super::{dequantise, QuantizedConst, NR};
-
-    /// Rows of a tile: 3 rows × 4 vectors of sums, the group's 4 weight vectors and a broadcast.
-    const ROWS: usize = 3;
+    use super::{dequantise, sweep_rows, NarrowTile, QuantizedConst, NR};
 
     /// # Safety
     /// AVX2, FMA and AVX-VNNI; the sizes [`super::gemm`] asserts.
@@ -193,89 +228,61 @@ mod avx_vnni {
     #[target_feature(enable = "avx2,fma,avxvnni")]
     pub unsafe fn gemm(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: usize, multipliers: &[f32], offsets: &[f32], low: f32, high: f32) {
         for p in 0..w.n.div_ceil(NR) {
-            let tile = Tile {
+            let tile = NarrowTile {
                 k: w.k,
-                panel: &w.panels[p * NR * w.k..][..NR * w.k],
+                weights: &w.panels[p * NR * w.k..][..NR * w.k],
                 columns: (w.n - p * NR).min(NR),
                 multipliers: &multipliers[p * NR..],
                 offsets: &offsets[p * NR..],
                 low,
                 high,
             };
-            let mut row = 0;
-            while row < m {
-                let rows = (m - row).min(ROWS);
-                let (a, c) = (&a[row * w.k..], &mut c[row * c_row + p * NR..]);
-                // SAFETY (each arm): AVX2, FMA and AVX-VNNI (this function's contract).
-                unsafe {
-                    match rows {
-                        3 => tile.run::<3>(a, c, c_row),
-                        2 => tile.run::<2>(a, c, c_row),
-                        _ => tile.run::<1>(a, c, c_row),
-                    }
-                }
-                row += rows;
-            }
+            // SAFETY: AVX2, FMA and AVX-VNNI (this function's contract).
+            unsafe { sweep_rows(m, &tile, a, &mut c[p * NR..], c_row, [run::<1>, run::<2>, run::<3>]) };
         }
     }
 
-    /// One panel of [`NR`] columns, with their factors.
-    struct Tile<'a> {
-        k: usize,
-        panel: &'a [i8],
-        columns: usize,
-        multipliers: &'a [f32],
-        offsets: &'a [f32],
-        low: f32,
-        high: f32,
-    }
-
-    impl Tile<'_> {
-        /// C rows 0..R of this panel's columns from A rows 0..R.
-        ///
-        /// # Safety
-        /// AVX2, FMA and AVX-VNNI.
-        #[target_feature(enable = "avx2,fma,avxvnni")]
-        #[inline]
-        unsafe fn run<const R: usize>(&self, a: &[u8], c: &mut [f32], c_row: usize) {
-            let k = self.k;
-            let mut sums = [[_mm256_setzero_si256(); 4]; R];
-            for group in 0..k / 4 {
-                let weights = &self.panel[group * NR * 4..][..NR * 4];
-                // SAFETY: each load reads 32 of the group's 128 bytes: columns 8v..8v + 8, four k each.
-                let weights: [__m256i; 4] = std::array::from_fn(|v| unsafe { _mm256_loadu_si256(weights.as_ptr().add(32 * v) as *const __m256i) });
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    let x: [u8; 4] = a[r * k + group * 4..][..4].try_into().expect("4 bytes");
-                    let x = _mm256_set1_epi32(i32::from_ne_bytes(x));
-                    for (sum, weights) in sums.iter_mut().zip(weights) {
-                        *sum = _mm256_dpbusd_avx_epi32(*sum, x, weights);
-                    }
+    /// C rows 0..R of the tile's panel from A rows 0..R.
+    ///
+    /// # Safety
+    /// AVX2, FMA and AVX-VNNI.
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    unsafe fn run<const R: usize>(tile: &NarrowTile, a: &[u8], c: &mut [f32], c_row: usize) {
+        let k = tile.k;
+        let mut sums = [[_mm256_setzero_si256(); 4]; R];
+        for group in 0..k / 4 {
+            let weights = &tile.weights[group * NR * 4..][..NR * 4];
+            // SAFETY: each load reads 32 of the group's 128 bytes: columns 8v..8v + 8, four k each.
+            let weights: [__m256i; 4] = std::array::from_fn(|v| unsafe { _mm256_loadu_si256(weights.as_ptr().add(32 * v) as *const __m256i) });
+            for (r, sums) in sums.iter_mut().enumerate() {
+                let x: [u8; 4] = a[r * k + group * 4..][..4].try_into().expect("4 bytes");
+                let x = _mm256_set1_epi32(i32::from_ne_bytes(x));
+                for (sum, weights) in sums.iter_mut().zip(weights) {
+                    *sum = _mm256_dpbusd_avx_epi32(*sum, x, weights);
                 }
             }
-            for (r, sums) in sums.iter().enumerate() {
-                let mut totals = [0i32; NR];
-                for (v, sum) in sums.iter().enumerate() {
-                    // SAFETY: `totals` holds 8 values from 8v.
-                    unsafe { _mm256_storeu_si256(totals.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
-                }
-                dequantise(&totals, &mut c[r * c_row..][..self.columns], self.multipliers, self.offsets, self.low, self.high);
+        }
+        for (r, sums) in sums.iter().enumerate() {
+            let mut totals = [0i32; NR];
+            for (v, sum) in sums.iter().enumerate() {
+                // SAFETY: `totals` holds 8 values from 8v.
+                unsafe { _mm256_storeu_si256(totals.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
             }
+            dequantise(&totals, &mut c[r * c_row..][..tile.columns], tile.multipliers, tile.offsets, tile.low, tile.high);
         }
     }
 }
 
 /// The int8 product on AVX2: u8 activations and s8 weights widened to i16 and multiplied in pairs
 /// by `vpmaddwd` into i32 (exact: AVX2's `vpmaddubsw` would saturate pairs at i16), each column's
-/// two partial sums added once at the end.
+/// two partial sums added once at the end; tiles of 16 columns (a panel's first or second half).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{dequantise, QuantizedConst, NR};
+    use super::{dequantise, sweep_rows, NarrowTile, QuantizedConst, NR};
 
-    /// Rows and columns of a tile: 3 rows × 4 vectors of sums and the 4 vectors of one group's
-    /// widened weights fill the 16 registers.
-    const ROWS: usize = 3;
+    /// Columns of a tile.
     const COLUMNS: usize = 16;
 
     /// # Safety
@@ -285,7 +292,7 @@ mod avx2 {
     pub unsafe fn gemm(m: usize, w: &QuantizedConst, a: &[u8], c: &mut [f32], c_row: usize, multipliers: &[f32], offsets: &[f32], low: f32, high: f32) {
         for first in (0..w.n).step_by(COLUMNS) {
             let (p, half) = (first / NR, (first % NR) / COLUMNS);
-            let tile = Tile {
+            let tile = NarrowTile {
                 k: w.k,
                 // Panel p's groups of four k hold NR columns' four weights; this tile's 16 columns are
                 // the group's first or second 64 bytes.
@@ -296,70 +303,41 @@ mod avx2 {
                 low,
                 high,
             };
-            let mut row = 0;
-            while row < m {
-                let rows = (m - row).min(ROWS);
-                let (a, c) = (&a[row * w.k..], &mut c[row * c_row + first..]);
-                // SAFETY (each arm): AVX2 (this function's contract); A holds `rows` rows of k bytes
-                // from here and C `rows` rows of the tile's columns (asserted by `super::gemm`).
-                unsafe {
-                    match rows {
-                        3 => tile.run::<3>(a, c, c_row),
-                        2 => tile.run::<2>(a, c, c_row),
-                        _ => tile.run::<1>(a, c, c_row),
-                    }
-                }
-                row += rows;
-            }
+            // SAFETY: AVX2 and FMA (this function's contract).
+            unsafe { sweep_rows(m, &tile, a, &mut c[first..], c_row, [run::<1>, run::<2>, run::<3>]) };
         }
     }
 
-    /// Up to 16 columns of one panel, with their factors.
-    struct Tile<'a> {
-        k: usize,
-        weights: &'a [i8],
-        columns: usize,
-        multipliers: &'a [f32],
-        offsets: &'a [f32],
-        low: f32,
-        high: f32,
-    }
-
-    impl Tile<'_> {
-        /// C rows 0..R of this tile's columns from A rows 0..R.
-        ///
-        /// # Safety
-        /// AVX2 and FMA.
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn run<const R: usize>(&self, a: &[u8], c: &mut [f32], c_row: usize) {
-            let k = self.k;
-            assert!(a.len() >= (R - 1) * k + k && c.len() > (R - 1) * c_row + self.columns - 1);
-            assert!(self.weights.len() >= (k / 4 - 1) * NR * 4 + COLUMNS * 4 && self.multipliers.len() >= self.columns);
-            let mut sums = [[_mm256_setzero_si256(); 4]; R];
-            for group in 0..k / 4 {
-                let weights = &self.weights[group * NR * 4..][..COLUMNS * 4];
-                // SAFETY: each load reads 16 of the group's 64 bytes.
-                let widened: [__m256i; 4] =
-                    std::array::from_fn(|v| _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(weights.as_ptr().add(16 * v) as *const __m128i) }));
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    let x: [u8; 4] = a[r * k + group * 4..][..4].try_into().expect("4 bytes");
-                    let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(i32::from_ne_bytes(x)));
-                    for (sum, weights) in sums.iter_mut().zip(widened) {
-                        *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(x, weights));
-                    }
+    /// C rows 0..R of the tile's columns from A rows 0..R.
+    ///
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run<const R: usize>(tile: &NarrowTile, a: &[u8], c: &mut [f32], c_row: usize) {
+        let k = tile.k;
+        let mut sums = [[_mm256_setzero_si256(); 4]; R];
+        for group in 0..k / 4 {
+            let weights = &tile.weights[group * NR * 4..][..COLUMNS * 4];
+            // SAFETY: each load reads 16 of the group's 64 bytes.
+            let widened: [__m256i; 4] =
+                std::array::from_fn(|v| _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(weights.as_ptr().add(16 * v) as *const __m128i) }));
+            for (r, sums) in sums.iter_mut().enumerate() {
+                let x: [u8; 4] = a[r * k + group * 4..][..4].try_into().expect("4 bytes");
+                let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(i32::from_ne_bytes(x)));
+                for (sum, weights) in sums.iter_mut().zip(widened) {
+                    *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(x, weights));
                 }
             }
-            for (r, sums) in sums.iter().enumerate() {
-                // Column j's two partial sums at 2j and 2j + 1.
-                let mut partial = [0i32; 2 * COLUMNS];
-                for (v, sum) in sums.iter().enumerate() {
-                    // SAFETY: `partial` holds 8 values from 8v.
-                    unsafe { _mm256_storeu_si256(partial.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
-                }
-                let sums: [i32; COLUMNS] = std::array::from_fn(|j| partial[2 * j].wrapping_add(partial[2 * j + 1]));
-                dequantise(&sums, &mut c[r * c_row..][..self.columns], self.multipliers, self.offsets, self.low, self.high);
+        }
+        for (r, sums) in sums.iter().enumerate() {
+            // Column j's two partial sums at 2j and 2j + 1.
+            let mut partial = [0i32; 2 * COLUMNS];
+            for (v, sum) in sums.iter().enumerate() {
+                // SAFETY: `partial` holds 8 values from 8v.
+                unsafe { _mm256_storeu_si256(partial.as_mut_ptr().add(8 * v) as *mut __m256i, *sum) };
             }
+            let sums: [i32; COLUMNS] = std::array::from_fn(|j| partial[2 * j].wrapping_add(partial[2 * j + 1]));
+            dequantise(&sums, &mut c[r * c_row..][..tile.columns], tile.multipliers, tile.offsets, tile.low, tile.high);
         }
     }
 }
