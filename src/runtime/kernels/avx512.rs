@@ -138,14 +138,14 @@ pub unsafe fn depthwise_interleaved<const V: usize>(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
-    mut output: DepthwiseOutput,
+    output: &mut DepthwiseOutput,
     window: &Window,
     channels: usize,
 ) {
     let w = window;
     let group = V * LANES;
     let (kernel_height, kernel_width) = (w.kernel_height, w.kernel_width);
-    let output_len = match &output {
+    let output_len = match &*output {
         DepthwiseOutput::Floats(out) => out.len(),
         DepthwiseOutput::Bytes(out, _) => out.len(),
         DepthwiseOutput::Halves(out) => out.len(),
@@ -168,7 +168,7 @@ pub unsafe fn depthwise_interleaved<const V: usize>(
         };
         // SAFETY (each arm): AVX-512, as this function (the stores' slices hold every output
         // pixel, asserted above).
-        match &mut output {
+        match &mut *output {
             DepthwiseOutput::Floats(out) => unsafe { sweep::<V, 8>(w, bias, clamped::<V>(&mut out[first..], channels, low, high), visit) },
             DepthwiseOutput::Bytes(out, levels) => unsafe {
                 sweep::<V, 8>(w, bias, quantized::<V>(&mut out[first..], channels, low, high, *levels), visit)

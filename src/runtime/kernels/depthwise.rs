@@ -164,7 +164,7 @@ fn depthwise_interleaved_avx512(
     input: &[f32],
     weights: &[f32],
     epilogue: &Epilogue,
-    output: DepthwiseOutput,
+    output: &mut DepthwiseOutput,
     window: &Window,
     channels: usize,
 ) -> bool {
@@ -214,12 +214,7 @@ fn depthwise_interleaved_stored(
     window: &Window,
     channels: usize,
 ) {
-    let reborrowed = match &mut output {
-        DepthwiseOutput::Floats(out) => DepthwiseOutput::Floats(out),
-        DepthwiseOutput::Bytes(out, levels) => DepthwiseOutput::Bytes(out, *levels),
-        DepthwiseOutput::Halves(out) => DepthwiseOutput::Halves(out),
-    };
-    if !depthwise_interleaved_avx512(input, weights, epilogue, reborrowed, window, channels) {
+    if !depthwise_interleaved_avx512(input, weights, epilogue, &mut output, window, channels) {
         depthwise_interleaved_portable(multiply_add, input, weights, epilogue, output, window, channels);
     }
 }
