@@ -37,6 +37,12 @@ pub struct Config {
     pub crop_margin: f32,
     /// Which embeddings each row carries.
     pub embed: EmbedMode,
+    /// Photos found pasted into the image (the tiles of a collage, a product shot placed small on
+    /// another photo or a banner, a padded copy: every side a seam, see [`crate::crop::InsetSearch::Row`])
+    /// that the row carries embedded on their own, at most this many (0: none; 16 at most). A copy
+    /// pasted into another photo matches its original only through these: `dedup` groups it by them.
+    /// Ordinary photos rarely have one, so they cost little (BENCHMARKS.md).
+    pub insets: usize,
     /// Binary-code length and projection file.
     pub codes: CodesConfig,
     /// Compute threads for one pipeline; 0 means every core of the host (right for the CLI, wrong for a
@@ -53,6 +59,9 @@ pub struct Config {
     pub engine: EngineConfig,
 }
 
+/// Insets a row may carry at most: each is an embedding and a feature in the row.
+pub const MAX_INSETS: usize = 16;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -65,6 +74,7 @@ impl Default for Config {
             class_allow_list: Vec::new(),
             crop_margin: 0.10,
             embed: EmbedMode::Both,
+            insets: 4,
             codes: CodesConfig::default(),
             threads: 0,
             limits: Limits::default(),
@@ -102,6 +112,9 @@ impl Config {
         }
         if !(0.0..=10.0).contains(&self.crop_margin) {
             return bad(format!("crop_margin must be within [0, 10], got {}", self.crop_margin));
+        }
+        if self.insets > MAX_INSETS {
+            return bad(format!("insets must be at most {MAX_INSETS}, got {}", self.insets));
         }
         if !matches!(self.codes.bits, 64 | 128 | 256) {
             return bad(format!("codes.bits must be 64, 128 or 256, got {}", self.codes.bits));

@@ -65,26 +65,26 @@ pub fn crop(image: &RgbImage, rect: PixelRect) -> RgbImage {
 /// Regions where another photo seems to have been pasted into this one: a product shot placed on a
 /// banner, a photo in a collage, a padded copy. Pasting leaves a seam — a straight, one-pixel-sharp
 /// colour step along each side of the inset that is stronger than the texture beside it — which
-/// natural edges rarely keep over a long straight run. A query made of such a photo matches its
-/// original only through the inset's own pixels, so search embeds these regions too.
+/// natural edges rarely keep over a long straight run. Such a photo matches its original only through
+/// the inset's own pixels, so search embeds these regions of a query, and extraction those of a row.
 ///
-/// Returns up to `max` rectangles, best first, each with at least three sides on a seam (the fourth
-/// may blend into the background or lie on the image's border), between 15 % and 95 % of the image in
-/// each direction. Costs ~2 ms on a 600×400 photo; larger ones are sampled down to SEAM_SEARCH_SIDE.
-pub fn inset_rects(image: &RgbImage, max: usize) -> Vec<PixelRect> {
+/// Returns up to `max` rectangles, best first, between 15 % and 95 % of the image in each direction:
+/// the cells of a grid (a collage), then rectangles with enough sides on a seam ([`InsetSearch`]).
+/// Costs ~2 ms on a 600×400 photo searched as a query.
+pub fn inset_rects(image: &RgbImage, max: usize, search: InsetSearch) -> Vec<PixelRect> {
     let (width, height) = image.dimensions();
     if max == 0 || width < 16 || height < 16 {
         return Vec::new();
     }
-    // Large photos are searched on a copy of at most SEAM_SEARCH_SIDE pixels a side: nearest-
-    // neighbour sampling keeps a seam one pixel sharp, and memory and time stay bounded (the scan
-    // holds ~12 bytes a pixel).
+    // Large photos are searched on a smaller copy: nearest-neighbour sampling keeps a seam one pixel
+    // sharp, and memory and time stay bounded (the scan holds ~12 bytes a pixel).
     let longer = width.max(height);
-    if longer > SEAM_SEARCH_SIDE {
-        let scale = SEAM_SEARCH_SIDE as f64 / longer as f64;
+    let side = search.longest_side();
+    if longer > side {
+        let scale = side as f64 / longer as f64;
         let (w, h) = (((width as f64 * scale).round() as u32).max(1), ((height as f64 * scale).round() as u32).max(1));
         let small = image::imageops::resize(image, w, h, image::imageops::FilterType::Nearest);
-        return inset_rects(&small, max).into_iter().map(|r| r.rescaled((w, h), (width, height))).collect();
+        return inset_rects(&small, max, search).into_iter().map(|r| r.rescaled((w, h), (width, height))).collect();
     }
     let columns = Seams::find(image, Direction::Columns);
     let rows = Seams::find(image, Direction::Rows);
@@ -133,8 +133,7 @@ pub fn inset_rects(image: &RgbImage, max: usize) -> Vec<PixelRect> {
     for (&(l, r), row_contrast) in x_pairs.iter().zip(&row_contrast) {
         for (&(t, b), column_contrast) in y_pairs.iter().zip(&column_contrast) {
             let mut sides = [column_contrast[l], column_contrast[r], row_contrast[t], row_contrast[b]];
-            // At least three sides on a seam.
-            if sides.iter().filter(|&&c| c < MIN_SEAM_CONTRAST).count() > 1 {
+            if sides.iter().filter(|&&c| c < MIN_SEAM_CONTRAST).count() > search.sides_off_seam() {
                 continue;
             }
             sides.sort_by(f32::total_cmp);
@@ -195,8 +194,40 @@ fn grid_cells(columns: &Seams, rows: &Seams, width: u32, height: u32) -> Vec<Pix
     cells
 }
 
-/// The longest side the seam search works on (larger images are sampled down to it).
-const SEAM_SEARCH_SIDE: u32 = 1024;
+/// What [`inset_rects`] is searching for, which sets how much evidence a region needs and how much
+/// time the search may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsetSearch {
+    /// The photo a user searches with: its insets are embedded once, so any rectangle with three sides
+    /// on a seam is worth an embedding (the fourth may blend into the background or lie on the
+    /// image's border); searched at up to 1024 pixels a side.
+    Query,
+    /// Every row a table stores, where each inset costs an embedding and row space on every photo that
+    /// seems to have one: only rectangles with all four sides on a seam, and the cells of a grid. On
+    /// ordinary photos (photos 1–700 of the evaluation set) this fires on about 1 in 15; searched at up
+    /// to 512 pixels a side.
+    Row,
+}
+
+impl InsetSearch {
+    /// The longest side the seam search works on (larger images are sampled down to it, nearest
+    /// neighbour, which keeps a seam one pixel sharp).
+    fn longest_side(self) -> u32 {
+        match self {
+            InsetSearch::Query => 1024,
+            InsetSearch::Row => 512,
+        }
+    }
+
+    /// How many sides of a rectangle may be off a seam.
+    fn sides_off_seam(self) -> usize {
+        match self {
+            InsetSearch::Query => 1,
+            InsetSearch::Row => 0,
+        }
+    }
+}
+
 /// An inset's side spans at least this fraction of the image (smaller ones carry too few pixels to
 /// embed) and at most `MAX_SIDE` (larger is the whole image, embedded anyway).
 const MIN_SIDE: f32 = 0.15;
@@ -396,7 +427,7 @@ mod tests {
     #[test]
     fn a_pasted_photo_is_found_within_a_pixel() {
         let inset = PixelRect { left: 90, top: 40, right: 300, bottom: 200 };
-        let found = inset_rects(&pasted(400, 300, inset), 3);
+        let found = inset_rects(&pasted(400, 300, inset), 3, InsetSearch::Query);
         assert!(!found.is_empty());
         let best = found[0];
         let near = |a: u32, b: u32| a.abs_diff(b) <= 1;
@@ -406,7 +437,7 @@ mod tests {
     #[test]
     fn an_inset_touching_the_border_is_found_from_its_three_seams() {
         let inset = PixelRect { left: 0, top: 50, right: 180, bottom: 220 };
-        let found = inset_rects(&pasted(400, 300, inset), 3);
+        let found = inset_rects(&pasted(400, 300, inset), 3, InsetSearch::Query);
         assert!(found.iter().any(|r| rect_iou(r, &inset) > 0.95), "{found:?}");
     }
 
@@ -427,7 +458,7 @@ mod tests {
                 _ => image::Rgb([30, 60, (100 + x / 5) as u8]),
             }
         });
-        let found = inset_rects(&collage, 4);
+        let found = inset_rects(&collage, 4, InsetSearch::Query);
         for (left, top) in [(0, 0), (200, 0), (0, 150), (200, 150)] {
             let tile = PixelRect { left, top, right: left + 200, bottom: top + 150 };
             assert!(found.iter().any(|r| rect_iou(r, &tile) > 0.95), "tile at ({left}, {top}) not in {found:?}");
@@ -440,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn rows_take_only_insets_with_every_side_on_a_seam_or_a_grids_cells() {
+        // Pasted in the middle: four seams, found for a row as for a query.
+        let inset = PixelRect { left: 90, top: 40, right: 300, bottom: 200 };
+        let found = inset_rects(&pasted(400, 300, inset), 3, InsetSearch::Row);
+        assert!(found.iter().any(|r| rect_iou(r, &inset) > 0.95), "{found:?}");
+        // Against the left border: three seams are enough for a query, not for a row.
+        let border = PixelRect { left: 0, top: 50, right: 180, bottom: 220 };
+        let image = pasted(400, 300, border);
+        assert!(inset_rects(&image, 3, InsetSearch::Query).iter().any(|r| rect_iou(r, &border) > 0.95));
+        assert!(inset_rects(&image, 3, InsetSearch::Row).iter().all(|r| rect_iou(r, &border) < 0.6));
+    }
+
+    #[test]
     fn texture_and_smooth_gradients_are_not_insets() {
         let mut state = 1u32;
         let noise = RgbImage::from_fn(320, 240, |_, _| {
@@ -447,10 +491,10 @@ mod tests {
             let v = (state >> 24) as u8;
             image::Rgb([v, v / 2, 255 - v])
         });
-        assert_eq!(inset_rects(&noise, 3), Vec::<PixelRect>::new());
+        assert_eq!(inset_rects(&noise, 3, InsetSearch::Query), Vec::<PixelRect>::new());
         let gradient = RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 128]));
-        assert_eq!(inset_rects(&gradient, 3), Vec::<PixelRect>::new());
-        assert_eq!(inset_rects(&RgbImage::new(8, 8), 3), Vec::<PixelRect>::new());
+        assert_eq!(inset_rects(&gradient, 3, InsetSearch::Query), Vec::<PixelRect>::new());
+        assert_eq!(inset_rects(&RgbImage::new(8, 8), 3, InsetSearch::Query), Vec::<PixelRect>::new());
     }
 
     #[test]
@@ -459,8 +503,8 @@ mod tests {
         let small = pasted(400, 300, PixelRect { left: 90, top: 40, right: 300, bottom: 200 });
         let large = image::imageops::resize(&small, 4000, 3000, image::imageops::FilterType::Nearest);
         let inset = PixelRect { left: 900, top: 400, right: 3000, bottom: 2000 };
-        let found = inset_rects(&large, 3);
+        let found = inset_rects(&large, 3, InsetSearch::Query);
         assert!(found.iter().any(|r| rect_iou(r, &inset) > 0.98), "{found:?}");
-        assert!(inset_rects(&large, 0).is_empty(), "max 0 finds nothing");
+        assert!(inset_rects(&large, 0, InsetSearch::Query).is_empty(), "max 0 finds nothing");
     }
 }

@@ -50,13 +50,14 @@ pub fn groups_batch(groups: &[Vec<usize>], rows: &[crate::search::IndexedRow]) -
 /// `floats` and `bytes` are an i32 element count (-1 for null) and the elements.
 ///
 /// ```text
-/// "IFR1"  u32 rows
+/// "IFR2"  u32 rows
 /// per row: u8 status (0 ok, 1 error)
 ///   error: str message
 ///   ok:    i32 width, i32 height, u8 detected,
 ///          if detected: i32 class_id, str class_name, f32 score, f32 xmin, ymin, xmax, ymax
 ///          i32 crop left, top, right, bottom
 ///          floats feature, bytes code, floats whole_feature, bytes whole_code
+///          i32 insets, per inset: i32 left, top, right, bottom, floats feature, bytes code
 /// ```
 /// `jvm-bindings/src/main/scala/ai/imgfeat/PackedRows.scala` reads it.
 pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
@@ -79,7 +80,7 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
         out.extend_from_slice(v.map_or(&[][..], Vec::as_slice));
     }
     let mut out = Vec::with_capacity(8 + results.len() * 11_000);
-    out.extend_from_slice(b"IFR1");
+    out.extend_from_slice(b"IFR2");
     out.extend_from_slice(&(results.len() as u32).to_le_bytes());
     for result in results {
         match result {
@@ -107,6 +108,14 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
                 put_bytes(&mut out, r.code.as_ref());
                 put_floats(&mut out, r.whole_feature.as_ref());
                 put_bytes(&mut out, r.whole_code.as_ref());
+                put_i32(&mut out, r.insets.len() as i32);
+                for inset in &r.insets {
+                    for v in [inset.rect.left, inset.rect.top, inset.rect.right, inset.rect.bottom] {
+                        put_i32(&mut out, v as i32);
+                    }
+                    put_floats(&mut out, Some(&inset.feature));
+                    put_bytes(&mut out, inset.code.as_ref());
+                }
             }
         }
     }
@@ -116,12 +125,16 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crop::PixelRect;
     use crate::features::tests::record;
+    use crate::pipeline::Inset;
 
     #[test]
     fn packed_rows_follow_the_documented_layout() {
-        let packed = pack_rows(&[Ok(record()), Err(ImageError::Empty)]);
-        let mut expected: Vec<u8> = b"IFR1".to_vec();
+        let mut row = record();
+        row.insets.push(Inset { rect: PixelRect { left: 5, top: 6, right: 7, bottom: 8 }, feature: vec![0.25], code: Some(vec![0xCD]) });
+        let packed = pack_rows(&[Ok(row), Err(ImageError::Empty)]);
+        let mut expected: Vec<u8> = b"IFR2".to_vec();
         expected.extend_from_slice(&2u32.to_le_bytes());
         expected.push(0);
         for v in [640i32, 480] {
@@ -144,6 +157,12 @@ mod tests {
         expected.push(0xAB);
         expected.extend_from_slice(&(-1i32).to_le_bytes());
         expected.extend_from_slice(&(-1i32).to_le_bytes());
+        for v in [1i32, 5, 6, 7, 8, 1] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        expected.extend_from_slice(&0.25f32.to_le_bytes());
+        expected.extend_from_slice(&1i32.to_le_bytes());
+        expected.push(0xCD);
         expected.push(1);
         let message = ImageError::Empty.to_string();
         expected.extend_from_slice(&(message.len() as i32).to_le_bytes());

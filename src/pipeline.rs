@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::codes::Projection;
 use crate::config::Config;
-use crate::crop::{crop, crop_rect, inset_rects, PixelRect};
+use crate::crop::{crop, crop_rect, inset_rects, InsetSearch, PixelRect};
 use crate::decode::{decode_scaled, declared_pixels, Decoded};
 use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
@@ -38,11 +38,15 @@ pub struct Record {
     pub whole_code: Option<Vec<u8>>,
     /// Every detection above the threshold after NMS, best first.
     pub detections: Vec<Detection>,
+    /// Photos found pasted into this one, each embedded on its own (at most `Config.insets`, found by
+    /// [`InsetSearch::Row`]); empty for most photos.
+    pub insets: Vec<Inset>,
 }
 
 /// A search query's view of an image: see [`Pipeline::query`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryRecord {
+    /// The image's row, without row insets: `insets` holds the query's own, found more eagerly.
     pub record: Record,
     pub insets: Vec<Inset>,
     /// The whole image turned a quarter right and a quarter left, embedded: a photo rotated by 90°
@@ -59,7 +63,7 @@ pub struct Turned {
 }
 
 /// A photo found pasted into the image, embedded on its own.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inset {
     /// Where it is, in the photo's pixels.
     pub rect: PixelRect,
@@ -174,7 +178,8 @@ impl Pipeline {
     }
 
     /// A search query's view of one image: its row, the photos pasted into it
-    /// ([`crate::crop::inset_rects`], at most `max_insets`) embedded on their own, and the whole image
+    /// ([`crate::crop::inset_rects`] as [`InsetSearch::Query`], at most `max_insets`) embedded on their
+    /// own, and the whole image
     /// turned by a quarter either way (two embeddings, about 6 ms each on one core). A photo pasted small
     /// onto another matches its original only through its own pixels: the whole image is mostly the
     /// other photo, and the detector's main object may be the other photo's.
@@ -182,14 +187,7 @@ impl Pipeline {
         catch_unwind(AssertUnwindSafe(|| {
             let _reserved = self.reserve(bytes);
             let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
-            let insets = inset_rects(&decoded.image, max_insets)
-                .into_iter()
-                .map(|rect| {
-                    let feature = self.embedder.embed(&crop(&decoded.image, rect))?;
-                    let rect = rect.rescaled(decoded.image.dimensions(), (decoded.full_width, decoded.full_height));
-                    Ok(Inset { rect, code: self.encode(Some(&feature)), feature })
-                })
-                .collect::<Result<Vec<Inset>, ImageError>>()?;
+            let insets = self.insets(&decoded, max_insets, InsetSearch::Query)?;
             let turned = [image::imageops::rotate90(&decoded.image), image::imageops::rotate270(&decoded.image)]
                 .iter()
                 .map(|image| {
@@ -197,7 +195,7 @@ impl Pipeline {
                     Ok(Turned { code: self.encode(Some(&feature)), feature })
                 })
                 .collect::<Result<Vec<Turned>, ImageError>>()?;
-            let record = self.process_decoded(decoded)?;
+            let record = self.process_decoded(decoded, 0)?;
             Ok(QueryRecord { record, insets, turned })
         }))
         .unwrap_or_else(|panic| Err(ImageError::Internal(panic_message(&*panic))))
@@ -212,11 +210,25 @@ impl Pipeline {
     fn extract(&self, bytes: &[u8]) -> Result<Record, ImageError> {
         let _reserved = self.reserve(bytes);
         let decoded = decode_scaled(bytes, &self.config.limits, self.config.jpeg_scale_min_side)?;
-        self.process_decoded(decoded)
+        self.process_decoded(decoded, self.config.insets)
     }
 
-    /// Detect → crop → embed → code for a decoded image.
-    fn process_decoded(&self, decoded: Decoded) -> Result<Record, ImageError> {
+    /// The photos pasted into the image (at most `max`), embedded and encoded, placed in the photo's
+    /// own pixels.
+    fn insets(&self, decoded: &Decoded, max: usize, search: InsetSearch) -> Result<Vec<Inset>, ImageError> {
+        inset_rects(&decoded.image, max, search)
+            .into_iter()
+            .map(|rect| {
+                let feature = self.embedder.embed(&crop(&decoded.image, rect))?;
+                let rect = rect.rescaled(decoded.image.dimensions(), (decoded.full_width, decoded.full_height));
+                Ok(Inset { rect, code: self.encode(Some(&feature)), feature })
+            })
+            .collect()
+    }
+
+    /// Detect → crop → embed → code for a decoded image, with up to `max_insets` row insets.
+    fn process_decoded(&self, decoded: Decoded, max_insets: usize) -> Result<Record, ImageError> {
+        let insets = self.insets(&decoded, max_insets, InsetSearch::Row)?;
         let image = decoded.image;
         let (width, height) = image.dimensions();
         let detections = self.detector.detect(&image)?;
@@ -254,6 +266,7 @@ impl Pipeline {
             feature,
             whole_feature,
             detections,
+            insets,
         })
     }
 

@@ -285,6 +285,17 @@ pub struct Index {
     dim: usize,
     /// The fingerprint of the projection that made the codes, when the table records it.
     projection: Option<String>,
+    /// The photos found pasted into rows (the table's `insets`): kept apart from the rows' own codes,
+    /// as only grouping compares them, and only with whole images (see [`DuplicateRule`]).
+    insets: Insets,
+}
+
+/// Inset codes, the row each belongs to, and their features (`Index.dim` values each).
+#[derive(Debug, Default)]
+struct Insets {
+    codes: Codes,
+    owner: Vec<u32>,
+    features: Vec<f32>,
 }
 
 /// When two rows are near-duplicates (`imgfeat dedup`, `Index.duplicate_groups` in Python).
@@ -293,7 +304,11 @@ pub struct Index {
 /// are candidates; with `verify` (the default) they are joined only when the cosine of their features
 /// reaches the threshold [`Verification`] sets for their kinds, without it every candidate pair is. A
 /// code that several rows carry is represented by its first row in path order (object code before
-/// whole-image code), so the rule depends only on the table's contents. Groups are the connected
+/// whole-image code), so the rule depends only on the table's contents. With `verify`, a row's insets
+/// (photos found pasted into it) are candidates too, against every other row's whole-image codes,
+/// joined at [`Verification::inset`]: a photo pasted into a collage or onto another photo is grouped
+/// with its original that way. Insets are never compared with object codes or with other insets
+/// (two flat stickers, two text cards look alike), nor without verification. Groups are the connected
 /// components (union-find).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DuplicateRule {
@@ -342,7 +357,12 @@ pub struct Verification {
     pub whole: f32,
     pub object: f32,
     pub mixed: f32,
+    /// A row's inset against another row's whole image.
+    pub inset: f32,
 }
+
+/// [`Verification::inset`]'s default (see there).
+const INSET_COSINE: f32 = 0.80;
 
 impl Default for Verification {
     /// Calibrated by scripts/tune_dedup.py on photos 1–300 of the evaluation set and 20 edits of each:
@@ -350,7 +370,7 @@ impl Default for Verification {
     /// 0.03, the strictest that groups within half a point as many copies with their original as the
     /// best of them (EVALUATION.md has the held-out figures).
     fn default() -> Verification {
-        Verification { whole: 0.68, object: 0.95, mixed: 0.76 }
+        Verification { whole: 0.68, object: 0.95, mixed: 0.76, inset: INSET_COSINE }
     }
 }
 
@@ -445,8 +465,18 @@ impl Index {
     }
 
     fn from_conformed(batches: impl Iterator<Item = Result<RecordBatch, Error>>) -> Result<Index, Error> {
-        let mut index =
-            Index { rows: Vec::new(), codes: Codes::default(), owner: Vec::new(), whole: Vec::new(), features: Vec::new(), dim: 0, projection: None };
+        let mut index = Index {
+            rows: Vec::new(),
+            codes: Codes::default(),
+            owner: Vec::new(),
+            whole: Vec::new(),
+            features: Vec::new(),
+            dim: 0,
+            projection: None,
+            insets: Insets::default(),
+        };
+        // Inset codes and features in the order read; kept once the rows' feature length is known.
+        let mut insets: Vec<(u32, Vec<u8>, Vec<f32>)> = Vec::new();
         for batch in batches {
             let batch = batch?;
             let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
@@ -454,6 +484,7 @@ impl Index {
             let classes = column("class_name").as_string::<i32>();
             let pairs = [("code", "feature", false), ("whole_code", "whole_feature", true)]
                 .map(|(codes, features, whole)| (column(codes).as_fixed_size_binary(), column(features).as_list::<i32>(), whole));
+            let row_insets = column("insets").as_list::<i32>();
             for r in 0..batch.num_rows() {
                 let row = index.rows.len() as u32;
                 let mut any = false;
@@ -486,6 +517,15 @@ impl Index {
                     }
                     any = true;
                 }
+                if any && row_insets.is_valid(r) {
+                    let found = row_insets.value(r);
+                    let found = found.as_struct();
+                    let (codes, features) = (found.column_by_name("code").expect("an inset has a code").as_fixed_size_binary(), found.column_by_name("feature").expect("an inset has a feature").as_list::<i32>());
+                    for i in (0..found.len()).filter(|&i| codes.is_valid(i) && features.is_valid(i)) {
+                        let feature = features.value(i);
+                        insets.push((row, codes.value(i).to_vec(), feature.as_primitive::<Float32Type>().values().to_vec()));
+                    }
+                }
                 if any {
                     let class_name = (!classes.is_null(r)).then(|| classes.value(r).to_string());
                     index.rows.push(IndexedRow { path: paths.value(r).to_string(), class_name });
@@ -495,6 +535,13 @@ impl Index {
         if index.features.len() != index.codes.len() * index.dim {
             index.features.clear();
             index.dim = 0;
+        }
+        // Insets are only ever verified: one without a feature of the rows' length cannot be.
+        index.insets.codes = Codes::new(index.codes.bits());
+        for (row, code, feature) in insets.into_iter().filter(|(_, _, feature)| index.dim > 0 && feature.len() == index.dim) {
+            index.insets.codes.push(&code);
+            index.insets.owner.push(row);
+            index.insets.features.extend_from_slice(&feature);
         }
         if index.rows.windows(2).any(|w| w[0].path > w[1].path) {
             index = index.in_path_order();
@@ -518,8 +565,11 @@ impl Index {
             features: Vec::new(),
             dim: self.dim,
             projection: self.projection.clone(),
+            insets: Insets::default(),
         };
+        let mut new_row_of = vec![0u32; self.rows.len()];
         for (new_row, &old_row) in order.iter().enumerate() {
+            new_row_of[old_row] = new_row as u32;
             sorted.rows.push(self.rows[old_row].clone());
             for &code in &codes_of[old_row] {
                 sorted.codes.words.extend_from_slice(self.codes.get(code));
@@ -530,6 +580,8 @@ impl Index {
                 }
             }
         }
+        // Insets join rows whatever order they are compared in: only their owners are renumbered.
+        sorted.insets = Insets { owner: self.insets.owner.iter().map(|&row| new_row_of[row as usize]).collect(), ..self.insets };
         sorted
     }
 
@@ -637,44 +689,39 @@ impl Index {
             }
         }
         let feature = |code: usize| &self.features[code * self.dim..(code + 1) * self.dim];
+        let cosine = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
         let multi = (distinct.len() > MULTI_INDEX_FROM).then(|| MultiIndex::build(&distinct));
-        // The candidate search (multi-index probes, or a scan, per code) is most of the time: it runs in
-        // parallel, a chunk of codes at a time so that the lists stay small. Joining stays in code order,
-        // so the groups do not depend on the threads.
+        // Joining stays in code order, so the groups do not depend on the threads.
         for start in (0..distinct.len()).step_by(CANDIDATE_CHUNK) {
             let codes = start..(start + CANDIDATE_CHUNK).min(distinct.len());
-            let candidates: Vec<Vec<u32>> = codes
-                .clone()
-                .into_par_iter()
-                .map_init(
-                    || (Vec::new(), Vec::new()),
-                    |(seen, distances), i| {
-                        let query = distinct.get(i);
-                        let mut near: Vec<u32> = match &multi {
-                            Some(multi) => multi.within(&distinct, query, rule.max_distance, seen).into_iter().map(|(id, _)| id).collect(),
-                            None => {
-                                distinct.distances(query, distances);
-                                distances.iter().enumerate().filter(|(_, &d)| d <= rule.max_distance).map(|(id, _)| id as u32).collect()
-                            }
-                        };
-                        near.retain(|&j| j as usize > i);
-                        near
-                    },
-                )
-                .collect();
+            let candidates = near_codes(&distinct, multi.as_ref(), &distinct, codes.clone(), rule.max_distance);
             for (i, near) in codes.zip(candidates) {
                 let a = representative[i];
-                for b in near.into_iter().map(|j| representative[j as usize]) {
+                for b in near.into_iter().filter(|&j| j as usize > i).map(|j| representative[j as usize]) {
                     let (row_a, row_b) = (self.owner[a] as usize, self.owner[b] as usize);
                     if groups.same(row_a, row_b) {
                         continue;
                     }
-                    let verified = rule.verify.is_none_or(|verify| {
-                        let cosine: f32 = feature(a).iter().zip(feature(b)).map(|(x, y)| x * y).sum();
-                        cosine >= verify.threshold(self.whole[a], self.whole[b])
-                    });
+                    let verified = rule.verify.is_none_or(|verify| cosine(feature(a), feature(b)) >= verify.threshold(self.whole[a], self.whole[b]));
                     if verified {
                         groups.join(row_a, row_b);
+                    }
+                }
+            }
+        }
+        if let Some(verify) = rule.verify {
+            let insets = &self.insets;
+            let inset_feature = |i: usize| &insets.features[i * self.dim..(i + 1) * self.dim];
+            for start in (0..insets.codes.len()).step_by(CANDIDATE_CHUNK) {
+                let chunk = start..(start + CANDIDATE_CHUNK).min(insets.codes.len());
+                let candidates = near_codes(&distinct, multi.as_ref(), &insets.codes, chunk.clone(), rule.max_distance);
+                for (i, near) in chunk.zip(candidates) {
+                    let row = insets.owner[i] as usize;
+                    for b in near.into_iter().map(|j| representative[j as usize]).filter(|&b| self.whole[b]) {
+                        let other = self.owner[b] as usize;
+                        if !groups.same(row, other) && cosine(inset_feature(i), feature(b)) >= verify.inset {
+                            groups.join(row, other);
+                        }
                     }
                 }
             }
@@ -683,9 +730,31 @@ impl Index {
     }
 }
 
+/// For each of `queries`' codes in `range`, the ids of `distinct`'s codes within `max_distance` bits,
+/// found by the multi-index over them when there is one, by a scan otherwise. The candidate search is
+/// most of grouping's time: it runs in parallel, a chunk of codes at a time so that the lists stay small.
+fn near_codes(distinct: &Codes, multi: Option<&MultiIndex>, queries: &Codes, range: std::ops::Range<usize>, max_distance: u32) -> Vec<Vec<u32>> {
+    range
+        .into_par_iter()
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(seen, distances), i| {
+                let query = queries.get(i);
+                match multi {
+                    Some(multi) => multi.within(distinct, query, max_distance, seen).into_iter().map(|(id, _)| id).collect(),
+                    None => {
+                        distinct.distances(query, distances);
+                        distances.iter().enumerate().filter(|(_, &d)| d <= max_distance).map(|(id, _)| id as u32).collect()
+                    }
+                }
+            },
+        )
+        .collect()
+}
+
 /// Distinct codes past which candidates are found by the multi-index instead of a scan per code.
 const MULTI_INDEX_FROM: usize = 2048;
-/// Distinct codes whose candidates are searched at once, in parallel, before they are joined.
+/// Codes whose candidates are searched at once, in parallel, before they are joined.
 const CANDIDATE_CHUNK: usize = 4096;
 
 /// Union-find over rows: the smaller root names a set.
@@ -803,7 +872,7 @@ mod tests {
         // Row 0 owns codes 0 and 1, row 1 code 2, row 2 codes 3 and 4.
         let owner = vec![0, 0, 1, 2, 2];
         let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None }).collect();
-        let index = Index { rows, codes: codes.clone(), owner, whole: vec![true; 5], features: Vec::new(), dim: 0, projection: None };
+        let index = Index { rows, codes: codes.clone(), owner, whole: vec![true; 5], features: Vec::new(), dim: 0, projection: None, insets: Insets::default() };
         let d = |i: usize, j: usize| hamming(codes.get(i), codes.get(j));
         assert_eq!(index.row_distance(0, 1), d(0, 2).min(d(1, 2)));
         assert_eq!(index.row_distance(0, 2), [d(0, 3), d(0, 4), d(1, 3), d(1, 4)].into_iter().min().unwrap());
@@ -822,6 +891,7 @@ mod tests {
             features: Vec::new(),
             dim: entries[0].2.len(),
             projection: None,
+            insets: Insets::default(),
         };
         for (row, code, feature, whole) in entries {
             index.codes.push(code);
@@ -880,6 +950,58 @@ mod tests {
         // A stricter whole-image threshold splits rows 0 and 1.
         let strict = DuplicateRule { max_distance: 64, verify: Some(Verification { whole: 0.9, ..Verification::default() }) };
         assert_eq!(index.duplicate_groups(&strict).unwrap(), vec![vec![4, 5]]);
+    }
+
+    #[test]
+    fn insets_join_rows_through_other_rows_whole_images_only_when_verified() {
+        let cos = |c: f32| c.acos();
+        let whole = |byte: u8| flipped(&[byte; 32], 0);
+        // Rows 0–5 carry an object code and a whole-image code each; the insets below belong to rows 1,
+        // 3 and 5 and are 20 bits from another row's code.
+        let entries = vec![
+            (0, whole(0x00), at(0.0), true),
+            (1, whole(0xF0), at(1.5), true),
+            (2, whole(0x0F), at(0.0), false),
+            (3, whole(0x3C), at(1.5), true),
+            (4, whole(0x55), at(0.0), true),
+            (5, whole(0xC3), at(1.5), true),
+            (6, whole(0x99), at(0.0), true),
+        ];
+        let mut index = index_of(&entries);
+        index.insets = Insets { codes: Codes::new(256), owner: Vec::new(), features: Vec::new() };
+        let insets = [
+            // Row 1's inset: 0.85 to row 0's whole image (≥ 0.80: joined).
+            (1, flipped(&whole(0x00), 20), at(cos(0.85))),
+            // Row 3's inset: 0.99 to row 2's *object* code: insets are not compared with objects.
+            (3, flipped(&whole(0x0F), 20), at(cos(0.99))),
+            // Row 5's inset: 0.75 to row 4's whole image (< 0.80: not joined).
+            (5, flipped(&whole(0x55), 20), at(cos(0.75))),
+            // Row 6's inset: the same code and feature as row 5's: insets are not compared with insets.
+            (6, flipped(&whole(0x55), 20), at(cos(0.75))),
+        ];
+        for (row, code, feature) in insets {
+            index.insets.codes.push(&code);
+            index.insets.owner.push(row);
+            index.insets.features.extend(feature);
+        }
+        assert_eq!(index.duplicate_groups(&DuplicateRule::default()).unwrap(), vec![vec![0, 1]]);
+        let looser = DuplicateRule { max_distance: 47, verify: Some(Verification { inset: 0.7, ..Verification::default() }) };
+        assert_eq!(index.duplicate_groups(&looser).unwrap(), vec![vec![4, 5, 6], vec![0, 1]]);
+        // By the codes alone insets join nothing: only the feature check makes them safe.
+        assert!(index.duplicate_groups(&DuplicateRule::new(Some(64), false)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tables_insets_are_read_with_their_rows_in_path_order() {
+        use crate::pipeline::Inset;
+        let mut pasted = crate::features::tests::record();
+        pasted.insets.push(Inset { rect: crate::crop::PixelRect { left: 0, top: 0, right: 2, bottom: 2 }, feature: vec![0.6, 0.8], code: Some(vec![0x0F]) });
+        let results = [Ok(pasted), Ok(crate::features::tests::record())];
+        let rows: Vec<crate::features::Row> = vec![("b.jpg", &results[0]), ("a.jpg", &results[1])];
+        let index = Index::from_batches([crate::features::record_batch(&rows, 1).unwrap()]).unwrap();
+        assert_eq!(index.rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["a.jpg", "b.jpg"]);
+        assert_eq!((index.insets.owner.as_slice(), index.insets.features.as_slice()), (&[1u32][..], &[0.6f32, 0.8][..]));
+        assert_eq!(index.insets.codes.get(0), to_words(&[0x0F], 1).as_slice());
     }
 
     #[test]

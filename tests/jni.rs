@@ -93,7 +93,7 @@ fn photo(name: &str) -> Vec<u8> {
 /// Row statuses (0 ok, 1 error) read from a packed buffer, walking the documented layout.
 fn statuses(packed: &[u8]) -> Vec<u8> {
     let i32_at = |at: usize| i32::from_le_bytes(packed[at..at + 4].try_into().unwrap());
-    assert_eq!(&packed[..4], b"IFR1");
+    assert_eq!(&packed[..4], b"IFR2");
     let rows = i32_at(4) as usize;
     let mut at = 8;
     let mut out = Vec::new();
@@ -112,9 +112,19 @@ fn statuses(packed: &[u8]) -> Vec<u8> {
             at += 4 + i32_at(at) as usize + 20;
         }
         at += 16;
+        let mut skip = |at: &mut usize, element_size: usize| {
+            let n = i32_at(*at);
+            *at += 4 + if n > 0 { n as usize * element_size } else { 0 };
+        };
         for element_size in [4, 1, 4, 1] {
-            let n = i32_at(at);
-            at += 4 + if n > 0 { n as usize * element_size } else { 0 };
+            skip(&mut at, element_size);
+        }
+        let insets = i32_at(at);
+        at += 4;
+        for _ in 0..insets {
+            at += 16;
+            skip(&mut at, 4);
+            skip(&mut at, 1);
         }
     }
     assert_eq!(at, packed.len(), "the buffer ends where the last row does");

@@ -238,21 +238,26 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
     featureCols: "Param[List[str]]" = Param(Params._dummy(), "featureCols",
                         "float feature columns of the codes in codeCols, in the same order, for verify",
                         typeConverter=TypeConverters.toListString)
+    insetsCol: "Param[str]" = Param(Params._dummy(), "insetsCol",
+                      "column of each row's insets (array of structs with code and feature), compared with other rows' "
+                      "whole images under verify; empty, or a column the input lacks: none",
+                      typeConverter=TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 47,
                  bands: int = 16, verify: bool = True,
-                 featureCols: Sequence[str] = ("feature", "whole_feature")) -> None:
+                 featureCols: Sequence[str] = ("feature", "whole_feature"), insetsCol: str = "insets") -> None:
         super().__init__()
         self._java_obj = self._new_java_obj(f"{_JVM_PACKAGE}.NearDuplicates", self.uid)
         self._setDefault(idCol="path", codeCols=["code", "whole_code"], maxDistance=47, bands=16, verify=True,
-                         featureCols=["feature", "whole_feature"])
+                         featureCols=["feature", "whole_feature"], insetsCol="insets")
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, idCol: str = "path", codeCols: Sequence[str] = ("code", "whole_code"), maxDistance: int = 47,
                   bands: int = 16, verify: bool = True,
-                  featureCols: Sequence[str] = ("feature", "whole_feature")) -> "NearDuplicates":
+                  featureCols: Sequence[str] = ("feature", "whole_feature"),
+                  insetsCol: str = "insets") -> "NearDuplicates":
         """Sets any of the params by keyword."""
         return self._set(**self._input_kwargs)
 
@@ -299,6 +304,14 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
     def setFeatureCols(self, value: Sequence[str]) -> "NearDuplicates":
         """The float feature columns of the codes in ``codeCols``, in the same order (for ``verify``)."""
         return self._set(featureCols=value)
+
+    def getInsetsCol(self) -> str:
+        return self.getOrDefault(self.insetsCol)
+
+    def setInsetsCol(self, value: str) -> "NearDuplicates":
+        """The column of each row's insets (photos found pasted into it), compared under ``verify`` with other rows'
+        whole images at cosine 0.80, as ``imgfeat dedup`` does; empty (or a column the input lacks): none."""
+        return self._set(insetsCol=value)
 
     def codePairs(self, dataset: "DataFrame") -> "DataFrame":
         """The band join's result: pairs of distinct codes within maxDistance (id_a < id_b, distance), each

@@ -77,7 +77,11 @@ def features_type() -> Any:
         StructField("crop", fixed("left top right bottom", IntegerType())),
         StructField("feature", ArrayType(FloatType(), containsNull=False)), StructField("code", BinaryType()),
         StructField("whole_feature", ArrayType(FloatType(), containsNull=False)),
-        StructField("whole_code", BinaryType()), StructField("error", StringType()),
+        StructField("whole_code", BinaryType()),
+        StructField("insets", ArrayType(StructType(fixed("left top right bottom", IntegerType()).fields + [
+            StructField("feature", ArrayType(FloatType(), containsNull=False)), StructField("code", BinaryType()),
+        ]), containsNull=False)),
+        StructField("error", StringType()),
     ])
 
 
@@ -146,13 +150,19 @@ def _features_struct(rows: "pa.RecordBatch") -> "pa.StructArray":
     Spark maps to ``features_type()``: codes as plain binary, list items not null."""
     import pyarrow as pa
 
+    floats = pa.list_(pa.field("element", pa.float32(), nullable=False))
+    corners = [pa.field(n, pa.int32(), nullable=False) for n in ("left", "top", "right", "bottom")]
+    insets = pa.list_(pa.field("element", pa.struct(corners + [pa.field("feature", floats), pa.field("code", pa.binary())]),
+                               nullable=False))
     names = [n for n in rows.schema.names if n != "path"]
     columns = []
     for name in names:
         column = rows.column(name)
-        if pa.types.is_fixed_size_binary(column.type):
+        if name == "insets":
+            column = column.cast(insets)
+        elif pa.types.is_fixed_size_binary(column.type):
             column = column.cast(pa.binary())
         elif pa.types.is_list(column.type):
-            column = column.cast(pa.list_(pa.field("element", pa.float32(), nullable=False)))
+            column = column.cast(floats)
         columns.append(column)
     return pa.StructArray.from_arrays(columns, names=names)

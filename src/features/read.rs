@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StructArray};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -176,6 +176,11 @@ pub(crate) fn conform(batch: &RecordBatch, code_bytes: &mut Option<usize>, file:
     let target = schema(bytes);
     let mut columns = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
+        // Tables written before rows carried insets have none.
+        if field.name() == "insets" && column("insets").is_none() {
+            columns.push(arrow::array::new_null_array(field.data_type(), batch.num_rows()));
+            continue;
+        }
         let found = column(field.name()).ok_or_else(|| read_error(file, format!("not an imgfeat features table: no column {:?}", field.name())))?;
         columns.push(conform_column(&found, field.data_type()).map_err(|e| read_error(file, format!("column {:?}: {e}", field.name())))?);
     }
@@ -215,11 +220,20 @@ fn table_code_bytes(column: &dyn Fn(&str) -> Option<ArrayRef>, table: &mut Optio
     }
 }
 
-/// A column in the type the schema gives it: structs field by field (by name), the rest by Arrow's
-/// cast, which fails rather than turn a value it cannot convert into a null.
+/// A column in the type the schema gives it: structs field by field (by name), lists of structs item
+/// by item, the rest by Arrow's cast, which fails rather than turn a value it cannot convert into a null.
 fn conform_column(column: &ArrayRef, target: &DataType) -> Result<ArrayRef, String> {
     if column.data_type() == target {
         return Ok(column.clone());
+    }
+    if let DataType::List(item) = target {
+        if matches!(item.data_type(), DataType::Struct(_)) {
+            let found = column.as_list_opt::<i32>().ok_or_else(|| format!("holds {}, not a list", column.data_type()))?;
+            let values = conform_column(found.values(), item.data_type())?;
+            return ListArray::try_new(item.clone(), found.offsets().clone(), values, found.nulls().cloned())
+                .map(|l| Arc::new(l) as ArrayRef)
+                .map_err(|e| e.to_string());
+        }
     }
     if let DataType::Struct(fields) = target {
         let found = column.as_struct_opt().ok_or_else(|| format!("holds {}, not a struct", column.data_type()))?;

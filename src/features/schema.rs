@@ -7,7 +7,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, FixedSizeBinaryArray, Float32Array, Int32Array, ListArray, RecordBatch, StringArray,
     StructArray,
 };
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ use crate::config::{Config, Precision};
 use crate::error::{Error, ImageError};
 use crate::detect::Detection;
 use crate::model::Arithmetic;
-use crate::pipeline::Record;
+use crate::pipeline::{Inset, Record};
 
 /// The Parquet key under which a table records how its rows were made ([`Provenance`]).
 pub const PROVENANCE_KEY: &str = "imgfeat.provenance";
@@ -174,9 +174,26 @@ fn crop_fields() -> Fields {
     ["left", "top", "right", "bottom"].iter().map(|n| Field::new(*n, DataType::Int32, false)).collect()
 }
 
+/// The fields of one inset: where it is in the photo's pixels (as `crop`), its feature and its code.
+fn inset_fields(code_bytes: usize) -> Fields {
+    let mut fields: Vec<Field> = crop_fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("feature", feature_type(), true));
+    fields.push(Field::new("code", DataType::FixedSizeBinary(code_bytes as i32), true));
+    fields.into()
+}
+
+fn feature_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float32, true)))
+}
+
+/// An item of the `insets` list.
+fn inset_item(code_bytes: usize) -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Struct(inset_fields(code_bytes)), false))
+}
+
 /// The output schema; `code_bytes` is the packed code length (bits / 8).
 pub fn schema(code_bytes: usize) -> SchemaRef {
-    let feature = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
+    let feature = feature_type();
     let code = DataType::FixedSizeBinary(code_bytes as i32);
     Arc::new(Schema::new(vec![
         Field::new("path", DataType::Utf8, false),
@@ -192,6 +209,7 @@ pub fn schema(code_bytes: usize) -> SchemaRef {
         Field::new("code", code.clone(), true),
         Field::new("whole_feature", feature, true),
         Field::new("whole_code", code, true),
+        Field::new("insets", DataType::List(inset_item(code_bytes)), true),
         Field::new("error", DataType::Utf8, true),
     ]))
 }
@@ -246,9 +264,29 @@ pub fn record_batch(rows: &[Row], code_bytes: usize) -> Result<RecordBatch, Erro
         codes(&|r| r.code.as_ref())?,
         features(&|r| r.whole_feature.as_ref()),
         codes(&|r| r.whole_code.as_ref())?,
+        insets_array(&records, code_bytes)?,
         Arc::new(rows.iter().map(|(_, result)| result.as_ref().err().map(|e| e.to_string())).collect::<StringArray>()),
     ];
     Ok(RecordBatch::try_new(schema(code_bytes), columns)?)
+}
+
+/// The `insets` column: each row's list of insets, null for an error row.
+fn insets_array(records: &[Option<&Record>], code_bytes: usize) -> Result<ArrayRef, Error> {
+    let insets: Vec<&Inset> = records.iter().flatten().flat_map(|r| &r.insets).collect();
+    let corners: Vec<[i32; 4]> = insets.iter().map(|i| [i.rect.left, i.rect.top, i.rect.right, i.rect.bottom].map(|v| v as i32)).collect();
+    let mut children: Vec<ArrayRef> =
+        (0..4).map(|c| Arc::new(Int32Array::from_iter_values(corners.iter().map(|b| b[c]))) as ArrayRef).collect();
+    children.push(Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(
+        insets.iter().map(|i| Some(i.feature.iter().map(|x| Some(*x)))),
+    )));
+    children.push(Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+        insets.iter().map(|i| i.code.as_ref()),
+        code_bytes as i32,
+    )?));
+    let values = StructArray::try_new(inset_fields(code_bytes), children, None)?;
+    let offsets = OffsetBuffer::from_lengths(records.iter().map(|r| r.map_or(0, |r| r.insets.len())));
+    let valid: NullBuffer = records.iter().map(Option::is_some).collect();
+    Ok(Arc::new(ListArray::try_new(inset_item(code_bytes), offsets, Arc::new(values), Some(valid))?))
 }
 
 #[cfg(test)]
@@ -275,6 +313,7 @@ pub(crate) mod tests {
             whole_feature: None,
             whole_code: None,
             detections: Vec::new(),
+            insets: Vec::new(),
         }
     }
 

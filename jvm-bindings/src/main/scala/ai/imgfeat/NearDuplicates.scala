@@ -37,7 +37,10 @@ import org.apache.spark.storage.StorageLevel
   * whole-image codes, 0.95 for two object codes and 0.76 for one of each; the last code column is the whole
   * image's, and an object code equal to its row's whole-image code counts as a whole image. A code is represented
   * by the row with its smallest id (the first of its columns), as the CLI does, so the groups are `imgfeat
-  * dedup`'s. `setVerify(false)` joins candidates by their codes alone (`imgfeat dedup --no-verify`; maxDistance
+  * dedup`'s. With verify, each row's insets (`insetsCol`, photos found pasted into it: a collage's tiles, a photo
+  * pasted onto another) are candidates too, against the distinct whole-image codes of other rows, joined when their
+  * cosine reaches 0.80; never against object codes or other insets, nor without verify. `setVerify(false)` joins
+  * candidates by their codes alone (`imgfeat dedup --no-verify`; maxDistance
   * is then 24 unless set), which a table without feature columns needs.
   *
   * `transform` runs Spark jobs right away (GraphX's connected components iterate eagerly); what it returns
@@ -64,10 +67,13 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
   final val featureCols = new StringArrayParam(this, "featureCols",
     "float feature columns of the codes in codeCols, in the same order, for verify",
     ParamValidators.arrayLengthGt(0))
+  final val insetsCol = new Param[String](this, "insetsCol",
+    "column of each row's insets (array of structs with code and feature), compared with other rows' whole images " +
+      "under verify; empty, or a column the input lacks: none")
 
   // `imgfeat dedup`'s defaults; 16 bands split 64-, 128- and 256-bit codes.
   setDefault(idCol -> "path", codeCols -> Array("code", "whole_code"), maxDistance -> NearDuplicates.VerifiedMaxDistance,
-    bands -> 16, verify -> true, featureCols -> Array("feature", "whole_feature"))
+    bands -> 16, verify -> true, featureCols -> Array("feature", "whole_feature"), insetsCol -> "insets")
 
   def getIdCol: String = $(idCol)
   def getCodeCols: Array[String] = $(codeCols)
@@ -81,6 +87,8 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
   def getFeatureCols: Array[String] = $(featureCols)
   def setVerify(value: Boolean): this.type = set(verify, value)
   def setFeatureCols(value: Array[String]): this.type = set(featureCols, value)
+  def getInsetsCol: String = $(insetsCol)
+  def setInsetsCol(value: String): this.type = set(insetsCol, value)
 
   /** The candidate distance: maxDistance, or with verify off and maxDistance not set 24 (as the CLI). */
   private def candidateDistance: Int = if (!$(verify) && !isSet(maxDistance)) NearDuplicates.CodesOnlyMaxDistance else $(maxDistance)
@@ -96,8 +104,33 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
     val rowsToOwners = codes.join(owners, "code").where(col("id") =!= col("owner"))
       .select(col("id").as("a"), col("owner").as("b"))
     val codesToCodes = pairsOfDistinctCodes(codes, owners).select(col("id_a").as("a"), col("id_b").as("b"))
-    connectedGroups(codesToCodes.union(rowsToOwners), schema($(idCol)).dataType)
+    val insetsToWholes = insetCodes(dataset) match {
+      case Some(insets) => insetPairs(codes, insets, owners.where(col("whole")))
+      case None => codes.limit(0).select(col("id").as("a"), col("id").as("b"))
+    }
+    connectedGroups(codesToCodes.union(rowsToOwners).union(insetsToWholes), schema($(idCol)).dataType)
   }
+
+  /** (id, code, feature): one row per inset of each row with an id, when verify is on and the input has the insets
+    * column; None otherwise. */
+  private def insetCodes(dataset: Dataset[_]): Option[DataFrame] = {
+    if (!$(verify) || $(insetsCol).isEmpty || !dataset.columns.contains($(insetsCol))) return None
+    Some(dataset.select(col($(idCol)).as("id"), explode(col($(insetsCol))).as("inset"))
+      .select(col("id"), col("inset.code").as("code"), col("inset.feature").cast(ArrayType(FloatType)).as("feature"))
+      .where(col("code").isNotNull && col("feature").isNotNull && col("id").isNotNull))
+  }
+
+  /** Edges (a, b) from rows to the owners of the whole-image codes their insets verify against: the same band join
+    * as between distinct codes, the insets on the probing side. */
+  private def insetPairs(codes: DataFrame, insets: DataFrame, wholeOwners: DataFrame): DataFrame =
+    bandLayout(codes) match {
+      case None => insets.limit(0).select(col("id").as("a"), col("id").as("b"))
+      case Some(layout) =>
+        val probing = insets.select(col("id").as("owner"), col("code"), lit(false).as("whole"), col("feature"))
+        bandPairs(probing, wholeOwners, layout, NearDuplicates.verifiedInset)
+          .where(col("id_a") =!= col("id_b"))
+          .select(col("id_a").as("a"), col("id_b").as("b"))
+    }
 
   /** The band join's result: pairs of distinct codes within `maxDistance` bits, each code named by the
     * smallest id carrying it (`id_a` < `id_b`), with the smallest distance between codes they name. Rows
@@ -159,11 +192,20 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
     Some(layout)
   }
 
-  private def bandJoin(owners: DataFrame, layout: BandLayout): DataFrame = {
+  private def bandJoin(owners: DataFrame, layout: BandLayout): DataFrame =
+    bandPairs(owners, owners, layout, NearDuplicates.verified).where(col("id_a") < col("id_b"))
+      // Two distinct codes can be named by the same id (a row's object and whole-image codes).
+      .groupBy("id_a", "id_b")
+      .agg(min("distance").as("distance"))
+
+  /** Pairs of a `probing` code and an `exact` code (both: owner, code, whole, feature) within the candidate distance,
+    * each pair once, kept by `accept` (their features and kinds) under verify: (id_a, id_b, distance), id_a the
+    * probing code's owner. */
+  private def bandPairs(probing: DataFrame, exact: DataFrame, layout: BandLayout,
+      accept: (Seq[Float], Boolean, Seq[Float], Boolean) => Boolean): DataFrame = {
     val BandLayout(bandCount, width, radius) = layout
     val distanceLimit = candidateDistance
-    val verified = udf { (a: Seq[Float], wholeA: Boolean, b: Seq[Float], wholeB: Boolean) =>
-      NearDuplicates.verified(a, wholeA, b, wholeB) }
+    val verified = udf { (a: Seq[Float], wholeA: Boolean, b: Seq[Float], wholeB: Boolean) => accept(a, wholeA, b, wholeB) }
     val bandKeys = udf { (code: Array[Byte]) => Seq.tabulate(bandCount)(band => NearDuplicates.bandKey(code, band, width)) }
     val keysWithinRadius = udf { (key: Long) => NearDuplicates.keysWithin(key, width, radius).toSeq }
     // A pair close on several bands meets once per band; it is kept only in the first, so no distinct.
@@ -173,22 +215,19 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
       }
     }
     val hamming = udf { (a: Array[Byte], b: Array[Byte]) => NearDuplicates.hamming(a, b) }
-    val keyed = owners.select(col("owner"), col("code"), col("whole"), col("feature"),
+    def keyed(codes: DataFrame) = codes.select(col("owner"), col("code"), col("whole"), col("feature"),
       posexplode(bandKeys(col("code"))).as(Seq("band", "own_key")))
-    val probes = keyed.select(col("owner").as("id_a"), col("code").as("code_a"), col("whole").as("whole_a"),
+    val probes = keyed(probing).select(col("owner").as("id_a"), col("code").as("code_a"), col("whole").as("whole_a"),
       col("feature").as("feature_a"), col("band"), explode(keysWithinRadius(col("own_key"))).as("key"))
-    val exact = keyed.select(col("owner").as("id_b"), col("code").as("code_b"), col("whole").as("whole_b"),
+    val exacts = keyed(exact).select(col("owner").as("id_b"), col("code").as("code_b"), col("whole").as("whole_b"),
       col("feature").as("feature_b"), col("band"), col("own_key").as("key"))
-    val candidates = probes.join(exact, Seq("band", "key"))
-      .where(col("id_a") < col("id_b") && firstCloseBand(col("code_a"), col("code_b")) === col("band"))
+    val candidates = probes.join(exacts, Seq("band", "key"))
+      .where(firstCloseBand(col("code_a"), col("code_b")) === col("band"))
       .withColumn("distance", hamming(col("code_a"), col("code_b")))
       .where(col("distance") <= distanceLimit)
     val kept = if ($(verify)) candidates.where(verified(col("feature_a"), col("whole_a"), col("feature_b"), col("whole_b")))
       else candidates
     kept.select(col("id_a"), col("id_b"), col("distance"))
-      // Two distinct codes can be named by the same id (a row's object and whole-image codes).
-      .groupBy("id_a", "id_b")
-      .agg(min("distance").as("distance"))
   }
 
   /** Connected components of the edges (a, b) between ids, with GraphX. Vertex numbers are given in id
@@ -272,20 +311,30 @@ object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
   private[imgfeat] val WholeCosine = 0.68f
   private[imgfeat] val ObjectCosine = 0.95f
   private[imgfeat] val MixedCosine = 0.76f
+  private[imgfeat] val InsetCosine = 0.80f
 
-  /** Whether two candidate codes' features agree enough to join them: their cosine (a float sum in order, as the
-    * CLI computes it, so that both sides decide alike) against the threshold for their kinds. */
+  /** Whether two candidate codes' features agree enough to join them: their cosine against the threshold for their
+    * kinds. */
   private[imgfeat] def verified(a: Seq[Float], wholeA: Boolean, b: Seq[Float], wholeB: Boolean): Boolean = {
+    val threshold = if (wholeA && wholeB) WholeCosine else if (!wholeA && !wholeB) ObjectCosine else MixedCosine
+    cosine(a, b) >= threshold
+  }
+
+  /** Whether an inset (`a`) and another row's whole-image code (`b`) agree enough to join their rows. */
+  private[imgfeat] def verifiedInset(a: Seq[Float], insetIsWhole: Boolean, b: Seq[Float], wholeB: Boolean): Boolean =
+    cosine(a, b) >= InsetCosine
+
+  /** The features' cosine: a float sum in order, as the CLI computes it, so that both sides decide alike. */
+  private def cosine(a: Seq[Float], b: Seq[Float]): Float = {
     require(a != null && b != null, "verify needs every code's feature: a row has a code without one")
     require(a.length == b.length, s"features of different lengths (${a.length} and ${b.length}) cannot be compared")
-    var cosine = 0f
+    var sum = 0f
     var i = 0
     while (i < a.length) {
-      cosine += a(i) * b(i)
+      sum += a(i) * b(i)
       i += 1
     }
-    val threshold = if (wholeA && wholeB) WholeCosine else if (!wholeA && !wholeB) ObjectCosine else MixedCosine
-    cosine >= threshold
+    sum
   }
 
   /** Bits [band * width, (band + 1) * width) of the code, most significant bit of each byte first. */

@@ -12,6 +12,10 @@ import org.apache.spark.sql.types._
 object PackedRows {
   private val boxType = StructType(Seq("xmin", "ymin", "xmax", "ymax").map(StructField(_, FloatType, nullable = false)))
   private val cropType = StructType(Seq("left", "top", "right", "bottom").map(StructField(_, IntegerType, nullable = false)))
+  /** A photo found pasted into the image: where it is (as `crop`), its feature and code. */
+  private val insetType = StructType(Seq("left", "top", "right", "bottom").map(StructField(_, IntegerType, nullable = false)) ++ Seq(
+    StructField("feature", ArrayType(FloatType, containsNull = false)),
+    StructField("code", BinaryType)))
 
   /** The features of one image; `error` is set (and the rest null) when it has none. */
   val schema: StructType = StructType(Seq(
@@ -27,16 +31,17 @@ object PackedRows {
     StructField("code", BinaryType),
     StructField("whole_feature", ArrayType(FloatType, containsNull = false)),
     StructField("whole_code", BinaryType),
+    StructField("insets", ArrayType(insetType, containsNull = false)),
     StructField("error", StringType)))
 
   /** The row of an image that has no features, and why. */
-  def errorRow(message: String): Row = Row(null, null, null, null, null, null, null, null, null, null, null, null, message)
+  def errorRow(message: String): Row = Row(null, null, null, null, null, null, null, null, null, null, null, null, null, message)
 
   def decode(packed: Array[Byte]): IndexedSeq[Row] = {
     val in = ByteBuffer.wrap(packed).order(ByteOrder.LITTLE_ENDIAN)
     val magic = new Array[Byte](4)
     in.get(magic)
-    if (new String(magic, StandardCharsets.US_ASCII) != "IFR1")
+    if (new String(magic, StandardCharsets.US_ASCII) != "IFR2")
       throw new ImgfeatException("native rows have an unknown layout (jar and library from different builds?)")
     val rows = in.getInt()
 
@@ -69,7 +74,9 @@ object PackedRows {
             (id, name, s, Row(in.getFloat(), in.getFloat(), in.getFloat(), in.getFloat()))
           } else (null, null, null, null)
         val crop = Row(in.getInt(), in.getInt(), in.getInt(), in.getInt())
-        Row(width, height, detected, classId, className, score, box, crop, floats(), bytes(), floats(), bytes(), null)
+        val (feature, code, wholeFeature, wholeCode) = (floats(), bytes(), floats(), bytes())
+        val insets = Seq.fill(in.getInt())(Row(in.getInt(), in.getInt(), in.getInt(), in.getInt(), floats(), bytes()))
+        Row(width, height, detected, classId, className, score, box, crop, feature, code, wholeFeature, wholeCode, insets, null)
       }
     }
   }
