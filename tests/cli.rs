@@ -377,6 +377,62 @@ fn verified_dedup_groups_more_edited_copies_and_never_two_photos() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn dedup_groups_a_photo_pasted_onto_another_through_the_inset_its_row_carries() {
+    let dir = temp_dir("cli-inset-dedup");
+    let photos = fixture_folder(&dir, &["chelsea.jpg", "coffee.jpg", "rocket.jpg"]);
+    // The cat at 45 % of its size pasted onto the coffee photo: the whole image is mostly coffee, and
+    // the object the detector picks is not the original's crop.
+    let cat = image::open(photos.join("chelsea.jpg")).unwrap().to_rgb8();
+    let mut pasted = image::imageops::resize(&image::open(photos.join("coffee.jpg")).unwrap().to_rgb8(), cat.width(), cat.height(), image::imageops::FilterType::Triangle);
+    let small = image::imageops::resize(&cat, cat.width() * 45 / 100, cat.height() * 45 / 100, image::imageops::FilterType::Triangle);
+    let (left, top) = (cat.width() * 3 / 10, cat.height() * 3 / 10);
+    image::imageops::replace(&mut pasted, &small, left as i64, top as i64);
+    pasted.save(photos.join("pasted-chelsea.png")).unwrap();
+    let no_insets = dir.join("no-insets.json");
+    std::fs::write(&no_insets, r#"{"insets": 0}"#).unwrap();
+
+    let groups = |config: Option<&Path>, name: &str| -> (String, RecordBatch) {
+        let features = dir.join(format!("{name}.parquet"));
+        let mut extract = imgfeat();
+        extract.args(["extract", "-o"]).arg(&features);
+        if let Some(config) = config {
+            extract.arg("--config").arg(config);
+        }
+        let out = extract.arg(&photos).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let csv = dir.join(format!("{name}.csv"));
+        let out = imgfeat().args(["dedup", "-o"]).arg(&csv).arg(&features).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (std::fs::read_to_string(&csv).unwrap(), read_parquet(&features))
+    };
+    let (with_insets, table) = groups(None, "insets");
+    let members: Vec<&str> = with_insets.lines().skip(1).map(|l| l.rsplit_once(',').unwrap().0.split_once(',').unwrap().1).collect();
+    assert_eq!(members.len(), 2, "{with_insets}");
+    assert!(members[0].ends_with("chelsea.jpg") && members[1].ends_with("pasted-chelsea.png"), "{with_insets}");
+    // The row carries the pasted photo's rectangle (within a few pixels) and only that row has one.
+    let paths = table.column_by_name("path").unwrap().as_string::<i32>();
+    let insets = table.column_by_name("insets").unwrap().as_list::<i32>();
+    for row in 0..table.num_rows() {
+        let found = insets.value(row);
+        let found = found.as_struct();
+        if !paths.value(row).ends_with("pasted-chelsea.png") {
+            assert_eq!(found.len(), 0, "{} has an inset", paths.value(row));
+            continue;
+        }
+        assert_eq!(found.len(), 1);
+        let side = |name: &str| found.column_by_name(name).unwrap().as_primitive::<arrow::datatypes::Int32Type>().value(0);
+        let expected = [left, top, left + small.width(), top + small.height()].map(|v| v as i32);
+        let got = [side("left"), side("top"), side("right"), side("bottom")];
+        assert!(got.iter().zip(expected).all(|(g, e)| g.abs_diff(e) <= 2), "inset {got:?}, pasted at {expected:?}");
+        assert_eq!(found.column_by_name("code").unwrap().as_fixed_size_binary().value(0).len(), 32);
+    }
+    // Without insets in the rows, nothing groups the pasted copy with its original.
+    let (without, _) = groups(Some(&no_insets), "no-insets");
+    assert_eq!(without.lines().count(), 1, "{without}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A projection file like the shipped 64-bit one but with its bits in reverse order: valid, and
 /// making codes that cannot be compared with the shipped projection's.
 fn reversed_projection(path: &Path) {

@@ -549,6 +549,12 @@ def near_duplicate_runs(spark, tmp_path_factory):
         image = Image.open(photos / name)
         ImageOps.mirror(image).save(folder / f"mirrored-{name}")
         image.resize((image.width // 2, image.height // 2)).save(folder / f"small-{name}", quality=70)
+    # The cat at 45 % of its size pasted onto the coffee photo: grouped with its original only through the inset
+    # its row carries (tests/cli.rs shows the CLI needs it).
+    cat = Image.open(photos / "chelsea.jpg").convert("RGB")
+    pasted = Image.open(photos / "coffee.jpg").convert("RGB").resize(cat.size)
+    pasted.paste(cat.resize((cat.width * 45 // 100, cat.height * 45 // 100)), (cat.width * 3 // 10, cat.height * 3 // 10))
+    pasted.save(folder / "pasted-chelsea.png")
     if (SHARED / "formats").is_dir():
         shutil.copytree(SHARED / "formats", folder / "formats")
     else:
@@ -567,6 +573,7 @@ def near_duplicate_runs(spark, tmp_path_factory):
     runs += [{"label": f"{bits}@default", "features": str(tables[bits])} for bits in (64, 128)]
     runs += [{"label": f"verified@{d}", "features": str(tables[256]), **({} if d is None else {"max_distance": d})}
              for d in VERIFIED_DISTANCES]
+    runs += [{"label": "verified, insets ignored", "features": str(tables[256]), "insets_col": ""}]
     runs += [{"label": "skewed", "features": str(skewed), "verify": False, "code_pairs": True},
              {"label": "no feature columns", "features": str(skewed)},
              {"label": "bands not dividing the bits", "features": str(tables[64]), "bands": 24},
@@ -593,7 +600,8 @@ def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs,
     the same representative (the smallest path) and group sizes, at that rule's default distance (24 on both
     sides), a smaller and a larger one."""
     tables, groups, _, errors, defaults = near_duplicate_runs
-    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 47, 16, True, ["feature", "whole_feature"]], defaults
+    assert defaults["python"] == defaults["jvm"] == ["path", ["code", "whole_code"], 47, 16, True, ["feature", "whole_feature"],
+                                                     "insets"], defaults
     for distance in NEAR_DUPLICATE_DISTANCES:
         label = f"256@{distance}"
         assert label not in errors, errors[label]
@@ -608,7 +616,8 @@ def test_near_duplicate_groups_on_spark_equal_imgfeat_dedup(near_duplicate_runs,
 
 def test_verified_near_duplicate_groups_on_spark_equal_imgfeat_dedup_verify(near_duplicate_runs, tmp_path):
     """By default (verify), NearDuplicates' groups are `imgfeat dedup`'s (one rule: candidates by Hamming
-    distance, joined when their features agree by the thresholds of their kinds), at the default distance
+    distance, joined when their features agree by the thresholds of their kinds, rows' insets against whole
+    images; without the insets column the photo pasted onto another is not grouped), at the default distance
     and at 128 bits, where the Hamming rule alone would join unrelated photos and verification must not. A
     table without feature columns is refused with the way out."""
     tables, groups, _, errors, _ = near_duplicate_runs
@@ -618,6 +627,10 @@ def test_verified_near_duplicate_groups_on_spark_equal_imgfeat_dedup_verify(near
         cli = cli_dedup_groups(tables[256], tmp_path / f"verified-{distance}.csv", distance)
         assert {p: r for p, (r, _) in groups[label].items()} == cli, label
         assert cli, "the copies verify as near-duplicates of their originals"
+        (pasted,) = (p for p in cli if p.endswith("/pasted-chelsea.png"))
+        assert cli[pasted].endswith("/chelsea.jpg"), "the pasted copy groups with its original through its inset"
+    assert not any(p.endswith("/pasted-chelsea.png") for p in groups["verified, insets ignored"]), \
+        "with insetsCol empty, nothing groups the pasted copy"
     hamming_only = cli_dedup_groups(tables[256], tmp_path / "hamming-128.csv", 128, verify=False)
     assert len(set(hamming_only.values())) < len(set(cli.values())) or len(hamming_only) > len(cli), \
         "at 128 bits verification must split what the Hamming rule alone joins"
