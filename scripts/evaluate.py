@@ -177,11 +177,18 @@ def evaluate(collection, fillers, seed):
             results[method] = {k: metrics(r) for k, r in ranks.items()}
             results[method]["all"] = metrics([r for rs in ranks.values() for r in rs])
 
-        for rule, extra in (("imgfeat dedup --no-verify (codes alone, within 24 bits)", ["--no-verify"]),
-                            ("imgfeat dedup (default: codes within 47 bits, features verified)", [])):
+        # The same rows without insets (`"insets": 0`), to show what the rows' insets add.
+        no_insets = work / "no-insets"
+        no_insets.mkdir()
+        (work / "no-insets.json").write_text('{"insets": 0}')
+        for part, folder in (("originals", originals), ("queries", queries)):
+            run("extract", "--threads", "2", "--config", work / "no-insets.json", "-o", no_insets / f"{part}.parquet", folder)
+        for rule, rows, extra in (("imgfeat dedup --no-verify (codes alone, within 24 bits)", table, ["--no-verify"]),
+                                  ("imgfeat dedup, rows without insets (codes within 47 bits, features verified)", no_insets, []),
+                                  ("imgfeat dedup (default: codes within 47 bits, features verified, rows' insets)", table, [])):
             out = work / "groups.csv"
             started = time.time()
-            run("dedup", table, *extra, "-o", out)
+            run("dedup", rows, *extra, "-o", out)
             dedup[rule] = grouping(groups_from_csv(out), order, stems)
             dedup[rule]["seconds"] = time.time() - started
         names = order + stems
@@ -251,7 +258,9 @@ def main():
         "1–300 with their edits (`scripts/tune_dedup.py`: of the rules that put no two originals in one group "
         "even with each threshold 0.03 lower, the strictest within half a point of the most copies grouped; that selection "
         "rule was made stricter once after held-out figures had been seen, from the best share, which chose a looser "
-        "object threshold). Otherwise photos 401–700 were "
+        "object threshold); the inset threshold (0.78) by the same rule on photos 1–300, while the rule for which "
+        "insets a row keeps (every side on a seam, or a grid's cells) was chosen from three strictnesses after seeing "
+        "how often each fired on both splits. Otherwise photos 401–700 were "
         "looked at by none of it. The code projection (`models/codes_itq_*.safetensors`) was fitted on all 700 "
         "photos' features, without edits. Spark's `NearDuplicates` gives the CLI's groups on the same table, with "
         "and without verification (tests/spark).", "",

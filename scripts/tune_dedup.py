@@ -7,8 +7,9 @@ edited copies it groups with their original. A rule is safe when it puts no two 
 at its thresholds nor with every threshold lowered by MARGIN (a rule at the very edge of the mistakes on one set
 makes them on the next); the rule chosen is the strictest safe one (the largest sum of the three thresholds)
 that groups within CLOSE of the best safe share (lower thresholds that buy less are noise on 2000 copies). The
-same is reported for candidates within 63 bits, what a wider radius would buy. The rule is then checked on the
-held-out split (photos 401-700) with the CLI itself. Prints what it found; the constants are set by hand from it.
+same is reported for candidates within 63 bits, what a wider radius would buy. Then, with those three fixed,
+the inset threshold (a row's inset against another row's whole image) is chosen the same way from INSET_GRID.
+The rule is then checked on the held-out split (photos 401-700) with the CLI itself. Prints what it found; the constants are set by hand from it.
 
     .venv/bin/python scripts/tune_dedup.py
 
@@ -16,7 +17,8 @@ Needs the release CLI and what scripts/evaluate.py needs. The grid re-implements
 row: its object code and its whole-image code, one code when they are equal, counted as a whole image; a code
 several rows carry is one code, represented by its first entry in path order, and joins those rows; two distinct
 codes are joined when they are within the distance and the cosine of their features reaches the threshold of
-their kinds; groups are connected components); the held-out check runs `imgfeat dedup`.
+their kinds; a row's insets are compared with the other distinct codes that are whole images only; groups are
+connected components); the held-out check runs `imgfeat dedup`.
 """
 import tempfile
 from pathlib import Path
@@ -34,6 +36,8 @@ GRID = [(whole, objects, mixed)
         for whole in np.round(np.arange(0.60, 0.85, 0.02), 2)
         for objects in (0.90, 0.95)
         for mixed in np.round(np.arange(0.60, 0.93, 0.02), 2) if mixed >= whole]
+INSET_GRID = list(np.round(np.arange(0.60, 0.93, 0.02), 2))
+OFF = 2.0  # a threshold no cosine reaches
 
 
 def split_table(work, collection, fillers, seed):
@@ -52,7 +56,7 @@ def codes_of(table):
     path order, each row's object code before its whole-image code (one code, a whole image's, when they are equal);
     a code several entries carry is represented by its first entry, with that entry's feature and kind."""
     rows = sorted((r for f in sorted(table.iterdir()) for r in pq.read_table(f).to_pylist()), key=lambda r: r["path"])
-    stems, bits, features, whole, owner, first_of, same = [], [], [], [], [], {}, []
+    stems, bits, features, whole, owner, first_of, same, inset = [], [], [], [], [], {}, [], []
     for i, row in enumerate(rows):
         stems.append(Path(row["path"]).stem)
         entries = []
@@ -73,29 +77,39 @@ def codes_of(table):
             features.append(feature)
             whole.append(is_whole)
             owner.append(i)
+            inset.append(False)
+        for found in row.get("insets") or []:
+            bits.append(found["code"])
+            features.append(found["feature"])
+            whole.append(False)
+            owner.append(i)
+            inset.append(True)
     signs = np.array([np.unpackbits(np.frombuffer(c, np.uint8)) for c in bits], np.float32) * 2 - 1
     distance = np.rint((signs.shape[1] - signs @ signs.T) / 2).astype(np.int32)
     features = np.array(features, np.float32)
-    return stems, distance, features @ features.T, np.array(whole), np.array(owner), same
+    return stems, distance, features @ features.T, np.array(whole), np.array(owner), same, np.array(inset)
 
 
-def groups(stems, distance, cosine, whole, owner, same, thresholds, within=DISTANCE):
-    """{stem: group} under the verified rule with `thresholds` (whole, object, mixed) and candidates `within` bits."""
+def groups(stems, distance, cosine, whole, owner, same, inset, thresholds, within=DISTANCE):
+    """{stem: group} under the verified rule with `thresholds` (whole, object, mixed, inset) and candidates `within`
+    bits."""
     whole_pair = whole[:, None] & whole[None, :]
     object_pair = ~whole[:, None] & ~whole[None, :]
     least = np.where(whole_pair, thresholds[0], np.where(object_pair, thresholds[1], thresholds[2]))
+    inset_whole = (inset[:, None] & whole[None, :]) | (whole[:, None] & inset[None, :])
+    least = np.where(inset[:, None] | inset[None, :], np.where(inset_whole, thresholds[3], OFF), least)
     joined = (distance <= within) & (cosine >= least)
     candidates = ((owner[a], owner[b]) for a, b in zip(*np.nonzero(np.triu(joined, 1))))
     return {s: str(group) for s, group in zip(stems, components(len(stems), [*same, *candidates]))}
 
 
-def calibrate(codes, originals, copies, within):
+def calibrate(codes, originals, copies, within, grid):
     """The safe rules' best share of copies grouped, and the strictest safe rule within CLOSE of it with its share."""
     score = lambda t: grouping(groups(*codes, t, within), originals, copies)  # noqa: E731
     safe = []
-    for thresholds in GRID:
+    for thresholds in grid:
         result = score(thresholds)
-        if result["mixed"] == 0 and score(tuple(t - MARGIN for t in thresholds))["mixed"] == 0:
+        if result["mixed"] == 0 and score(tuple(t - MARGIN if t < OFF else t for t in thresholds))["mixed"] == 0:
             safe.append((round(result["all"] * len(copies)), thresholds))  # copies grouped: exact comparisons
     if not safe:
         raise SystemExit(f"no rule of the grid within {within} bits keeps every original apart: widen GRID")
@@ -113,11 +127,16 @@ def main():
         table, originals, copies = split_table(tuning, names[:300], names[300:700], 20261125)  # evaluate.py --tuning
         codes = codes_of(table)
         for within in (DISTANCE, WIDER):
-            safe, best, share, chosen = calibrate(codes, originals, copies, within)
-            print(f"tuning split (photos 1-300), candidates within {within} bits: {safe} of {len(GRID)} rules mix no "
-                  f"originals even {MARGIN} lower; the best groups {best:.3f} of the copies; the strictest within "
-                  f"{CLOSE} of it groups {share:.3f}: whole {chosen[0]:.2f}, object {chosen[1]:.2f}, "
+            grid = [(*t, OFF) for t in GRID]
+            safe, best, share, chosen = calibrate(codes, originals, copies, within, grid)
+            print(f"tuning split (photos 1-300), candidates within {within} bits, insets aside: {safe} of {len(grid)} "
+                  f"rules mix no originals even {MARGIN} lower; the best groups {best:.3f} of the copies; the strictest "
+                  f"within {CLOSE} of it groups {share:.3f}: whole {chosen[0]:.2f}, object {chosen[1]:.2f}, "
                   f"mixed {chosen[2]:.2f}")
+            grid = [(*chosen[:3], t) for t in INSET_GRID]
+            safe, best, share, chosen = calibrate(codes, originals, copies, within, grid)
+            print(f"  with the rows' insets: {safe} of {len(grid)} inset thresholds safe; the best groups {best:.3f}; "
+                  f"the strictest within {CLOSE} of it groups {share:.3f}: inset {chosen[3]:.2f}")
         held_out = Path(work) / "held-out"
         held_out.mkdir()
         table, originals, copies = split_table(held_out, names[400:700], names[:400], 20261206)  # evaluate.py's

@@ -310,7 +310,7 @@ class NearDuplicates(JavaTransformer, _ImgfeatReadable, JavaMLWritable):
 
     def setInsetsCol(self, value: str) -> "NearDuplicates":
         """The column of each row's insets (photos found pasted into it), compared under ``verify`` with other rows'
-        whole images at cosine 0.80, as ``imgfeat dedup`` does; empty (or a column the input lacks): none."""
+        whole images at cosine 0.78, as ``imgfeat dedup`` does; empty (or a column the input lacks): none."""
         return self._set(insetsCol=value)
 
     def codePairs(self, dataset: "DataFrame") -> "DataFrame":

@@ -39,7 +39,7 @@ import org.apache.spark.storage.StorageLevel
   * by the row with its smallest id (the first of its columns), as the CLI does, so the groups are `imgfeat
   * dedup`'s. With verify, each row's insets (`insetsCol`, photos found pasted into it: a collage's tiles, a photo
   * pasted onto another) are candidates too, against the distinct whole-image codes of other rows, joined when their
-  * cosine reaches 0.80; never against object codes or other insets, nor without verify. `setVerify(false)` joins
+  * cosine reaches 0.78; never against object codes or other insets, nor without verify. `setVerify(false)` joins
   * candidates by their codes alone (`imgfeat dedup --no-verify`; maxDistance
   * is then 24 unless set), which a table without feature columns needs.
   *
@@ -311,7 +311,7 @@ object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
   private[imgfeat] val WholeCosine = 0.68f
   private[imgfeat] val ObjectCosine = 0.95f
   private[imgfeat] val MixedCosine = 0.76f
-  private[imgfeat] val InsetCosine = 0.80f
+  private[imgfeat] val InsetCosine = 0.78f
 
   /** Whether two candidate codes' features agree enough to join them: their cosine against the threshold for their
     * kinds. */
