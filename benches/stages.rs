@@ -10,7 +10,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use imgfeat::codes::Projection;
-use imgfeat::crop::{crop, crop_rect, inset_rects};
+use imgfeat::crop::{crop, crop_rect, inset_rects, InsetSearch};
 use imgfeat::decode::{decode, decode_scaled};
 use imgfeat::detect::Detector;
 use imgfeat::embed::Embedder;
@@ -51,7 +51,8 @@ fn stages(c: &mut Criterion) {
     let row = [pipeline.process_one(&bytes)];
     group.bench_function("pack one row for JNI", |b| b.iter(|| pack_rows(black_box(&row))));
     group.bench_function("whole pipeline, one image", |b| b.iter(|| pipeline.process_one(black_box(&bytes)).unwrap()));
-    group.bench_function("inset seams (photos pasted into the query)", |b| b.iter(|| inset_rects(black_box(&image), 3)));
+    group.bench_function("inset seams (photos pasted into the query)", |b| b.iter(|| inset_rects(black_box(&image), 3, InsetSearch::Query)));
+    group.bench_function("inset seams (photos pasted into a row)", |b| b.iter(|| inset_rects(black_box(&image), 4, InsetSearch::Row)));
     group.bench_function("search query, one image (row + insets)", |b| b.iter(|| pipeline.query(black_box(&bytes), 3).unwrap()));
     group.finish();
 }

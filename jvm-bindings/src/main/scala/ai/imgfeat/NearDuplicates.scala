@@ -4,7 +4,7 @@ import org.apache.spark.graphx.Graph
 import org.apache.spark.ml.Transformer
 import org.apache.spark.ml.param.{BooleanParam, IntParam, Param, ParamMap, ParamValidators, StringArrayParam}
 import org.apache.spark.ml.util.{DefaultParamsReadable, DefaultParamsWritable, Identifiable}
-import org.apache.spark.sql.{DataFrame, Dataset, Row}
+import org.apache.spark.sql.{Column, DataFrame, Dataset, Row}
 import org.apache.spark.sql.functions.{array, col, count, explode, length, lit, max, min, posexplode, struct, udf}
 import org.apache.spark.sql.types.{ArrayType, BinaryType, DataType, FloatType, IntegerType, LongType, NumericType, StringType,
   StructField, StructType}
@@ -120,15 +120,16 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
       .where(col("code").isNotNull && col("feature").isNotNull && col("id").isNotNull))
   }
 
-  /** Edges (a, b) from rows to the owners of the whole-image codes their insets verify against: the same band join
-    * as between distinct codes, the insets on the probing side. */
+  /** Edges (a, b) between rows and the owners of the whole-image codes their insets verify against: the same band
+    * join as between distinct codes. The whole-image codes probe and the insets are probed: the probing side is
+    * multiplied by the keys within the radius, and Spark may broadcast the side it estimates smaller, which is the
+    * insets' (few rows, carrying their features). */
   private def insetPairs(codes: DataFrame, insets: DataFrame, wholeOwners: DataFrame): DataFrame =
     bandLayout(codes) match {
       case None => insets.limit(0).select(col("id").as("a"), col("id").as("b"))
       case Some(layout) =>
-        val probing = insets.select(col("id").as("owner"), col("code"), lit(false).as("whole"), col("feature"))
-        bandPairs(probing, wholeOwners, layout, NearDuplicates.verifiedInset)
-          .where(col("id_a") =!= col("id_b"))
+        val probed = insets.select(col("id").as("owner"), col("code"), lit(false).as("whole"), col("feature"))
+        bandPairs(wholeOwners, probed, layout, col("id_a") =!= col("id_b"), NearDuplicates.verifiedInset)
           .select(col("id_a").as("a"), col("id_b").as("b"))
     }
 
@@ -193,15 +194,15 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
   }
 
   private def bandJoin(owners: DataFrame, layout: BandLayout): DataFrame =
-    bandPairs(owners, owners, layout, NearDuplicates.verified).where(col("id_a") < col("id_b"))
+    bandPairs(owners, owners, layout, col("id_a") < col("id_b"), NearDuplicates.verified)
       // Two distinct codes can be named by the same id (a row's object and whole-image codes).
       .groupBy("id_a", "id_b")
       .agg(min("distance").as("distance"))
 
-  /** Pairs of a `probing` code and an `exact` code (both: owner, code, whole, feature) within the candidate distance,
-    * each pair once, kept by `accept` (their features and kinds) under verify: (id_a, id_b, distance), id_a the
-    * probing code's owner. */
-  private def bandPairs(probing: DataFrame, exact: DataFrame, layout: BandLayout,
+  /** Pairs of a `probing` code and an `exact` code (both: owner, code, whole, feature) within the candidate distance
+    * that meet `pairs` (on id_a, id_b), each pair once, kept by `accept` (their features and kinds) under verify:
+    * (id_a, id_b, distance), id_a the probing code's owner. */
+  private def bandPairs(probing: DataFrame, exact: DataFrame, layout: BandLayout, pairs: Column,
       accept: (Seq[Float], Boolean, Seq[Float], Boolean) => Boolean): DataFrame = {
     val BandLayout(bandCount, width, radius) = layout
     val distanceLimit = candidateDistance
@@ -222,7 +223,7 @@ class NearDuplicates(override val uid: String) extends Transformer with DefaultP
     val exacts = keyed(exact).select(col("owner").as("id_b"), col("code").as("code_b"), col("whole").as("whole_b"),
       col("feature").as("feature_b"), col("band"), col("own_key").as("key"))
     val candidates = probes.join(exacts, Seq("band", "key"))
-      .where(firstCloseBand(col("code_a"), col("code_b")) === col("band"))
+      .where(pairs && firstCloseBand(col("code_a"), col("code_b")) === col("band"))
       .withColumn("distance", hamming(col("code_a"), col("code_b")))
       .where(col("distance") <= distanceLimit)
     val kept = if ($(verify)) candidates.where(verified(col("feature_a"), col("whole_a"), col("feature_b"), col("whole_b")))
@@ -320,8 +321,9 @@ object NearDuplicates extends DefaultParamsReadable[NearDuplicates] {
     cosine(a, b) >= threshold
   }
 
-  /** Whether an inset (`a`) and another row's whole-image code (`b`) agree enough to join their rows. */
-  private[imgfeat] def verifiedInset(a: Seq[Float], insetIsWhole: Boolean, b: Seq[Float], wholeB: Boolean): Boolean =
+  /** Whether a row's whole-image code (`a`) and another row's inset (`b`) agree enough to join their rows (the kinds
+    * are known: the arguments mirror `verified`'s). */
+  private[imgfeat] def verifiedInset(a: Seq[Float], wholeA: Boolean, b: Seq[Float], insetIsWhole: Boolean): Boolean =
     cosine(a, b) >= InsetCosine
 
   /** The features' cosine: a float sum in order, as the CLI computes it, so that both sides decide alike. */
