@@ -112,7 +112,7 @@ fn statuses(packed: &[u8]) -> Vec<u8> {
             at += 4 + i32_at(at) as usize + 20;
         }
         at += 16;
-        let mut skip = |at: &mut usize, element_size: usize| {
+        let skip = |at: &mut usize, element_size: usize| {
             let n = i32_at(*at);
             *at += 4 + if n > 0 { n as usize * element_size } else { 0 };
         };
