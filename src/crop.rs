@@ -1,6 +1,7 @@
 //! The main object's pixels: its box widened by a margin, clamped to the image and cut from the
 //! original-resolution image, so the embedder sees the object at the best detail the photo has rather
-//! than upscaled from the detector's 300x300 input.
+//! than upscaled from the detector's 300x300 input. And the photos pasted into an image (insets: a
+//! collage's tiles, a product shot on a banner), which rows and search queries embed on their own.
 
 use image::RgbImage;
 use serde::Serialize;
