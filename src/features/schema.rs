@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codes::Projection;
 use crate::config::{Config, Precision};
+use crate::crop::PixelRect;
 use crate::error::{Error, ImageError};
 use crate::detect::Detection;
 use crate::model::Arithmetic;
@@ -232,13 +233,8 @@ pub fn record_batch(rows: &[Row], code_bytes: usize) -> Result<RecordBatch, Erro
         (0..4).map(|c| Arc::new(Float32Array::from_iter_values(box_coords.iter().map(|b| b[c]))) as ArrayRef).collect();
     let box_array = StructArray::try_new(box_fields(), box_children, Some(valid(&|r| r.main_object.is_some())))?;
 
-    let crop_coords: Vec<[i32; 4]> = records
-        .iter()
-        .map(|r| r.map_or([0; 4], |r| [r.crop.left, r.crop.top, r.crop.right, r.crop.bottom].map(|v| v as i32)))
-        .collect();
-    let crop_children: Vec<ArrayRef> =
-        (0..4).map(|c| Arc::new(Int32Array::from_iter_values(crop_coords.iter().map(|b| b[c]))) as ArrayRef).collect();
-    let crop_array = StructArray::try_new(crop_fields(), crop_children, Some(valid(&|_| true)))?;
+    let crops = records.iter().map(|r| r.map_or(PixelRect { left: 0, top: 0, right: 0, bottom: 0 }, |r| r.crop));
+    let crop_array = StructArray::try_new(crop_fields(), corner_columns(crops), Some(valid(&|_| true)))?;
 
     let features = |f: &dyn Fn(&Record) -> Option<&Vec<f32>>| -> ArrayRef {
         Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(
@@ -270,12 +266,16 @@ pub fn record_batch(rows: &[Row], code_bytes: usize) -> Result<RecordBatch, Erro
     Ok(RecordBatch::try_new(schema(code_bytes), columns)?)
 }
 
+/// The left, top, right and bottom columns of a struct of [`crop_fields`] (a row's `crop`, an inset's place).
+fn corner_columns(rects: impl Iterator<Item = PixelRect>) -> Vec<ArrayRef> {
+    let corners: Vec<[i32; 4]> = rects.map(|r| [r.left, r.top, r.right, r.bottom].map(|v| v as i32)).collect();
+    (0..4).map(|c| Arc::new(Int32Array::from_iter_values(corners.iter().map(|b| b[c]))) as ArrayRef).collect()
+}
+
 /// The `insets` column: each row's list of insets, null for an error row.
 fn insets_array(records: &[Option<&Record>], code_bytes: usize) -> Result<ArrayRef, Error> {
     let insets: Vec<&Inset> = records.iter().flatten().flat_map(|r| &r.insets).collect();
-    let corners: Vec<[i32; 4]> = insets.iter().map(|i| [i.rect.left, i.rect.top, i.rect.right, i.rect.bottom].map(|v| v as i32)).collect();
-    let mut children: Vec<ArrayRef> =
-        (0..4).map(|c| Arc::new(Int32Array::from_iter_values(corners.iter().map(|b| b[c]))) as ArrayRef).collect();
+    let mut children = corner_columns(insets.iter().map(|i| i.rect));
     children.push(Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(
         insets.iter().map(|i| Some(i.feature.iter().map(|x| Some(*x)))),
     )));
