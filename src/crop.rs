@@ -7,6 +7,9 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::detect::BoundingBox;
+use seams::{Direction, Run, Seams};
+
+mod seams;
 
 /// A pixel rectangle of the decoded image, right and bottom exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,7 +74,7 @@ pub fn crop(image: &RgbImage, rect: PixelRect) -> RgbImage {
 ///
 /// Returns up to `max` rectangles, best first, between 15 % and 95 % of the image in each direction:
 /// the cells of a grid (a collage), then rectangles with enough sides on a seam ([`InsetSearch`]).
-/// Costs ~2 ms on a 600×400 photo searched as a query.
+/// Costs ~0.5 ms on a 600×400 photo, as a query or a row (`cargo bench --bench stages -- "inset seams"`).
 pub fn inset_rects(image: &RgbImage, max: usize, search: InsetSearch) -> Vec<PixelRect> {
     let (width, height) = image.dimensions();
     if max == 0 || width < 16 || height < 16 {
@@ -84,11 +87,11 @@ pub fn inset_rects(image: &RgbImage, max: usize, search: InsetSearch) -> Vec<Pix
     if longer > side {
         let scale = side as f64 / longer as f64;
         let (w, h) = (((width as f64 * scale).round() as u32).max(1), ((height as f64 * scale).round() as u32).max(1));
-        let small = image::imageops::resize(image, w, h, image::imageops::FilterType::Nearest);
+        let small = sample_nearest(image, w, h);
         return inset_rects(&small, max, search).into_iter().map(|r| r.rescaled((w, h), (width, height))).collect();
     }
-    let columns = Seams::find(image, Direction::Columns);
-    let rows = Seams::find(image, Direction::Rows);
+    let columns = Seams::find(image, Direction::Columns, MIN_SIDE);
+    let rows = Seams::find(image, Direction::Rows, MIN_SIDE);
     // Sides are the positions of strong seams, and the ends of the seams across them: a side that
     // blends into the background still ends the perpendicular seams.
     // Texture makes long runs of edge pixels too (a striped shirt), and a seam's run may go on into
@@ -158,6 +161,23 @@ pub fn inset_rects(image: &RgbImage, max: usize, search: InsetSearch) -> Vec<Pix
         }
     }
     chosen
+}
+
+/// A `width`×`height` copy of the image that takes, for each pixel, the source pixel under its centre:
+/// the pixels `image::imageops::FilterType::Nearest` picks, without its two passes through f32 (which
+/// took longer than the seam search itself).
+fn sample_nearest(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let source = |out: u32, from: u32, to: u32| ((((out as f32 + 0.5) * (from as f32 / to as f32)).floor() as u32).min(from - 1)) as usize;
+    let columns: Vec<usize> = (0..width).map(|x| 3 * source(x, image.width(), width)).collect();
+    let line = 3 * image.width() as usize;
+    let mut pixels = Vec::with_capacity(3 * width as usize * height as usize);
+    for y in 0..height {
+        let row = &image.as_raw()[source(y, image.height(), height) * line..];
+        for &x in &columns {
+            pixels.extend_from_slice(&row[x..x + 3]);
+        }
+    }
+    RgbImage::from_raw(width, height, pixels).expect("width × height pixels")
 }
 
 /// The cells of a collage: the image split on its full-length seams (straight seams that cross the
@@ -237,131 +257,6 @@ const MAX_SIDE: f32 = 0.95;
 const FULL_LENGTH: f32 = 0.9;
 /// How much more of a side lies on seam pixels than of the lines 4 and 8 pixels either side of it.
 const MIN_SEAM_CONTRAST: f32 = 0.2;
-/// Colour step (summed over R, G, B) below which no seam is seen.
-const MIN_STEP: u16 = 24;
-/// Pixels of a seam that may be missing (where the two photos happen to match) without breaking it.
-const MAX_GAP: u32 = 3;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Direction {
-    /// Vertical seams: boundaries between columns, running down the rows.
-    Columns,
-    /// Horizontal seams: boundaries between rows, running along the columns.
-    Rows,
-}
-
-/// The longest run of seam pixels along one boundary.
-#[derive(Clone, Copy, Debug, Default)]
-struct Run {
-    position: u32,
-    start: u32,
-    end: u32,
-}
-
-impl Run {
-    fn len(&self) -> u32 {
-        self.end - self.start
-    }
-}
-
-/// Seam pixels along every boundary of one direction, as prefix sums for O(1) side coverage.
-struct Seams {
-    /// Per boundary position (0..=extent across), `length + 1` prefix counts along it.
-    prefix: Vec<u32>,
-    length: usize,
-    runs: Vec<Run>,
-}
-
-impl Seams {
-    fn find(image: &RgbImage, direction: Direction) -> Seams {
-        let (width, height) = (image.width() as usize, image.height() as usize);
-        let raw = image.as_raw();
-        let (across, length) = match direction {
-            Direction::Columns => (width, height),
-            Direction::Rows => (height, width),
-        };
-        // step[b * length + along]: the colour step across boundary b (between pixels b - 1 and b),
-        // summed over R, G, B; boundaries 0 and `across` (the image's edges) stay 0.
-        let mut step = vec![0u16; (across + 1) * length];
-        let difference = |p: &[u8], q: &[u8]| (0..3).map(|c| p[c].abs_diff(q[c]) as u16).sum::<u16>();
-        match direction {
-            Direction::Columns => {
-                for (y, row) in raw.chunks_exact(width * 3).enumerate() {
-                    for (b, pair) in row.windows(6).step_by(3).enumerate() {
-                        step[(b + 1) * length + y] = difference(&pair[..3], &pair[3..]);
-                    }
-                }
-            }
-            Direction::Rows => {
-                for b in 1..height {
-                    let (above, below) = (&raw[(b - 1) * width * 3..b * width * 3], &raw[b * width * 3..(b + 1) * width * 3]);
-                    for (x, (p, q)) in above.chunks_exact(3).zip(below.chunks_exact(3)).enumerate() {
-                        step[b * length + x] = difference(p, q);
-                    }
-                }
-            }
-        }
-        // A seam pixel: a sharp local maximum across boundaries, much stronger than its weaker
-        // neighbour; marked one boundary either side too, for resampled or JPEG-softened seams.
-        let mut sharp = vec![0u8; (across + 1) * length];
-        for b in 1..across {
-            let (before, here, after) = (&step[(b - 1) * length..b * length], &step[b * length..(b + 1) * length], &step[(b + 1) * length..(b + 2) * length]);
-            for (flag, ((&s, &l), &r)) in sharp[b * length..(b + 1) * length].iter_mut().zip(here.iter().zip(before).zip(after)) {
-                *flag = ((s > MIN_STEP) & (s >= l) & (s >= r) & (s > 2 * l.min(r))) as u8;
-            }
-        }
-        let mut seam = vec![0u8; (across + 1) * length];
-        for b in 0..=across {
-            let line = &mut seam[b * length..(b + 1) * length];
-            for d in b.saturating_sub(1)..=(b + 1).min(across) {
-                for (out, &flag) in line.iter_mut().zip(&sharp[d * length..(d + 1) * length]) {
-                    *out |= flag;
-                }
-            }
-        }
-        let mut prefix = vec![0u32; (across + 1) * (length + 1)];
-        let mut runs = Vec::with_capacity(across + 1);
-        for b in 0..=across {
-            let line = &seam[b * length..(b + 1) * length];
-            let sums = &mut prefix[b * (length + 1)..(b + 1) * (length + 1)];
-            let mut best = Run { position: b as u32, ..Run::default() };
-            let (mut start, mut last) = (0usize, None::<usize>);
-            for (i, &on) in line.iter().enumerate() {
-                sums[i + 1] = sums[i] + on as u32;
-                if on != 0 {
-                    if last.is_none_or(|last| i - last > MAX_GAP as usize + 1) {
-                        start = i;
-                    }
-                    last = Some(i);
-                    if (i + 1 - start) as u32 > best.len() {
-                        best = Run { position: b as u32, start: start as u32, end: i as u32 + 1 };
-                    }
-                }
-            }
-            runs.push(best);
-        }
-        Seams { prefix, length, runs }
-    }
-
-    /// Fraction of boundary `position` between `from` and `to` that is seam, or 0 outside the image.
-    fn coverage(&self, position: i64, from: u32, to: u32) -> f32 {
-        if position < 0 || position as usize >= self.runs.len() {
-            return 0.0;
-        }
-        let sums = &self.prefix[position as usize * (self.length + 1)..];
-        (sums[to as usize] - sums[from as usize]) as f32 / (to - from).max(1) as f32
-    }
-
-    /// How much more of the side is seam than of the lines 4 and 8 pixels beside it: high for a
-    /// pasted edge, near zero inside texture (which is edgy everywhere) and on the 8-pixel block grid
-    /// that strong JPEG compression draws.
-    fn contrast(&self, position: u32, from: u32, to: u32) -> f32 {
-        let p = position as i64;
-        let beside = [-8, -4, 4, 8].map(|d| self.coverage(p + d, from, to)).into_iter().fold(0.0, f32::max);
-        self.coverage(p, from, to) - beside
-    }
-}
-
 /// Whether the region is (nearly) one colour: a sticker, a label or a flat box drawn over the photo,
 /// not a photo pasted into it. Its embedding would match any other flat region or a blank
 /// placeholder image, joining unrelated photos through them. On the evaluation set, pasted photos'
@@ -491,8 +386,8 @@ mod tests {
         }
         // A single pasted photo crosses no full-length seam: no grid.
         let single = pasted(width, height, PixelRect { left: 90, top: 40, right: 300, bottom: 200 });
-        let columns = Seams::find(&single, Direction::Columns);
-        let rows = Seams::find(&single, Direction::Rows);
+        let columns = Seams::find(&single, Direction::Columns, MIN_SIDE);
+        let rows = Seams::find(&single, Direction::Rows, MIN_SIDE);
         assert!(grid_cells(&columns, &rows, width, height).is_empty());
     }
 
@@ -541,6 +436,18 @@ mod tests {
         let gradient = RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 128]));
         assert_eq!(inset_rects(&gradient, 3, InsetSearch::Query), Vec::<PixelRect>::new());
         assert_eq!(inset_rects(&RgbImage::new(8, 8), 3, InsetSearch::Query), Vec::<PixelRect>::new());
+    }
+
+    #[test]
+    fn nearest_sampling_picks_the_pixels_the_image_crate_picks() {
+        let mut state = 7u32;
+        let image = RgbImage::from_fn(613, 401, |_, _| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            image::Rgb([(state >> 24) as u8, (state >> 16) as u8, (state >> 8) as u8])
+        });
+        for (w, h) in [(512, 335), (300, 511), (613, 401), (77, 1)] {
+            assert_eq!(sample_nearest(&image, w, h), image::imageops::resize(&image, w, h, image::imageops::FilterType::Nearest), "{w}x{h}");
+        }
     }
 
     #[test]
