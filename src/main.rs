@@ -426,6 +426,7 @@ fn show(image: &Path, json: bool, config: Config) -> Result<(), Error> {
     let hex = |code: &Option<Vec<u8>>| code.as_ref().map_or("-".into(), |c| c.iter().map(|b| format!("{b:02x}")).collect::<String>());
     println!("code:       {}", hex(&record.code));
     println!("whole_code: {}", hex(&record.whole_code));
+    println!("made in:    {}", record.arithmetic);
     Ok(())
 }
 
@@ -470,7 +471,7 @@ fn show_row(image: &Path, table: &Path, json: bool) -> Result<(), Error> {
             "class_id": int("class_id"), "class_name": text("class_name"), "score": score,
             "box": fields("box", ["xmin", "ymin", "xmax", "ymax"]),
             "crop": fields("crop", ["left", "top", "right", "bottom"]),
-            "code": hex("code"), "whole_code": hex("whole_code"), "error": text("error"),
+            "code": hex("code"), "whole_code": hex("whole_code"), "arithmetic": text("arithmetic"), "error": text("error"),
         });
         if json {
             row["feature"] = serde_json::json!(floats("feature"));
@@ -491,6 +492,7 @@ fn show_row(image: &Path, table: &Path, json: bool) -> Result<(), Error> {
         println!("crop: {}", row["crop"]);
         println!("code:       {}", hex("code").unwrap_or("-".into()));
         println!("whole_code: {}", hex("whole_code").unwrap_or("-".into()));
+        println!("made in:    {}", text("arithmetic").unwrap_or("(not recorded)".into()));
         return Ok(());
     }
     Err(Error::Config(format!("{} has no row for {}", table.display(), image.display())))

@@ -188,6 +188,13 @@ pub struct Arithmetic {
     pub kernels: String,
 }
 
+/// As a row records it: the precision, then the kernels in brackets (`bf16 (avx512-bf16)`).
+impl std::fmt::Display for Arithmetic {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} ({})", self.precision.name(), self.kernels)
+    }
+}
+
 impl Arithmetic {
     /// What a loaded model runs in.
     fn of(engine: &Engine) -> Arithmetic {

@@ -50,7 +50,7 @@ pub fn groups_batch(groups: &[Vec<usize>], rows: &[crate::search::IndexedRow]) -
 /// `floats` and `bytes` are an i32 element count (-1 for null) and the elements.
 ///
 /// ```text
-/// "IFR2"  u32 rows
+/// "IFR3"  u32 rows
 /// per row: u8 status (0 ok, 1 error)
 ///   error: str message
 ///   ok:    i32 width, i32 height, u8 detected,
@@ -58,6 +58,7 @@ pub fn groups_batch(groups: &[Vec<usize>], rows: &[crate::search::IndexedRow]) -
 ///          i32 crop left, top, right, bottom
 ///          floats feature, bytes code, floats whole_feature, bytes whole_code
 ///          i32 insets, per inset: i32 left, top, right, bottom, floats feature, bytes code
+///          str arithmetic
 /// ```
 /// `jvm-bindings/src/main/scala/ai/imgfeat/PackedRows.scala` reads it.
 pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
@@ -80,7 +81,7 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
         out.extend_from_slice(v.map_or(&[][..], Vec::as_slice));
     }
     let mut out = Vec::with_capacity(8 + results.len() * 11_000);
-    out.extend_from_slice(b"IFR2");
+    out.extend_from_slice(b"IFR3");
     out.extend_from_slice(&(results.len() as u32).to_le_bytes());
     for result in results {
         match result {
@@ -116,6 +117,7 @@ pub fn pack_rows(results: &[Result<Record, ImageError>]) -> Vec<u8> {
                     put_floats(&mut out, Some(&inset.feature));
                     put_bytes(&mut out, inset.code.as_ref());
                 }
+                put_str(&mut out, &r.arithmetic);
             }
         }
     }
@@ -134,7 +136,7 @@ mod tests {
         let mut row = record();
         row.insets.push(Inset { rect: PixelRect { left: 5, top: 6, right: 7, bottom: 8 }, feature: vec![0.25], code: Some(vec![0xCD]) });
         let packed = pack_rows(&[Ok(row), Err(ImageError::Empty)]);
-        let mut expected: Vec<u8> = b"IFR2".to_vec();
+        let mut expected: Vec<u8> = b"IFR3".to_vec();
         expected.extend_from_slice(&2u32.to_le_bytes());
         expected.push(0);
         for v in [640i32, 480] {
@@ -163,6 +165,8 @@ mod tests {
         expected.extend_from_slice(&0.25f32.to_le_bytes());
         expected.extend_from_slice(&1i32.to_le_bytes());
         expected.push(0xCD);
+        expected.extend_from_slice(&10i32.to_le_bytes());
+        expected.extend_from_slice(b"f32 (avx2)");
         expected.push(1);
         let message = ImageError::Empty.to_string();
         expected.extend_from_slice(&(message.len() as i32).to_le_bytes());

@@ -41,6 +41,10 @@ pub struct Record {
     /// Photos found pasted into this one, each embedded on its own (at most `Config.insets`, found by
     /// [`InsetSearch::Row`]); empty for most photos.
     pub insets: Vec<Inset>,
+    /// The arithmetic the row was made in ([`Pipeline::arithmetic`], as `bf16 (avx512-bf16)`): rows
+    /// that executors on different CPUs made in different precisions differ by more than rounding,
+    /// and a table says so row by row.
+    pub arithmetic: String,
 }
 
 /// A search query's view of an image: see [`Pipeline::query`].
@@ -267,6 +271,7 @@ impl Pipeline {
             whole_feature,
             detections,
             insets,
+            arithmetic: self.arithmetic().to_string(),
         })
     }
 

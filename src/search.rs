@@ -9,6 +9,7 @@
 //! hashing) finds every code within a radius by probing 16-bit substrings instead, which for
 //! near-duplicate radii touches a small fraction of a large collection.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -28,6 +29,8 @@ pub use codes::{hamming, parse_hex, to_words, Codes, MultiIndex};
 pub struct IndexedRow {
     pub path: String,
     pub class_name: Option<String>,
+    /// The arithmetic the row was made in (`bf16 (avx512-bf16)`), when the table says.
+    pub arithmetic: Option<String>,
 }
 
 /// The codes (and features, for re-ranking) of a features Parquet file: each row's object code and
@@ -242,6 +245,7 @@ impl Index {
             let column = |name: &str| batch.column_by_name(name).expect("the features schema has every column");
             let paths = column("path").as_string::<i32>();
             let classes = column("class_name").as_string::<i32>();
+            let arithmetics = column("arithmetic").as_string::<i32>();
             let pairs = [("code", "feature", false), ("whole_code", "whole_feature", true)]
                 .map(|(codes, features, whole)| (column(codes).as_fixed_size_binary(), column(features).as_list::<i32>(), whole));
             let row_insets = column("insets").as_list::<i32>();
@@ -288,7 +292,8 @@ impl Index {
                 }
                 if any {
                     let class_name = (!classes.is_null(r)).then(|| classes.value(r).to_string());
-                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), class_name });
+                    let arithmetic = (!arithmetics.is_null(r)).then(|| arithmetics.value(r).to_string());
+                    index.rows.push(IndexedRow { path: paths.value(r).to_string(), class_name, arithmetic });
                 }
             }
         }
@@ -306,7 +311,31 @@ impl Index {
         if index.rows.windows(2).any(|w| w[0].path > w[1].path) {
             index = index.in_path_order();
         }
+        let made_in = index.arithmetics();
+        let precisions: BTreeSet<&str> = made_in.iter().filter_map(|(arithmetic, _)| arithmetic.split(' ').next()).collect();
+        if precisions.len() > 1 {
+            let counts: Vec<String> = made_in.iter().map(|(arithmetic, rows)| format!("{rows} in {arithmetic}")).collect();
+            log::warn!(
+                "the table's rows were made in {} precisions ({}): rows of different precisions differ by more than \
+                 rounding, so copies made in one may be missed against rows made in another",
+                precisions.len(),
+                counts.join(", ")
+            );
+        }
         Ok(index)
+    }
+
+    /// How many rows were made in each arithmetic (`bf16 (avx512-bf16)`, …), as the table's
+    /// `arithmetic` column says, most first: a Spark job's executors on different CPUs may have made
+    /// its rows in different precisions or kernels. Rows of tables from before the column are left out.
+    pub fn arithmetics(&self) -> Vec<(&str, usize)> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for arithmetic in self.rows.iter().filter_map(|row| row.arithmetic.as_deref()) {
+            *counts.entry(arithmetic).or_default() += 1;
+        }
+        let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+        counts.sort_by_key(|&(_, rows)| std::cmp::Reverse(rows));
+        counts
     }
 
     /// The same index with its rows (and their codes) sorted by path.
@@ -567,7 +596,7 @@ mod tests {
         let codes = random_codes(5, 11);
         // Row 0 owns codes 0 and 1, row 1 code 2, row 2 codes 3 and 4.
         let owner = vec![0, 0, 1, 2, 2];
-        let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None }).collect();
+        let rows = (0..3).map(|i| IndexedRow { path: format!("{i}"), class_name: None, arithmetic: None }).collect();
         let index = Index { rows, codes: codes.clone(), owner, whole: vec![true; 5], features: Vec::new(), dim: 0, projection: None, insets: Insets::default() };
         let d = |i: usize, j: usize| hamming(codes.get(i), codes.get(j));
         assert_eq!(index.row_distance(0, 1), d(0, 2).min(d(1, 2)));
@@ -580,7 +609,7 @@ mod tests {
     fn index_of(entries: &[(usize, Vec<u8>, Vec<f32>, bool)]) -> Index {
         let rows = entries.iter().map(|e| e.0).max().map_or(0, |n| n + 1);
         let mut index = Index {
-            rows: (0..rows).map(|i| IndexedRow { path: format!("{i:05}"), class_name: None }).collect(),
+            rows: (0..rows).map(|i| IndexedRow { path: format!("{i:05}"), class_name: None, arithmetic: None }).collect(),
             codes: Codes::new(entries[0].1.len() * 8),
             owner: Vec::new(),
             whole: Vec::new(),
@@ -698,6 +727,17 @@ mod tests {
         assert_eq!(index.rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["a.jpg", "b.jpg"]);
         assert_eq!((index.insets.owner.as_slice(), index.insets.features.as_slice()), (&[1u32][..], &[0.6f32, 0.8][..]));
         assert_eq!(index.insets.codes.get(0), to_words(&[0x0F], 1).as_slice());
+    }
+
+    #[test]
+    fn a_table_says_how_many_rows_each_arithmetic_made() {
+        // A Spark job whose executors ran on different CPUs: two rows in bf16, one in f32, one error.
+        let made_in = |arithmetic: &str| Ok(crate::pipeline::Record { arithmetic: arithmetic.into(), ..crate::features::tests::record() });
+        let results = [made_in("bf16 (avx512-bf16)"), made_in("f32 (avx2)"), made_in("bf16 (avx512-bf16)"), Err(crate::error::ImageError::Empty)];
+        let rows: Vec<crate::features::Row> = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"].into_iter().zip(&results).collect();
+        let index = Index::from_batches([crate::features::record_batch(&rows, 1).unwrap()]).unwrap();
+        assert_eq!(index.arithmetics(), [("bf16 (avx512-bf16)", 2), ("f32 (avx2)", 1)]);
+        assert_eq!(index.rows[1].arithmetic.as_deref(), Some("f32 (avx2)"));
     }
 
     #[test]

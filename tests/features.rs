@@ -139,13 +139,17 @@ fn search_dedup_report_and_show_give_the_same_answers_on_a_spark_shaped_table() 
     assert_eq!(FeaturesReader::open(&spark).unwrap().files().len(), 2, "_SUCCESS and .crc files are not parts");
     let count = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
     assert_eq!(count(&cli_batches), count(&spark_batches));
-    // A table from before rows carried insets (no such column) reads as rows without any.
+    // A table from before rows carried insets and their arithmetic (no such columns) reads as rows
+    // without any.
     let flat = raw_rows(&table);
     let old = dir.join("without-insets.parquet");
-    write_parquet(&old, &flat.project(&(0..flat.num_columns()).filter(|&c| flat.schema().field(c).name() != "insets").collect::<Vec<_>>()).unwrap());
+    let later = ["insets", "arithmetic"];
+    write_parquet(&old, &flat.project(&(0..flat.num_columns()).filter(|&c| !later.contains(&flat.schema().field(c).name().as_str())).collect::<Vec<_>>()).unwrap());
     let old_batches = rows(&old);
     assert_eq!(old_batches[0].schema(), cli_batches[0].schema());
-    assert_eq!(old_batches.iter().map(|b| b.column_by_name("insets").unwrap().null_count()).sum::<usize>(), count(&cli_batches));
+    for column in later {
+        assert_eq!(old_batches.iter().map(|b| b.column_by_name(column).unwrap().null_count()).sum::<usize>(), count(&cli_batches), "{column}");
+    }
 
     for query in ["chelsea-mirrored.png", "coffee-small.jpg", "rocket.jpg"] {
         let search = |t: &Path| {
@@ -238,10 +242,33 @@ fn tables_that_cannot_be_read_are_errors_naming_the_file() {
     run(imgfeat().args(["dedup", "--no-verify", "-o"]).arg(dir.join("codes-only.csv")).arg(&featureless));
     assert!(std::fs::read_to_string(dir.join("codes-only.csv")).unwrap().contains("chelsea-mirrored.png"));
 
+    // Rows made in two precisions (as executors on different CPUs make them): read, with a warning.
+    let arithmetic = rows.column_by_name("arithmetic").unwrap().as_string::<i32>();
+    let other = |made: &str| if made.starts_with("int8") { "f32 (avx2)" } else { "int8 (avx2-int8)" };
+    let mixed: StringArray = (0..rows.num_rows()).map(|r| arithmetic.is_valid(r).then(|| if r == 0 { other(arithmetic.value(r)) } else { arithmetic.value(r) })).collect();
+    let columns: Vec<ArrayRef> = rows.schema().fields().iter().zip(rows.columns()).map(|(field, column)| match field.name().as_str() {
+        "arithmetic" => Arc::new(mixed.clone()) as ArrayRef,
+        _ => column.clone(),
+    }).collect();
+    let two_precisions = dir.join("two-precisions.parquet");
+    write_parquet(&two_precisions, &RecordBatch::try_new(rows.schema(), columns).unwrap());
+    let warned = run(imgfeat().args(["dedup", "-o"]).arg(dir.join("two-precisions.csv")).arg(&two_precisions));
+    let warning = String::from_utf8_lossy(&warned.stderr);
+    assert!(warning.contains("made in 2 precisions") && warning.contains(&format!("1 in {}", other(arithmetic.value(1)))), "{warning}");
+    let one = run(imgfeat().args(["dedup", "-o"]).arg(dir.join("one-precision.csv")).arg(&table));
+    assert!(!String::from_utf8_lossy(&one.stderr).contains("precisions"), "one precision is no warning");
+
     // In memory (the Python API's pyarrow tables, whose schema metadata carries the provenance): the
     // record is read, so foreign codes are refused, and a damaged record is an error rather than taken
     // for no record.
     let made = imgfeat::features::read::provenance(&table).unwrap().expect("extract records the provenance");
+    // Each row says what made it, as the table's record does (a Spark job's table has only the rows' word).
+    let (arithmetic, errors) = (rows.column_by_name("arithmetic").unwrap().as_string::<i32>(), rows.column_by_name("error").unwrap());
+    let recorded = made.arithmetic.as_ref().expect("extract records the arithmetic").to_string();
+    for r in 0..rows.num_rows() {
+        assert_eq!(arithmetic.is_valid(r), errors.is_null(r), "row {r}: an error row was made by nothing");
+        assert!(arithmetic.is_null(r) || arithmetic.value(r) == recorded, "row {r}: {} against {recorded}", arithmetic.value(r));
+    }
     let with_provenance = |json: String| {
         let mut metadata = rows.schema().metadata().clone();
         metadata.insert("imgfeat.provenance", json);

@@ -93,7 +93,7 @@ fn photo(name: &str) -> Vec<u8> {
 /// Row statuses (0 ok, 1 error) read from a packed buffer, walking the documented layout.
 fn statuses(packed: &[u8]) -> Vec<u8> {
     let i32_at = |at: usize| i32::from_le_bytes(packed[at..at + 4].try_into().unwrap());
-    assert_eq!(&packed[..4], b"IFR2");
+    assert_eq!(&packed[..4], b"IFR3");
     let rows = i32_at(4) as usize;
     let mut at = 8;
     let mut out = Vec::new();
@@ -126,6 +126,7 @@ fn statuses(packed: &[u8]) -> Vec<u8> {
             skip(&mut at, 4);
             skip(&mut at, 1);
         }
+        skip(&mut at, 1); // arithmetic
     }
     assert_eq!(at, packed.len(), "the buffer ends where the last row does");
     out

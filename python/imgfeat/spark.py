@@ -81,6 +81,7 @@ def features_type() -> Any:
         StructField("insets", ArrayType(StructType(fixed("left top right bottom", IntegerType()).fields + [
             StructField("feature", ArrayType(FloatType(), containsNull=False)), StructField("code", BinaryType()),
         ]), containsNull=False)),
+        StructField("arithmetic", StringType()),
         StructField("error", StringType()),
     ])
 

@@ -176,8 +176,8 @@ pub(crate) fn conform(batch: &RecordBatch, code_bytes: &mut Option<usize>, file:
     let target = schema(bytes);
     let mut columns = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
-        // Tables written before rows carried insets have none.
-        if field.name() == "insets" && column("insets").is_none() {
+        // Tables written before rows carried insets (or their arithmetic) have none.
+        if ["insets", "arithmetic"].contains(&field.name().as_str()) && column(field.name()).is_none() {
             columns.push(arrow::array::new_null_array(field.data_type(), batch.num_rows()));
             continue;
         }

@@ -123,13 +123,7 @@ impl Provenance {
         // precision (another instruction set) only by rounding (in int8 not at all), and may join.
         if self.made_in() != other.made_in() {
             return Some(match (&self.arithmetic, &other.arithmetic) {
-                (Some(ours), Some(theirs)) => format!(
-                    "its rows were made in {} ({}), this run makes them in {} ({})",
-                    theirs.precision.name(),
-                    theirs.kernels,
-                    ours.precision.name(),
-                    ours.kernels
-                ),
+                (Some(ours), Some(theirs)) => format!("its rows were made in {theirs}, this run makes them in {ours}"),
                 _ => format!("its rows were made in {}, this run makes them in {}", other.made_in().name(), self.made_in().name()),
             });
         }
@@ -211,6 +205,7 @@ pub fn schema(code_bytes: usize) -> SchemaRef {
         Field::new("whole_feature", feature, true),
         Field::new("whole_code", code, true),
         Field::new("insets", DataType::List(inset_item(code_bytes)), true),
+        Field::new("arithmetic", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
     ]))
 }
@@ -261,6 +256,7 @@ pub fn record_batch(rows: &[Row], code_bytes: usize) -> Result<RecordBatch, Erro
         features(&|r| r.whole_feature.as_ref()),
         codes(&|r| r.whole_code.as_ref())?,
         insets_array(&records, code_bytes)?,
+        Arc::new(records.iter().map(|r| r.map(|r| r.arithmetic.as_str())).collect::<StringArray>()),
         Arc::new(rows.iter().map(|(_, result)| result.as_ref().err().map(|e| e.to_string())).collect::<StringArray>()),
     ];
     Ok(RecordBatch::try_new(schema(code_bytes), columns)?)
@@ -314,6 +310,7 @@ pub(crate) mod tests {
             whole_code: None,
             detections: Vec::new(),
             insets: Vec::new(),
+            arithmetic: "f32 (avx2)".into(),
         }
     }
 

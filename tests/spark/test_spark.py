@@ -137,7 +137,8 @@ COLUMNS = ["width", "height", "detected", "class_id", "class_name", "score", "bo
            "feature", "code", "whole_feature", "whole_code"]
 
 
-def assert_same_as_cli(spark_rows, cli_rows, files):
+def assert_same_as_cli(spark_rows, cli_rows, files, same_kernels=True):
+    """The Spark rows are the CLI's, made in the same arithmetic (`same_kernels`: by the same kernels too)."""
     assert sorted(spark_rows) == files, "exactly one row per input file"
     failed = [p for p, r in spark_rows.items() if r["error"] is not None]
     assert all("corrupt" in p for p in failed), f"unexpected failures: {failed}"
@@ -148,6 +149,9 @@ def assert_same_as_cli(spark_rows, cli_rows, files):
         assert row["error"] == cli["error"], path
         for column in COLUMNS:
             assert row[column] == cli[column], f"{path}: {column} differs from the CLI's"
+        made_in = (row["arithmetic"], cli["arithmetic"]) if same_kernels else \
+            tuple(a and a.split(" ")[0] for a in (row["arithmetic"], cli["arithmetic"]))
+        assert made_in[0] == made_in[1], f"{path}: made in {made_in[0]}, the CLI's row in {made_in[1]}"
 
 
 def summary(stdout):
@@ -362,7 +366,11 @@ def test_a_node_without_avx512_makes_the_same_int8_rows(spark, tmp_path, monkeyp
     out = tmp_path / "out"
     spark_submit(LOCAL, "--class", "ai.imgfeat.example.ExtractJob", "--jars", str(JAR), str(EXAMPLE_JAR),
                  "--precision", "int8", f"file://{folder}", str(out))
-    assert_same_as_cli(rows_by_path(spark, out, strip_scheme=True), rows_by_path(spark, cli_out, strip_scheme=False), files)
+    spark_rows = rows_by_path(spark, out, strip_scheme=True)
+    assert_same_as_cli(spark_rows, rows_by_path(spark, cli_out, strip_scheme=False), files, same_kernels=False)
+    # Each row says which kernels made it, so a mixed cluster's output shows which node made what.
+    made_in = {r["arithmetic"] for r in spark_rows.values() if r["error"] is None}
+    assert len(made_in) == 1 and next(iter(made_in)).startswith("int8 (avx2-"), made_in
 
 
 def test_scala_example_on_a_standalone_cluster(inputs, cli_rows, spark, cluster, tmp_path):

@@ -32,16 +32,17 @@ object PackedRows {
     StructField("whole_feature", ArrayType(FloatType, containsNull = false)),
     StructField("whole_code", BinaryType),
     StructField("insets", ArrayType(insetType, containsNull = false)),
+    StructField("arithmetic", StringType),
     StructField("error", StringType)))
 
   /** The row of an image that has no features, and why. */
-  def errorRow(message: String): Row = Row(null, null, null, null, null, null, null, null, null, null, null, null, null, message)
+  def errorRow(message: String): Row = Row(null, null, null, null, null, null, null, null, null, null, null, null, null, null, message)
 
   def decode(packed: Array[Byte]): IndexedSeq[Row] = {
     val in = ByteBuffer.wrap(packed).order(ByteOrder.LITTLE_ENDIAN)
     val magic = new Array[Byte](4)
     in.get(magic)
-    if (new String(magic, StandardCharsets.US_ASCII) != "IFR2")
+    if (new String(magic, StandardCharsets.US_ASCII) != "IFR3")
       throw new ImgfeatException("native rows have an unknown layout (jar and library from different builds?)")
     val rows = in.getInt()
 
@@ -76,7 +77,7 @@ object PackedRows {
         val crop = Row(in.getInt(), in.getInt(), in.getInt(), in.getInt())
         val (feature, code, wholeFeature, wholeCode) = (floats(), bytes(), floats(), bytes())
         val insets = Seq.fill(in.getInt())(Row(in.getInt(), in.getInt(), in.getInt(), in.getInt(), floats(), bytes()))
-        Row(width, height, detected, classId, className, score, box, crop, feature, code, wholeFeature, wholeCode, insets, null)
+        Row(width, height, detected, classId, className, score, box, crop, feature, code, wholeFeature, wholeCode, insets, string(), null)
       }
     }
   }

@@ -43,6 +43,8 @@ class NativeLibSuite extends AnyFunSuite {
       val error = PackedRows.schema.fieldIndex("error")
       assert(!rows(1).isNullAt(error) && !rows(2).isNullAt(error), "undecodable bytes and a null image are error rows")
       assert(field[Seq[_]](cat, "insets").isEmpty, "a photo with nothing pasted into it has no insets")
+      assert(field[String](cat, "arithmetic").matches("f32 \\((avx512|avx2|baseline)\\)"), field[String](cat, "arithmetic"))
+      assert(rows(1).isNullAt(PackedRows.schema.fieldIndex("arithmetic")), "an error row was made by nothing")
     } finally NativeLib.close(handle)
   }
 

@@ -27,7 +27,7 @@ class PackedRowsSuite extends AnyFunSuite {
     def result: Array[Byte] = out.toByteArray
   }
 
-  private def header(rows: Int) = new Packer().raw("IFR2".getBytes(StandardCharsets.US_ASCII)).i32(rows)
+  private def header(rows: Int) = new Packer().raw("IFR3".getBytes(StandardCharsets.US_ASCII)).i32(rows)
 
   test("decodes a detected row, a row without detection and an error row, in order") {
     val feature = Seq(0.5f, -1.25f, 3.0e-8f)
@@ -41,11 +41,13 @@ class PackedRowsSuite extends AnyFunSuite {
       // two insets: rect, feature, code
       .i32(2).i32(1).i32(2).i32(3).i32(4).floats(Some(Seq(0.5f))).bytes(Some(Array[Byte](7)))
       .i32(5).i32(6).i32(7).i32(8).floats(Some(Seq(-0.5f))).bytes(Some(Array[Byte](6)))
+      .str("int8 (avx512-vnni)")
       // ok, nothing detected (no class, score or box), object embedding off (null feature and code)
       .u8(0).i32(3).i32(2).u8(0)
       .i32(0).i32(0).i32(3).i32(2)
       .floats(None).bytes(None).floats(Some(Seq(2.0f, 4.0f))).bytes(Some(Array[Byte](9, 8)))
       .i32(0)
+      .str("f32 (avx2)")
       // error
       .u8(1).str("cannot decode: ünïcode ✓")
       .result
@@ -67,7 +69,8 @@ class PackedRowsSuite extends AnyFunSuite {
     assert(insets.map(i => (i.getInt(0), i.getInt(1), i.getInt(2), i.getInt(3), i.getSeq[Float](4))) ==
       Seq((1, 2, 3, 4, Seq(0.5f)), (5, 6, 7, 8, Seq(-0.5f))))
     assert(insets.map(_.getAs[Array[Byte]](5).toSeq) == Seq(Seq[Byte](7), Seq[Byte](6)))
-    assert(detected.isNullAt(13))
+    assert(detected.getString(13) == "int8 (avx512-vnni)")
+    assert(detected.isNullAt(14))
 
     val plain = rows(1)
     assert(plain.getInt(0) == 3 && plain.getInt(1) == 2 && !plain.getBoolean(2))
@@ -77,11 +80,12 @@ class PackedRowsSuite extends AnyFunSuite {
     assert(plain.getSeq[Float](10) == Seq(2.0f, 4.0f))
     assert(plain.getAs[Array[Byte]](11).sameElements(Array[Byte](9, 8)))
     assert(plain.getSeq[Row](12).isEmpty)
-    assert(plain.isNullAt(13))
+    assert(plain.getString(13) == "f32 (avx2)", "each row says what made it: executors on different CPUs differ")
+    assert(plain.isNullAt(14))
 
     val error = rows(2)
-    assert((0 until 13).forall(error.isNullAt))
-    assert(error.getString(13) == "cannot decode: ünïcode ✓")
+    assert((0 until 14).forall(error.isNullAt))
+    assert(error.getString(14) == "cannot decode: ünïcode ✓")
   }
 
   test("an empty batch is no rows") {
@@ -95,6 +99,6 @@ class PackedRowsSuite extends AnyFunSuite {
 
   test("the schema has the CLI table's feature columns, in order") {
     assert(PackedRows.schema.fieldNames.toSeq == Seq("width", "height", "detected", "class_id", "class_name", "score",
-      "box", "crop", "feature", "code", "whole_feature", "whole_code", "insets", "error"))
+      "box", "crop", "feature", "code", "whole_feature", "whole_code", "insets", "arithmetic", "error"))
   }
 }
