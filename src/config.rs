@@ -42,7 +42,7 @@ pub struct Config {
     /// that the row carries embedded on their own, at most this many (0: none; 16 at most). A copy
     /// pasted into another photo matches its original only through these: `dedup` groups it by them.
     /// Ordinary photos rarely have one, but the seam search runs on every photo: extraction runs at
-    /// 0.84× the speed of `insets: 0` on one thread (BENCHMARKS.md).
+    /// about 0.94× the speed of `insets: 0` on one thread (BENCHMARKS.md).
     pub insets: usize,
     /// Binary-code length and projection file.
     pub codes: CodesConfig,

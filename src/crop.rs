@@ -81,7 +81,7 @@ pub fn inset_rects(image: &RgbImage, max: usize, search: InsetSearch) -> Vec<Pix
         return Vec::new();
     }
     // Large photos are searched on a smaller copy: nearest-neighbour sampling keeps a seam one pixel
-    // sharp, and memory and time stay bounded (the scan holds ~12 bytes a pixel).
+    // sharp, and memory and time stay bounded (the scan holds ~7 bytes a pixel).
     let longer = width.max(height);
     let side = search.longest_side();
     if longer > side {

@@ -183,10 +183,9 @@ impl Pipeline {
 
     /// A search query's view of one image: its row, the photos pasted into it
     /// ([`crate::crop::inset_rects`] as [`InsetSearch::Query`], at most `max_insets`) embedded on their
-    /// own, and the whole image
-    /// turned by a quarter either way (two embeddings, about 6 ms each on one core). A photo pasted small
-    /// onto another matches its original only through its own pixels: the whole image is mostly the
-    /// other photo, and the detector's main object may be the other photo's.
+    /// own, and the whole image turned by a quarter either way (two embeddings, about 6 ms each on one
+    /// core). A photo pasted small onto another matches its original only through its own pixels: the
+    /// whole image is mostly the other photo, and the detector's main object may be the other photo's.
     pub fn query(&self, bytes: &[u8], max_insets: usize) -> Result<QueryRecord, ImageError> {
         catch_unwind(AssertUnwindSafe(|| {
             let _reserved = self.reserve(bytes);

@@ -32,14 +32,17 @@ fn photos(dir: &Path) -> PathBuf {
     folder
 }
 
-/// Every value of the table, rows in path order, floats as their bits (a formatter's shortest
-/// round-trip text, which tells apart any two distinct floats, -0 from +0 included).
+/// Every value of the table but the kernels each row names (`arithmetic`: compared with the
+/// provenance's below), rows in path order, floats as their bits (a formatter's shortest round-trip
+/// text, which tells apart any two distinct floats, -0 from +0 included).
 fn cells(table: &Path) -> Vec<Vec<String>> {
     let options = FormatOptions::default();
     let mut rows = Vec::new();
     for batch in FeaturesReader::open(table).unwrap().batches() {
         let batch: RecordBatch = batch.unwrap();
-        let formatters: Vec<ArrayFormatter> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+        let schema = batch.schema();
+        let values = schema.fields().iter().zip(batch.columns()).filter(|(field, _)| field.name() != "arithmetic").map(|(_, column)| column);
+        let formatters: Vec<ArrayFormatter> = values.map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
         for row in 0..batch.num_rows() {
             rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<String>>());
         }

@@ -190,6 +190,7 @@ impl Seams {
 }
 
 /// The colour step between two equally long runs of RGB pixels, pixel by pixel, summed over R, G, B.
+#[inline(always)]
 fn steps(a: &[u8], b: &[u8], out: &mut [u16]) {
     for ((out, p), q) in out.iter_mut().zip(a.chunks_exact(3)).zip(b.chunks_exact(3)) {
         *out = p[0].abs_diff(q[0]) as u16 + p[1].abs_diff(q[1]) as u16 + p[2].abs_diff(q[2]) as u16;
@@ -203,6 +204,7 @@ fn is_sharp(s: u16, l: u16, r: u16) -> u8 {
 }
 
 /// Sharp flags of one line of steps; the two ends (the image's edges) stay 0.
+#[inline(always)]
 fn mark_sharp(step: &[u16], sharp: &mut [u8]) {
     let n = step.len();
     for (flag, w) in sharp[1..n - 1].iter_mut().zip(step.windows(3)) {
@@ -211,6 +213,7 @@ fn mark_sharp(step: &[u16], sharp: &mut [u8]) {
 }
 
 /// Each flag ORed with its neighbours either side.
+#[inline(always)]
 fn widen(sharp: &[u8], seam: &mut [u8]) {
     let n = sharp.len();
     seam[0] = sharp[0] | sharp[1];

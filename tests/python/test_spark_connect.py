@@ -14,7 +14,7 @@ import pytest
 from conftest import PYSPARK, ROOT, make_venv, readme_block, run_python, wheel_file
 
 FEATURE_COLUMNS = ["width", "height", "detected", "class_id", "class_name", "score", "box", "crop", "feature",
-                   "code", "whole_feature", "whole_code", "error"]
+                   "code", "whole_feature", "whole_code", "insets", "arithmetic", "error"]
 
 
 @pytest.fixture(scope="session")
