@@ -183,6 +183,8 @@ fn validate_config(config_json: &str) -> PyResult<String> {
 
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Fails only where a logger is already installed (the module initialised twice in one process).
+    let _ = pyo3_log::try_init();
     module.add_class::<Pipeline>()?;
     module.add_class::<Index>()?;
     module.add_function(wrap_pyfunction!(image_files, module)?)?;

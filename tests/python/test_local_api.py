@@ -156,6 +156,27 @@ def test_search_refuses_codes_from_another_projection_or_length(local, photos, c
     assert errors["found"][0]["path"] == str(query), "the table's own settings find the photo"
 
 
+def test_the_native_sides_warnings_reach_pythons_logging(local, cli_table):
+    """A table whose rows were made in two precisions (as Spark executors on different CPUs make them) is
+    read with a warning on the logger "imgfeat.search", naming both; a table of one precision without."""
+    logged = local(f"""
+        import io, json, logging, imgfeat, pyarrow as pa, pyarrow.parquet as pq
+        stream = io.StringIO()
+        logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s: %(message)s")
+        table = pq.read_table({str(cli_table)!r})
+        imgfeat.Index(table)
+        one = stream.getvalue()
+        made = table.column("arithmetic").to_pylist()
+        first = next(i for i, m in enumerate(made) if m)
+        made[first] = "f32 (avx2)" if made[first].startswith("int8") else "int8 (avx2-int8)"
+        imgfeat.Index(table.set_column(table.schema.get_field_index("arithmetic"), "arithmetic", pa.array(made, pa.string())))
+        print(json.dumps({{"one": one, "two": stream.getvalue(), "other": made[first]}}))
+    """)
+    assert "precisions" not in logged["one"], "one precision is no warning"
+    assert "imgfeat.search: the table's rows were made in 2 precisions" in logged["two"], logged
+    assert f"1 in {logged['other']}" in logged["two"], logged
+
+
 def test_bad_settings_and_inputs_raise_clear_python_exceptions(local, tmp_path):
     cases = {
         "unknown field": "imgfeat.Pipeline({'scor_threshold': 0.4})",
