@@ -89,6 +89,8 @@ pub struct Pipeline {
     threads: usize,
     /// Decoded pixels in flight, bounded by `limits.max_inflight_pixels`.
     budget: PixelBudget,
+    /// [`Pipeline::arithmetic`] as each row names it (`bf16 (avx512-bf16)`): fixed once the models load.
+    made_in: String,
 }
 
 impl Pipeline {
@@ -128,7 +130,8 @@ impl Pipeline {
         }
         let threads = config.effective_threads();
         let budget = PixelBudget::new(config.limits.max_inflight_pixels);
-        Ok(Pipeline { config, detector, embedder, projection, threads, budget })
+        let made_in = Arithmetic::together(detector.arithmetic(), embedder.arithmetic()).to_string();
+        Ok(Pipeline { config, detector, embedder, projection, threads, budget, made_in })
     }
 
     /// The arithmetic the models run in, as loaded on this CPU: what a table records of its rows.
@@ -270,7 +273,7 @@ impl Pipeline {
             whole_feature,
             detections,
             insets,
-            arithmetic: self.arithmetic().to_string(),
+            arithmetic: self.made_in.clone(),
         })
     }
 
