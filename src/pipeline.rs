@@ -89,7 +89,9 @@ pub struct Pipeline {
     threads: usize,
     /// Decoded pixels in flight, bounded by `limits.max_inflight_pixels`.
     budget: PixelBudget,
-    /// [`Pipeline::arithmetic`] as each row names it (`bf16 (avx512-bf16)`): fixed once the models load.
+    /// What the loaded models run in ([`Pipeline::arithmetic`]), and the same as each row names it
+    /// (`bf16 (avx512-bf16)`): fixed once the models load.
+    arithmetic: Arithmetic,
     made_in: String,
 }
 
@@ -130,13 +132,14 @@ impl Pipeline {
         }
         let threads = config.effective_threads();
         let budget = PixelBudget::new(config.limits.max_inflight_pixels);
-        let made_in = Arithmetic::together(detector.arithmetic(), embedder.arithmetic()).to_string();
-        Ok(Pipeline { config, detector, embedder, projection, threads, budget, made_in })
+        let arithmetic = Arithmetic::together(detector.arithmetic(), embedder.arithmetic());
+        let made_in = arithmetic.to_string();
+        Ok(Pipeline { config, detector, embedder, projection, threads, budget, arithmetic, made_in })
     }
 
     /// The arithmetic the models run in, as loaded on this CPU: what a table records of its rows.
     pub fn arithmetic(&self) -> Arithmetic {
-        Arithmetic::together(self.detector.arithmetic(), self.embedder.arithmetic())
+        self.arithmetic.clone()
     }
 
     pub fn config(&self) -> &Config {
